@@ -1,0 +1,47 @@
+"""Tokenisation and padding of prompt/response rows into model-ready tensors."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from transformers import PreTrainedTokenizerBase
+
+
+def encode_prompt(tokenizer: PreTrainedTokenizerBase, prompt: str, max_tokens: int | None = None) -> list[int]:
+    """Prompt token ids, keeping the *end* of a too-long prompt (the last turn matters most)."""
+    ids = tokenizer(prompt, add_special_tokens=False).input_ids
+    return ids[-max_tokens:] if max_tokens else ids
+
+
+def encode_response(tokenizer: PreTrainedTokenizerBase, response: str, max_tokens: int | None = None) -> list[int]:
+    """Response token ids followed by EOS (a truncated response keeps no EOS)."""
+    ids = tokenizer(response, add_special_tokens=False).input_ids + [tokenizer.eos_token_id]
+    return ids[:max_tokens] if max_tokens else ids
+
+
+def pad_right(sequences: Sequence[Sequence[int]], pad_value: int) -> torch.Tensor:
+    width = max(len(s) for s in sequences)
+    return torch.tensor([list(s) + [pad_value] * (width - len(s)) for s in sequences], dtype=torch.long)
+
+
+def pad_left(sequences: Sequence[Sequence[int]], pad_value: int) -> torch.Tensor:
+    width = max(len(s) for s in sequences)
+    return torch.tensor([[pad_value] * (width - len(s)) + list(s) for s in sequences], dtype=torch.long)
+
+
+def prompt_response_batch(prompts: Sequence[Sequence[int]], responses: Sequence[Sequence[int]], pad_id: int) -> dict[str, torch.Tensor]:
+    """Right-padded ``prompt + response`` rows with ``attention_mask`` and a ``response_mask``
+    that selects the response tokens only."""
+    rows = [list(p) + list(r) for p, r in zip(prompts, responses)]
+    masks = [[0] * len(p) + [1] * len(r) for p, r in zip(prompts, responses)]
+    input_ids = pad_right(rows, pad_id)
+    return {
+        "input_ids": input_ids,
+        "attention_mask": pad_right([[1] * len(r) for r in rows], 0),
+        "response_mask": pad_right(masks, 0),
+    }
+
+
+def left_padded_prompts(prompts: Sequence[Sequence[int]], pad_id: int) -> dict[str, torch.Tensor]:
+    return {"input_ids": pad_left(prompts, pad_id), "attention_mask": pad_left([[1] * len(p) for p in prompts], 0)}

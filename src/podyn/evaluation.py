@@ -1,0 +1,50 @@
+"""Judged win rates against the SFT model, per run, seed and judged step (method.md §6)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+import pandas as pd
+
+from .io import DataError, read_jsonl, write_csv
+from .judges import GoldJudge, bootstrap_ci, make_judge
+
+WINRATE_COLUMNS = ["run", "seed", "step", "judge", "n_prompts", "win_rate", "ci_low", "ci_high"]
+GENERATION_FIELDS = {"step": int, "prompt_index": int, "prompt": str, "response": str}
+
+
+def judge_run(cfg: dict[str, Any], run: str, seed: int, generations: Path, baseline: Path, out_csv: Path, cache: Path) -> pd.DataFrame:
+    """Win rate of every judged step of a run against the SFT baseline's responses."""
+    length_penalty = cfg.get("data", {}).get("synthetic", {}).get("length_penalty", 0.2)
+    judge = make_judge(cfg, cache, length_penalty)
+    base = {row["prompt_index"]: row for row in read_jsonl(baseline, GENERATION_FIELDS)}
+    rows = read_jsonl(generations, GENERATION_FIELDS)
+    records = []
+    for step in sorted({r["step"] for r in rows}):
+        at_step = [r for r in rows if r["step"] == step]
+        for r in at_step:
+            if r["prompt_index"] not in base or base[r["prompt_index"]]["prompt"] != r["prompt"]:
+                raise DataError(f"{generations}: prompt {r['prompt_index']} at step {step} has no matching baseline response in {baseline}")
+        scores = np.array([judge.compare(r["prompt"], r["response"], base[r["prompt_index"]]["response"]) for r in at_step])
+        win, low, high = bootstrap_ci(scores, cfg["winrate"]["bootstrap_samples"], cfg["winrate"]["confidence"], seed=seed * 100003 + step)
+        record = {"run": run, "seed": seed, "step": step, "judge": judge.name, "n_prompts": len(scores), "win_rate": win, "ci_low": low, "ci_high": high}
+        if isinstance(judge, GoldJudge):
+            record["gold_reward"] = float(np.mean([judge.reward(r["prompt"], r["response"]) for r in at_step]))
+            record["sft_gold_reward"] = float(np.mean([judge.reward(r["prompt"], base[r["prompt_index"]]["response"]) for r in at_step]))
+        records.append(record)
+    frame = pd.DataFrame(records)
+    write_csv(out_csv, frame)
+    return frame
+
+
+def collect_winrates(judgements: Iterable[Path], winrates_out: Path, gold_out: Path | None = None) -> pd.DataFrame:
+    """Concatenate per-run judgements into the output contract ``winrates.csv``; gold rewards
+    (synthetic task only) go to a file of their own."""
+    frame = pd.concat([pd.read_csv(p) for p in judgements], ignore_index=True).sort_values(["run", "seed", "step"])
+    write_csv(winrates_out, frame[WINRATE_COLUMNS])
+    if gold_out is not None:
+        gold_cols = [c for c in ("gold_reward", "sft_gold_reward") if c in frame]
+        write_csv(gold_out, frame[["run", "seed", "step", *gold_cols]])
+    return frame

@@ -1,0 +1,87 @@
+"""Response generation with ``transformers``' ``generate``: sampled rollouts for PPO and
+greedy responses for evaluation and for the final-response set D'."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+from transformers import PreTrainedTokenizerBase
+
+from .batching import encode_prompt, left_padded_prompts
+
+
+@dataclass
+class Rollout:
+    """Left-padded prompts followed by generated responses.
+
+    ``sequences`` (B, P + R); ``attention_mask`` covers prompt tokens and response tokens up to
+    and including the first EOS; ``response_mask`` (B, R) marks those response tokens;
+    ``ended`` (B,) is True where the response closed with EOS within ``max_new_tokens``."""
+
+    sequences: torch.Tensor
+    attention_mask: torch.Tensor
+    response_mask: torch.Tensor
+    ended: torch.Tensor
+    prompt_width: int
+
+
+@torch.no_grad()
+def generate(
+    model: torch.nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    prompt_ids: Sequence[Sequence[int]],
+    max_new_tokens: int,
+    do_sample: bool,
+    temperature: float = 1.0,
+) -> Rollout:
+    batch = left_padded_prompts(prompt_ids, tokenizer.pad_token_id)
+    batch = {k: v.to(model.device) for k, v in batch.items()}
+    sampling = {"do_sample": True, "temperature": temperature, "top_k": 0, "top_p": 1.0} if do_sample else {"do_sample": False}
+    was_training = model.training
+    model.eval()
+    sequences = model.generate(
+        **batch,
+        max_new_tokens=max_new_tokens,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        **sampling,
+    )
+    model.train(was_training)
+    width = batch["input_ids"].shape[1]
+    response = sequences[:, width:]
+    is_eos = response == tokenizer.eos_token_id
+    # tokens up to and including the first EOS belong to the response
+    after_eos = (is_eos.long().cumsum(1) - is_eos.long()) > 0
+    response_mask = (~after_eos).long()
+    if response.shape[1] == 0:
+        response_mask = response_mask[:, :0]
+    return Rollout(
+        sequences=sequences,
+        attention_mask=torch.cat([batch["attention_mask"], response_mask], 1),
+        response_mask=response_mask,
+        ended=is_eos.any(1),
+        prompt_width=width,
+    )
+
+
+def decode_responses(tokenizer: PreTrainedTokenizerBase, rollout: Rollout) -> list[str]:
+    ids = rollout.sequences[:, rollout.prompt_width :] * rollout.response_mask + tokenizer.pad_token_id * (1 - rollout.response_mask)
+    return tokenizer.batch_decode(ids, skip_special_tokens=True)
+
+
+def greedy_responses(
+    model: torch.nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: Sequence[str],
+    max_new_tokens: int,
+    batch_size: int = 64,
+    max_prompt_tokens: int | None = None,
+) -> list[str]:
+    """Greedy responses of ``model`` to ``prompts``, in order."""
+    out: list[str] = []
+    for start in range(0, len(prompts), batch_size):
+        ids = [encode_prompt(tokenizer, p, max_prompt_tokens) for p in prompts[start : start + batch_size]]
+        out.extend(decode_responses(tokenizer, generate(model, tokenizer, ids, max_new_tokens, do_sample=False)))
+    return out

@@ -1,0 +1,104 @@
+"""What every training stage shares: the Lightning Trainer, resuming from the last
+checkpoint, optimisers, and the per-step records that figures read."""
+
+from __future__ import annotations
+
+import math
+import shutil
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import pandas as pd
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
+from lightning.pytorch.loggers import CSVLogger
+
+from ..io import write_csv
+
+
+def make_trainer(workdir: Path, trainer_cfg: dict[str, Any], max_steps: int, callbacks: list | None = None) -> L.Trainer:
+    """A Trainer whose checkpoints live in ``workdir/lightning`` (outside Snakemake's declared
+    outputs, so a failed or killed job keeps them and the rerun resumes)."""
+    resume_every = trainer_cfg.get("checkpoint_every_n_steps", 100)
+    checkpoint = ModelCheckpoint(
+        dirpath=workdir / "lightning", every_n_train_steps=resume_every, save_last=True, save_top_k=0
+    )
+    return L.Trainer(
+        accelerator=trainer_cfg.get("accelerator", "cpu"),
+        devices=trainer_cfg.get("devices", 1),
+        precision=trainer_cfg.get("precision", "32-true"),
+        max_steps=max_steps,
+        max_epochs=-1,
+        logger=CSVLogger(workdir, name="", version="csv"),
+        log_every_n_steps=trainer_cfg.get("log_every_n_steps", 10),
+        callbacks=[checkpoint, TQDMProgressBar(refresh_rate=trainer_cfg.get("progress_refresh", 20)), *(callbacks or [])],
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        limit_val_batches=0,
+        deterministic=trainer_cfg.get("deterministic", False),
+        default_root_dir=workdir,
+    )
+
+
+def fit_resumable(trainer: L.Trainer, module: L.LightningModule, dataloader, workdir: Path) -> None:
+    """Fit, resuming from ``workdir/lightning/last.ckpt`` when an earlier attempt left one."""
+    last = workdir / "lightning" / "last.ckpt"
+    if last.exists():
+        print(f"[podyn] resuming from {last}", flush=True)
+    trainer.fit(module, train_dataloaders=dataloader, ckpt_path=str(last) if last.exists() else None)
+
+
+def warmup_cosine(optimizer: torch.optim.Optimizer, warmup: int, total: int, schedule: str = "cosine"):
+    """Linear warm-up, then cosine decay to 0 (``schedule: cosine``) or a constant rate."""
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / max(1, warmup)
+        if schedule == "constant":
+            return 1.0
+        progress = (step - warmup) / max(1, total - warmup)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def grad_norm(parameters) -> float:
+    """L2 norm of the gradients of ``parameters`` (before clipping)."""
+    norms = [p.grad.detach().float().norm() for p in parameters if p.grad is not None]
+    return float(torch.linalg.vector_norm(torch.stack(norms))) if norms else 0.0
+
+
+class StepRecords:
+    """Per-step scalars (gradient norms, advantage means) that must survive a resume: kept in
+    the Lightning checkpoint and written as one CSV at the end."""
+
+    def __init__(self) -> None:
+        self.rows: list[dict] = []
+
+    def add(self, **row: Any) -> None:
+        self.rows.append(row)
+
+    def state_dict(self) -> list[dict]:
+        return list(self.rows)
+
+    def load_state_dict(self, rows: list[dict]) -> None:
+        self.rows = list(rows)
+
+    def write(self, path: Path) -> None:
+        write_csv(path, pd.DataFrame(self.rows))
+
+
+def copy_metrics(workdir: Path, dest: Path) -> None:
+    """Copy Lightning's CSV metrics of the run to a declared output."""
+    source = workdir / "csv" / "metrics.csv"
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    if source.exists():
+        shutil.copyfile(source, dest)
+    else:
+        dest.write_text("")
+
+
+def configure_threads(threads: int | None) -> None:
+    if threads:
+        torch.set_num_threads(threads)

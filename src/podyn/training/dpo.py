@@ -1,0 +1,72 @@
+"""DPO as a weighted sum of its components (method.md §2). Plain DPO, the ablations and cDPO
+differ only in the run's weight schedule."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+import torch
+
+from ..models import sequence_logps
+from ..objectives import dpo_component_loss, dpo_terms
+from ..schedules import weights_at
+from .checkpoints import RunRecorder
+from .common import StepRecords, grad_norm, warmup_cosine
+
+
+class DPOModule(L.LightningModule):
+    def __init__(self, policy: torch.nn.Module, cfg: dict[str, Any], weight_specs: dict[str, Any], recorder: RunRecorder | None) -> None:
+        super().__init__()
+        self.policy = policy.train()  # from_pretrained returns eval mode
+        self.cfg = cfg
+        self.weight_specs = weight_specs
+        self.recorder = recorder
+        self.records = StepRecords()
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        step = self.global_step
+        if self.recorder is not None:
+            self.recorder.at_step(step, self.policy, {"step": step, "indices": batch["index"]})
+        weights = weights_at(self.weight_specs, step)
+        logps = sequence_logps(self.policy, batch["input_ids"], batch["attention_mask"], batch["response_mask"])
+        chosen, rejected = logps.chunk(2)
+        ref_chosen, ref_rejected = batch["ref_chosen"].to(logps.dtype), batch["ref_rejected"].to(logps.dtype)
+        terms = dpo_terms(chosen, rejected, ref_chosen, ref_rejected, self.cfg["beta"])
+        loss = dpo_component_loss(chosen, rejected, terms.omega, terms.groups, weights)
+        self._log_step(terms, chosen, rejected, ref_chosen, ref_rejected, weights)
+        return loss
+
+    def _log_step(self, terms, chosen, rejected, ref_chosen, ref_rejected, weights) -> None:
+        beta = self.cfg["beta"]
+        reward_chosen = beta * (chosen - ref_chosen).detach()
+        reward_rejected = beta * (rejected - ref_rejected).detach()
+        self.log("loss", terms.loss, prog_bar=True)
+        self.log_dict(
+            {
+                "rewards/chosen": reward_chosen.mean(),
+                "rewards/rejected": reward_rejected.mean(),
+                "rewards/margins": (reward_chosen - reward_rejected).mean(),
+                "rewards/accuracies": (reward_chosen > reward_rejected).float().mean(),
+                "logps/chosen": chosen.detach().mean(),
+                "logps/rejected": rejected.detach().mean(),
+                "weights/pos": weights.pos,
+                "weights/neg": weights.neg,
+            }
+        )
+
+    def on_before_optimizer_step(self, optimizer) -> None:
+        norm = grad_norm(self.policy.parameters())
+        self.log("grad_norm", norm)
+        self.records.add(step=self.global_step, kind="grad_norm", value=norm)
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["podyn_records"] = self.records.state_dict()
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self.records.load_state_dict(checkpoint.get("podyn_records", []))
+
+    def configure_optimizers(self):
+        opt = torch.optim.AdamW(self.policy.parameters(), lr=self.cfg["lr"], weight_decay=self.cfg.get("weight_decay", 0.0))
+        sched = warmup_cosine(opt, self.cfg.get("warmup_steps", 0), self.cfg["max_steps"], self.cfg.get("lr_schedule", "constant"))
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

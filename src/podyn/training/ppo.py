@@ -1,0 +1,197 @@
+"""RLHF PPO (method.md §3), as in InstructGPT / TRL: sampled rollouts, reward-model score at
+the last response token, per-token KL penalty to the reference, a value model, GAE, whitened
+advantages and several clipped-objective epochs per rollout batch. The policy loss is the
+weighted component sum of :func:`podyn.objectives.ppo_policy_loss`, so PPO ablations, cPPO and
+hPPO are weight schedules. One training step here is one PPO iteration (rollout batch)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+import torch
+
+from ..generation import generate
+from ..models import scalar_head_outputs, score_at, token_logps
+from ..objectives import (
+    gae,
+    masked_mean,
+    masked_whiten,
+    ppo_policy_loss,
+    ppo_token_losses,
+    tertile_groups,
+    value_loss,
+)
+from ..schedules import weights_at
+from .checkpoints import RunRecorder
+from .common import StepRecords, grad_norm
+
+
+def response_logps(model: torch.nn.Module, rollout: dict[str, torch.Tensor]) -> torch.Tensor:
+    """log pi(y_t | x, y_<t) for the response tokens, shape (B, R)."""
+    width = rollout["prompt_width"]
+    return token_logps(model, rollout["sequences"], rollout["attention_mask"])[:, width - 1 :]
+
+
+def response_values(value_model: torch.nn.Module, rollout: dict[str, torch.Tensor]) -> torch.Tensor:
+    """V(x, y_<t): the value head at the position before each response token, shape (B, R)."""
+    width = rollout["prompt_width"]
+    return scalar_head_outputs(value_model, rollout["sequences"], rollout["attention_mask"])[:, width - 1 : -1]
+
+
+def select_rows(rollout: dict[str, Any], rows: torch.Tensor) -> dict[str, Any]:
+    return {k: (v[rows] if torch.is_tensor(v) and v.dim() > 0 else v) for k, v in rollout.items()}
+
+
+class PPOModule(L.LightningModule):
+    def __init__(
+        self,
+        policy: torch.nn.Module,
+        value_model: torch.nn.Module,
+        reference: torch.nn.Module,
+        reward_model: torch.nn.Module,
+        tokenizer,
+        cfg: dict[str, Any],
+        weight_specs: dict[str, Any],
+        recorder: RunRecorder | None,
+    ) -> None:
+        super().__init__()
+        self.automatic_optimization = False
+        self.policy = policy.train()  # from_pretrained returns eval mode
+        self.value_model = value_model.train()
+        # frozen models are kept out of the module's parameters and checkpoints
+        self._frozen = {"reference": reference.eval().requires_grad_(False), "reward": reward_model.eval().requires_grad_(False)}
+        self.tokenizer = tokenizer
+        self.cfg = cfg
+        self.weight_specs = weight_specs
+        self.recorder = recorder
+        self.records = StepRecords()
+        self.iteration = 0
+
+    def on_fit_start(self) -> None:
+        for model in self._frozen.values():
+            model.to(self.device)
+
+    @torch.no_grad()
+    def rollout(self, prompt_ids: list[list[int]]) -> dict[str, Any]:
+        """Sample responses and compute everything the PPO epochs need."""
+        cfg = self.cfg
+        roll = generate(self.policy, self.tokenizer, prompt_ids, cfg["max_new_tokens"], do_sample=True, temperature=cfg.get("temperature", 1.0))
+        batch = {
+            "sequences": roll.sequences,
+            "attention_mask": roll.attention_mask,
+            "prompt_width": roll.prompt_width,
+        }
+        mask = roll.response_mask.to(torch.float32)
+        old_logps = response_logps(self.policy, batch) * mask
+        ref_logps = response_logps(self._frozen["reference"], batch) * mask
+        values = response_values(self.value_model, batch) * mask
+        last = mask.sum(1).long() - 1
+        score = score_at(self._frozen["reward"], roll.sequences, roll.attention_mask, roll.prompt_width + last)
+        score = score - cfg.get("missing_eos_penalty", 0.0) * (~roll.ended).float()
+        kl = old_logps - ref_logps
+        rewards = -cfg["kl_coef"] * kl
+        rewards[torch.arange(len(last)), last] += score
+        raw_advantages, returns = gae(rewards, values, mask, cfg["gamma"], cfg["lam"])
+        advantages = masked_whiten(raw_advantages, mask)
+        batch.update(
+            response_mask=mask,
+            old_logps=old_logps,
+            ref_logps=ref_logps,
+            values=values,
+            scores=score,
+            rewards=rewards,
+            raw_advantages=raw_advantages,
+            advantages=advantages,
+            returns=returns,
+            groups=tertile_groups(advantages.abs(), mask),
+            ended=roll.ended,
+        )
+        return batch
+
+    def training_step(self, prompt_ids: list[list[int]], batch_idx: int) -> None:
+        it = self.iteration
+        batch = self.rollout(prompt_ids)
+        weights = weights_at(self.weight_specs, it)
+        if self.recorder is not None:
+            self.recorder.at_step(it, self.policy, {"step": it, "weights": weights.__dict__, "clip_eps": self.cfg["clip_eps"], **batch})
+        self._record_advantages(it, batch)
+        stats = self._optimise(batch, weights, it)
+        self._log_iteration(batch, stats)
+        self.iteration += 1
+
+    def _optimise(self, batch: dict[str, Any], weights, it: int) -> dict[str, float]:
+        cfg = self.cfg
+        opt = self.optimizers()
+        n_rows = batch["sequences"].shape[0]
+        stats: dict[str, list[float]] = {k: [] for k in ("policy", "value", "clipfrac", "vclipfrac", "ratio", "approxkl")}
+        for _ in range(cfg["ppo_epochs"]):
+            for rows in torch.randperm(n_rows, device=batch["sequences"].device).split(cfg["mini_batch_size"]):
+                mb = select_rows(batch, rows)
+                mask = mb["response_mask"]
+                logps = response_logps(self.policy, mb)
+                policy_loss = ppo_policy_loss(logps, mb["old_logps"], mb["advantages"], mask, mb["groups"], weights, cfg["clip_eps"])
+                vpred = response_values(self.value_model, mb)
+                v_loss = value_loss(vpred, mb["values"], mb["returns"], mask, cfg["cliprange_value"])
+                opt.zero_grad()
+                self.manual_backward(policy_loss + cfg["vf_coef"] * v_loss)
+                self.records.add(step=it, kind="grad_norm", value=grad_norm(self.policy.parameters()))
+                if cfg.get("max_grad_norm"):
+                    self.clip_gradients(opt, gradient_clip_val=cfg["max_grad_norm"], gradient_clip_algorithm="norm")
+                opt.step()
+                with torch.no_grad():
+                    _, ratio = ppo_token_losses(logps, mb["old_logps"], mb["advantages"], cfg["clip_eps"])
+                    stats["policy"].append(float(policy_loss))
+                    stats["value"].append(float(v_loss))
+                    stats["ratio"].append(float(masked_mean(ratio, mask)))
+                    stats["clipfrac"].append(float(masked_mean(((ratio - 1).abs() > cfg["clip_eps"]).float(), mask)))
+                    stats["approxkl"].append(float(masked_mean(0.5 * (logps - mb["old_logps"]) ** 2, mask)))
+                    vclip = ((vpred - mb["values"]).abs() > cfg["cliprange_value"]).float()
+                    stats["vclipfrac"].append(float(masked_mean(vclip, mask)))
+        return {k: sum(v) / len(v) for k, v in stats.items()}
+
+    def _record_advantages(self, it: int, batch: dict[str, Any]) -> None:
+        """Mean raw (pre-whitening) advantage of the TOP, MID and BOT token groups (figure 3)."""
+        for group_id, name in enumerate(("top", "mid", "bot")):
+            in_group = (batch["groups"] == group_id).float() * batch["response_mask"]
+            self.records.add(step=it, kind=f"raw_advantage/{name}", value=float(masked_mean(batch["raw_advantages"], in_group)))
+
+    def _log_iteration(self, batch: dict[str, Any], stats: dict[str, float]) -> None:
+        kl = batch["old_logps"] - batch["ref_logps"]
+        non_score = (batch["rewards"].sum(1) - batch["scores"]).mean()
+        self.log_dict(
+            {
+                "objective/kl": kl.sum(1).mean(),
+                "objective/scores": batch["scores"].mean(),
+                "objective/non_score_reward": non_score,
+                "objective/rlhf_reward": batch["scores"].mean() + non_score,
+                "policy/approxkl_avg": stats["approxkl"],
+                "policy/clipfrac_avg": stats["clipfrac"],
+                "loss/policy_avg": stats["policy"],
+                "loss/value_avg": stats["value"],
+                "val/clipfrac_avg": stats["vclipfrac"],
+                "val/ratio": stats["ratio"],
+                "val/num_eos_tokens": batch["ended"].float().sum(),
+                "iteration": float(self.iteration),
+            },
+            prog_bar=False,
+        )
+        self.log("score", batch["scores"].mean(), prog_bar=True)
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["podyn_records"] = self.records.state_dict()
+        checkpoint["podyn_iteration"] = self.iteration
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self.records.load_state_dict(checkpoint.get("podyn_records", []))
+        self.iteration = checkpoint.get("podyn_iteration", 0)
+
+    def configure_optimizers(self):
+        return torch.optim.AdamW(
+            [
+                {"params": self.policy.parameters(), "lr": self.cfg["lr"]},
+                {"params": self.value_model.parameters(), "lr": self.cfg.get("value_lr", self.cfg["lr"])},
+            ],
+            weight_decay=self.cfg.get("weight_decay", 0.0),
+            eps=1e-5,
+        )

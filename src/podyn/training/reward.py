@@ -1,0 +1,62 @@
+"""Reward model: Bradley-Terry on preference pairs, scored at the response's last token."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+
+from ..batching import encode_prompt, encode_response, prompt_response_batch
+from ..models import last_token_index, score_at
+from .common import warmup_cosine
+
+
+def pair_collator(tokenizer, max_prompt_tokens: int | None, max_response_tokens: int | None):
+    """Chosen rows first, then rejected rows, in one right-padded batch (one forward pass)."""
+
+    def collate(rows: list[dict]) -> dict[str, torch.Tensor]:
+        prompts = [encode_prompt(tokenizer, r["prompt"], max_prompt_tokens) for r in rows]
+        responses = [encode_response(tokenizer, r[key], max_response_tokens) for key in ("chosen", "rejected") for r in rows]
+        batch = prompt_response_batch(prompts + prompts, responses, tokenizer.pad_token_id)
+        if "index" in rows[0]:
+            batch["index"] = torch.tensor([r["index"] for r in rows])
+        for key in ("ref_chosen", "ref_rejected"):
+            if key in rows[0]:
+                batch[key] = torch.tensor([r[key] for r in rows], dtype=torch.float64)
+        return batch
+
+    return collate
+
+
+def pair_scores(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    scores = score_at(model, batch["input_ids"], batch["attention_mask"], last_token_index(batch["attention_mask"]))
+    return scores.chunk(2)
+
+
+class RewardModule(L.LightningModule):
+    def __init__(self, model: torch.nn.Module, cfg: dict[str, Any]) -> None:
+        super().__init__()
+        self.model = model.train()  # from_pretrained returns eval mode
+        self.cfg = cfg
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        chosen, rejected = pair_scores(self.model, batch)
+        loss = -F.logsigmoid(chosen - rejected).mean()
+        self.log("train/loss", loss, prog_bar=True)
+        self.log("train/accuracy", (chosen > rejected).float().mean(), prog_bar=True)
+        return loss
+
+    def configure_optimizers(self):
+        opt = torch.optim.AdamW(self.model.parameters(), lr=self.cfg["lr"], weight_decay=self.cfg.get("weight_decay", 0.0))
+        sched = warmup_cosine(opt, self.cfg.get("warmup_steps", 0), self.cfg["max_steps"], self.cfg.get("lr_schedule", "cosine"))
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+@torch.no_grad()
+def pairwise_hits(model: torch.nn.Module, loader) -> torch.Tensor:
+    """1 for each pair whose chosen response scores higher than its rejected one, else 0."""
+    model.eval()
+    hits = [(chosen > rejected).float() for chosen, rejected in (pair_scores(model, batch) for batch in loader)]
+    return torch.cat(hits)

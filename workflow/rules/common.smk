@@ -1,0 +1,48 @@
+import json
+
+from snakemake.exceptions import WorkflowError
+
+from podyn.config import ConfigError, resolve_run, selected_runs, validate_config
+
+try:
+    validate_config(config, source=", ".join(map(str, workflow.configfiles)) or "config")
+except ConfigError as err:
+    raise WorkflowError(str(err)) from None
+
+RESULTS = f"{config['results_dir']}/{config['experiment']}"
+RUNS = selected_runs(config)
+SEEDS = config["seeds"]
+SERIAL_THREADS = min(workflow.cores, 8)  # stages with nothing beside them in the DAG
+
+
+wildcard_constraints:
+    run="|".join(RUNS),
+    seed=r"\d+",
+
+
+def stage_config(*sections, **extra):
+    """The config sections a stage reads, as the JSON its entry point takes. Passing only
+    these as `params` means that editing another section does not rerun the stage."""
+    return json.dumps({**{s: config[s] for s in sections}, **extra}, sort_keys=True)
+
+
+def run_config(wildcards):
+    run = config["runs"][wildcards.run]
+    objective = run["objective"]
+    return stage_config("model", "trainer", "generation", objective, runs={wildcards.run: run})
+
+
+def run_outputs(run, seed):
+    return {
+        "generations": f"{RESULTS}/runs/{run}/seed{seed}/generations.jsonl",
+        "checkpoints": f"{RESULTS}/runs/{run}/seed{seed}/checkpoints.jsonl",
+        "records": f"{RESULTS}/runs/{run}/seed{seed}/records.csv",
+        "metrics": f"{RESULTS}/runs/{run}/seed{seed}/metrics.csv",
+    }
+
+
+def final_targets():
+    return [
+        f"{RESULTS}/eval/winrates.csv",
+        f"{RESULTS}/eval/reward_model.csv",
+    ]
