@@ -13,6 +13,8 @@ include: "workflow/rules/data.smk"
 include: "workflow/rules/models.smk"
 include: "workflow/rules/preference.smk"
 include: "workflow/rules/evaluation.smk"
+include: "workflow/rules/dynamics.smk"
+include: "workflow/rules/figures.smk"
 
 
 rule all:

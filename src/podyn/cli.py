@@ -43,7 +43,19 @@ STAGES: dict[str, tuple[str, list[tuple[str, dict]]]] = {
             ("--records", {"required": True}), ("--metrics", {"required": True}),
         ],
     ),
+    "final-responses": ("D': the final policy's responses to the evaluation prompts.", [("--data", {"required": True}), ("--checkpoints", {"required": True}), ("--seed", {"type": int, "required": True}), ("--run", {"default": None}), ("--out", {"required": True})]),
+    "dynamics": (
+        "Gradient alignment G per component at every analysis checkpoint of a run.",
+        [
+            ("--run", {"required": True}), ("--seed", {"type": int, "required": True}), ("--data", {"required": True}),
+            ("--ref-logps", {"required": True}), ("--checkpoints", {"required": True}), ("--final-responses", {"required": True}),
+            ("--out", {"required": True}), ("--samples-out", {"required": True}),
+        ],
+    ),
     "judge": ("Judge a run's responses against the SFT model's, per judged step.", [("--run", {"required": True}), ("--seed", {"type": int, "required": True}), ("--generations", {"required": True}), ("--baseline", {"required": True}), ("--out", {"required": True}), ("--cache", {"required": True})]),
+    "figures": ("Figures 1, 2, 3 and 5 from cached dynamics tables and records.", [("--dpo", {"required": True}), ("--ppo", {"required": True}), ("--dpo-records", {"nargs": "+", "required": True}), ("--ppo-records", {"nargs": "+", "required": True}), ("--out", {"required": True})]),
+    "claims": ("The paper-claims report (claims.md and claims.csv).", [("--dpo", {"required": True}), ("--ppo", {"required": True}), ("--ppo-records", {"nargs": "+", "required": True}), ("--out", {"required": True}), ("--csv-out", {"required": True})]),
+    "concat": ("Concatenate CSV tables with the same columns.", [("--inputs", {"nargs": "+", "required": True}), ("--out", {"required": True})]),
     "winrates": ("Collect per-run judgements into winrates.csv.", [("--inputs", {"nargs": "+", "required": True}), ("--out", {"required": True}), ("--gold-out", {})]),
 }
 
@@ -53,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="stage", required=True)
     for name, (help_text, arguments) in STAGES.items():
         stage = sub.add_parser(name, help=help_text, description=help_text)
-        stage.add_argument("--config", required=name != "winrates", help="config file, or the JSON a rule passes")
+        stage.add_argument("--config", required=name not in ("winrates", "concat"), help="config file, or the JSON a rule passes")
         stage.add_argument("--threads", type=int, default=None, help="torch threads (default: config's `threads`)")
         for flag, kwargs in arguments:
             stage.add_argument(flag, **kwargs)
@@ -61,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run_stage(args: argparse.Namespace) -> None:
-    from . import evaluation, pipeline
+    from . import analysis, evaluation, pipeline
     from .config import load_config
     from .training.common import configure_threads
 
@@ -83,8 +95,22 @@ def run_stage(args: argparse.Namespace) -> None:
     elif stage == "train":
         paths = {k: Path(getattr(args, k)) for k in ("data", "sft", "reward", "ref_logps", "workdir", "generations", "checkpoints", "records", "metrics")}
         pipeline.train_run(cfg, args.run, args.seed, paths)
+    elif stage == "final-responses":
+        analysis.final_responses(cfg, Path(args.data), Path(args.checkpoints), args.seed, Path(args.out))
+    elif stage == "dynamics":
+        analysis.run_dynamics(cfg, args.run, args.seed, Path(args.data), Path(args.ref_logps), Path(args.checkpoints), Path(args.final_responses), Path(args.out), Path(args.samples_out))
     elif stage == "judge":
         evaluation.judge_run(cfg, args.run, args.seed, Path(args.generations), Path(args.baseline), Path(args.out), Path(args.cache))
+    elif stage == "figures":
+        from .figures import dynamics_figures
+
+        dynamics_figures(cfg, Path(args.dpo), Path(args.ppo), [Path(p) for p in args.dpo_records], [Path(p) for p in args.ppo_records], Path(args.out))
+    elif stage == "claims":
+        from .claims import claims_report
+
+        claims_report(cfg, Path(args.dpo), Path(args.ppo), [Path(p) for p in args.ppo_records], Path(args.out), Path(args.csv_out))
+    elif stage == "concat":
+        evaluation.concat_tables([Path(p) for p in args.inputs], Path(args.out))
     elif stage == "winrates":
         evaluation.collect_winrates([Path(p) for p in args.inputs], Path(args.out), Path(args.gold_out) if args.gold_out else None)
 
@@ -95,8 +121,12 @@ def main(argv: list[str] | None = None) -> int:
     from .config import ConfigError
     from .io import DataError
 
+    from .stats import stage_stats
+
+    name = args.stage if getattr(args, "run", None) is None else f"{args.stage}_{args.run}_seed{args.seed}"
     try:
-        run_stage(args)
+        with stage_stats(name):
+            run_stage(args)
     except (ConfigError, DataError) as err:
         print(f"podyn {args.stage}: error: {err}", file=sys.stderr)
         return 2

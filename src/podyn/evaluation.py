@@ -48,3 +48,9 @@ def collect_winrates(judgements: Iterable[Path], winrates_out: Path, gold_out: P
         gold_cols = [c for c in ("gold_reward", "sft_gold_reward") if c in frame]
         write_csv(gold_out, frame[["run", "seed", "step", *gold_cols]])
     return frame
+
+
+def concat_tables(inputs: Iterable[Path], out: Path) -> pd.DataFrame:
+    frame = pd.concat([pd.read_csv(p) for p in inputs], ignore_index=True)
+    write_csv(out, frame)
+    return frame

@@ -18,6 +18,8 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
+from . import stats
+
 EOS_TOKEN = "<|endoftext|>"
 PAD_TOKEN = "<|padding|>"
 
@@ -94,6 +96,11 @@ def load_scalar_model(path: str | Path, model_cfg: dict[str, Any]) -> torch.nn.M
     return model
 
 
+def _at_least_float32(x: torch.Tensor) -> torch.Tensor:
+    """Half-precision outputs are promoted for the log-softmax; float64 stays float64."""
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+
+
 def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
     """Positions that skip left padding, so that a left-padded rollout and a right-padded
     training row give the same log-probs."""
@@ -102,9 +109,11 @@ def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
 
 def token_logps(model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
     """log pi(input_ids[:, t] | input_ids[:, :t]) for t >= 1, shape (B, T-1)."""
+    stats.add_tokens(attention_mask.sum())
     logits = model(
         input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids_from_mask(attention_mask)
-    ).logits[:, :-1].float()
+    ).logits[:, :-1]
+    logits = _at_least_float32(logits)
     return torch.gather(F.log_softmax(logits, dim=-1), 2, input_ids[:, 1:, None]).squeeze(2)
 
 
@@ -117,10 +126,11 @@ def sequence_logps(model: torch.nn.Module, input_ids: torch.Tensor, attention_ma
 
 def scalar_head_outputs(model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
     """The scalar head applied at every position, shape (B, T)."""
+    stats.add_tokens(attention_mask.sum())
     hidden = model.base_model(
         input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids_from_mask(attention_mask)
     ).last_hidden_state
-    return model.score(hidden).squeeze(-1).float()
+    return _at_least_float32(model.score(hidden).squeeze(-1))
 
 
 def score_at(model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, index: torch.Tensor) -> torch.Tensor:

@@ -22,7 +22,7 @@ from .io import write_csv, write_jsonl
 from .judges import bootstrap_ci
 from .models import build_gpt_neox, build_word_tokenizer, load_policy, load_scalar_model, load_tokenizer, prepare_tokenizer, sequence_logps
 from .training.checkpoints import RunRecorder
-from .training.common import copy_metrics, fit_resumable, make_trainer
+from .training.common import copy_metrics, fit_resumable, make_trainer, prepare_workdir
 from .training.dpo import DPOModule
 from .training.ppo import PPOModule
 from .training.reward import RewardModule, pair_collator, pairwise_hits
@@ -105,6 +105,7 @@ def _loader(dataset, batch_size: int, collate, seed: int, drop_last: bool = True
 
 
 def sft(cfg: dict[str, Any], data_dir: Path, base_dir: Path, out_dir: Path, workdir: Path) -> None:
+    prepare_workdir(workdir, {k: cfg[k] for k in ("seed", "model", "trainer", "generation", "sft")}, [Path(data_dir) / "sft.jsonl", base_dir])
     L.seed_everything(cfg["seed"], workers=True, verbose=False)
     tokenizer = load_tokenizer(base_dir)
     model = load_policy(base_dir, cfg["model"])
@@ -116,6 +117,7 @@ def sft(cfg: dict[str, Any], data_dir: Path, base_dir: Path, out_dir: Path, work
 
 
 def reward_model(cfg: dict[str, Any], data_dir: Path, sft_dir: Path, out_dir: Path, metrics_out: Path, workdir: Path) -> None:
+    prepare_workdir(workdir, {k: cfg[k] for k in ("seed", "model", "trainer", "generation", "reward_model")}, [Path(data_dir) / "prefs_train.jsonl", sft_dir])
     L.seed_everything(cfg["seed"], workers=True, verbose=False)
     tokenizer = load_tokenizer(sft_dir)
     model = load_scalar_model(sft_dir, cfg["model"])
@@ -173,6 +175,8 @@ def train_run(cfg: dict[str, Any], run_name: str, seed: int, paths: dict[str, Pa
     run = resolve_run(cfg, run_name)
     hyper = run["hyper"]
     workdir = Path(paths["workdir"])
+    settings = {"run": run, "seed": seed, **{k: cfg[k] for k in ("model", "trainer", "generation")}}
+    prepare_workdir(workdir, settings, [paths["data"], paths["sft"], paths["reward"], paths["ref_logps"]])
     L.seed_everything(seed, workers=True, verbose=False)
     tokenizer = load_tokenizer(paths["sft"])
     policy = load_policy(paths["sft"], cfg["model"])

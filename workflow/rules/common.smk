@@ -26,16 +26,23 @@ def stage_config(*sections, **extra):
     return json.dumps({**{s: config[s] for s in sections}, **extra}, sort_keys=True)
 
 
-def run_config(wildcards):
+def run_config(wildcards, extra_sections=()):
     run = config["runs"][wildcards.run]
     objective = run["objective"]
-    return stage_config("model", "trainer", "generation", objective, runs={wildcards.run: run})
+    return stage_config("model", "trainer", "generation", objective, *extra_sections, runs={wildcards.run: run})
+
+
+def dynamics_config(keys):
+    return {k: config["dynamics"][k] for k in keys}
+
+
+DYNAMICS_RUNS = [r for r in config["dynamics"]["runs"] if r in RUNS]
 
 
 def run_outputs(run, seed):
     return {
         "generations": f"{RESULTS}/runs/{run}/seed{seed}/generations.jsonl",
-        "checkpoints": f"{RESULTS}/runs/{run}/seed{seed}/checkpoints.jsonl",
+        "checkpoints": f"{RESULTS}/runs/{run}/seed{seed}/checkpoints.json",
         "records": f"{RESULTS}/runs/{run}/seed{seed}/records.csv",
         "metrics": f"{RESULTS}/runs/{run}/seed{seed}/metrics.csv",
     }
@@ -45,4 +52,7 @@ def final_targets():
     return [
         f"{RESULTS}/eval/winrates.csv",
         f"{RESULTS}/eval/reward_model.csv",
+        *expand(f"{RESULTS}/dynamics/{{run}}.csv", run=DYNAMICS_RUNS),
+        *rules.dynamics_figures.output,
+        f"{RESULTS}/claims.md",
     ]

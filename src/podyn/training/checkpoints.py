@@ -9,7 +9,7 @@ from typing import Any, Sequence
 import torch
 
 from ..generation import greedy_responses
-from ..io import atomic_path, read_jsonl, write_jsonl
+from ..io import atomic_path, read_jsonl, write_json, write_jsonl
 
 
 class RunRecorder:
@@ -69,13 +69,18 @@ class RunRecorder:
         write_jsonl(self.workdir / "generations" / f"step_{step}.jsonl", rows)
 
     def finish(self, model: torch.nn.Module, generations_out: Path, checkpoints_out: Path) -> None:
-        """Evaluate the final policy (if not done yet) and write the run's declared outputs."""
+        """Evaluate and save the final policy, then write the run's declared outputs: every
+        judged step's responses, and a manifest of the analysis checkpoints and final policy."""
         final = self.workdir / "generations" / f"step_{self.total_steps}.jsonl"
         if not final.exists():
             self.save_generations(self.total_steps, model)
+        model.save_pretrained(self.workdir / "final")
+        self.tokenizer.save_pretrained(self.workdir / "final")
         rows = [row for step in self.eval_steps() for row in read_jsonl(self.workdir / "generations" / f"step_{step}.jsonl")]
         write_jsonl(generations_out, rows)
-        write_jsonl(
-            checkpoints_out,
-            [{"step": s, "path": str(self.workdir / "analysis" / f"step_{s}")} for s in self.analysis_steps()],
-        )
+        manifest = {
+            "total_steps": self.total_steps,
+            "final": str(self.workdir / "final"),
+            "analysis": [{"step": s, "path": str(self.workdir / "analysis" / f"step_{s}")} for s in self.analysis_steps()],
+        }
+        write_json(checkpoints_out, manifest)

@@ -3,6 +3,7 @@ checkpoint, optimisers, and the per-step records that figures read."""
 
 from __future__ import annotations
 
+import json
 import math
 import shutil
 from pathlib import Path
@@ -39,6 +40,21 @@ def make_trainer(workdir: Path, trainer_cfg: dict[str, Any], max_steps: int, cal
         deterministic=trainer_cfg.get("deterministic", False),
         default_root_dir=workdir,
     )
+
+
+def prepare_workdir(workdir: Path, settings: dict[str, Any], inputs: list[Path]) -> None:
+    """Keep a work directory (and so resume from it) only if it was made by the same settings
+    from the same inputs; otherwise start afresh, so that a changed config or a retrained
+    upstream model is never silently continued from a stale checkpoint."""
+    workdir = Path(workdir)
+    files = sorted(f for path in map(Path, inputs) for f in ([path] if path.is_file() else path.rglob("*")) if f.is_file())
+    stamp = json.dumps({"settings": settings, "inputs": {str(f): [f.stat().st_size, f.stat().st_mtime_ns] for f in files}}, sort_keys=True, default=str)
+    stamp_file = workdir / "stamp.json"
+    if workdir.exists() and (not stamp_file.exists() or stamp_file.read_text() != stamp):
+        print(f"[podyn] {workdir} was made by other settings or inputs; starting afresh", flush=True)
+        shutil.rmtree(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    stamp_file.write_text(stamp)
 
 
 def fit_resumable(trainer: L.Trainer, module: L.LightningModule, dataloader, workdir: Path) -> None:

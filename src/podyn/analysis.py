@@ -1,0 +1,118 @@
+"""Stages of the dynamics analysis: the final responses D' of a run, and G at each of its
+analysis checkpoints (method.md §1), written as tidy tables."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+
+from . import data as data_mod
+from .batching import encode_prompt, prompt_response_batch
+from .config import resolve_run
+from .dynamics import DPOBatch, PPOBatch, gradient_alignment, gradient_alignment_direct, per_layer_alignment
+from .generation import generate
+from .io import DataError, read_jsonl, write_csv, write_jsonl
+from .models import load_policy, load_tokenizer
+from .training.reward import pair_collator
+
+
+def _manifest(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise DataError(f"{path}: unreadable checkpoint manifest ({err})") from None
+
+
+@torch.no_grad()
+def final_responses(cfg: dict[str, Any], data_dir: Path, manifest_path: Path, seed: int, out_file: Path) -> None:
+    """D': the final policy's responses (greedy by default) to the first ``n_prompts`` test
+    prompts, stored as token ids so that the analysis scores exactly what was generated."""
+    dyn, gen = cfg["dynamics"], cfg["generation"]
+    final_dir = _manifest(manifest_path)["final"]
+    tokenizer = load_tokenizer(final_dir)
+    model = load_policy(final_dir, cfg["model"]).eval()
+    prompts = data_mod.load_split(data_dir, "test")["prompt"][: dyn["n_prompts"]]
+    torch.manual_seed(seed)
+    rows = []
+    for start in range(0, len(prompts), gen["eval_batch_size"]):
+        chunk = prompts[start : start + gen["eval_batch_size"]]
+        prompt_ids = [encode_prompt(tokenizer, p, gen["max_prompt_tokens"]) for p in chunk]
+        roll = generate(model, tokenizer, prompt_ids, gen["max_new_tokens"], do_sample=dyn["decoding"] == "sample")
+        for p, ids, response, mask in zip(chunk, prompt_ids, roll.sequences[:, roll.prompt_width :], roll.response_mask):
+            rows.append({"prompt": p, "prompt_ids": ids, "response_ids": response[mask.bool()].tolist()})
+    write_jsonl(out_file, rows)
+
+
+def _final_batches(rows: list[dict], pad_id: int, size: int) -> list[dict[str, torch.Tensor]]:
+    return [
+        prompt_response_batch([r["prompt_ids"] for r in rows[i : i + size]], [r["response_ids"] for r in rows[i : i + size]], pad_id)
+        for i in range(0, len(rows), size)
+    ]
+
+
+def _dpo_batch(cfg, hyper, record, data_dir, ref_logps, tokenizer, seed) -> tuple[DPOBatch, torch.Tensor]:
+    dataset = data_mod.load_split(data_dir, "prefs_train")
+    if cfg["dynamics"]["dpo_batch"] == "fixed":
+        size = min(cfg["dynamics"]["dpo_fixed_batch_size"], len(dataset))
+        indices = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))[:size]
+    else:
+        indices = record["indices"]
+    gen = cfg["generation"]
+    batch = pair_collator(tokenizer, gen["max_prompt_tokens"], gen["max_response_tokens"])([dataset[int(i)] for i in indices])
+    ref = torch.load(ref_logps)
+    return DPOBatch(batch["input_ids"], batch["attention_mask"], batch["response_mask"], ref["chosen"][indices], ref["rejected"][indices], hyper["beta"]), indices
+
+
+def _sample_rows(objective: str, step: int, alignment, batch, indices) -> pd.DataFrame:
+    """Per-sample (DPO: per pair) or per-token (PPO) directional derivatives and loss weights."""
+    d = alignment.derivatives
+    if objective == "dpo":
+        chosen, rejected = d.chunk(2)
+        sens_c, sens_r = alignment.sensitivities["tot"].chunk(2)
+        return pd.DataFrame({"step": step, "pair_index": indices.tolist(), "d_chosen": chosen.tolist(), "d_rejected": rejected.tolist(), "dL_dchosen": sens_c.tolist(), "dL_drejected": sens_r.tolist()})
+    mask = batch.response_mask.bool()
+    rows, cols = torch.nonzero(mask, as_tuple=True)
+    return pd.DataFrame({
+        "step": step, "row": rows.tolist(), "token": cols.tolist(), "d": d[mask].tolist(),
+        "dL_ds": alignment.sensitivities["tot"][mask].tolist(), "advantage": batch.advantages[mask].tolist(), "group": batch.groups[mask].tolist(),
+    })
+
+
+def run_dynamics(cfg: dict[str, Any], run_name: str, seed: int, data_dir: Path, ref_logps: Path, manifest_path: Path, final_file: Path, out_csv: Path, samples_csv: Path) -> pd.DataFrame:
+    """G for every component at every analysis checkpoint of one run."""
+    run = resolve_run(cfg, run_name)
+    dyn = cfg["dynamics"]
+    manifest = _manifest(manifest_path)
+    tokenizer = load_tokenizer(manifest["final"])
+    final_batches = _final_batches(read_jsonl(final_file), tokenizer.pad_token_id, cfg["generation"]["eval_batch_size"])
+    model_cfg = {**cfg["model"], "dtype": dyn["dtype"], "attn_implementation": "eager"}
+    records, samples = [], []
+    for entry in manifest["analysis"]:
+        step, path = entry["step"], Path(entry["path"])
+        model = load_policy(path, model_cfg)
+        record = torch.load(path / "batch.pt", weights_only=False)
+        if run["objective"] == "dpo":
+            batch, indices = _dpo_batch(cfg, run["hyper"], record, data_dir, ref_logps, tokenizer, seed)
+        else:
+            batch, indices = PPOBatch.from_record(record), None
+        cast = {k: v.to(model.dtype) for k, v in vars(batch).items() if torch.is_tensor(v) and v.is_floating_point()}
+        batch = type(batch)(**{**vars(batch), **cast})
+        if dyn["method"] == "direct":
+            G, gbar_norm = gradient_alignment_direct(model, batch, final_batches), float("nan")
+        else:
+            alignment = gradient_alignment(model, batch, final_batches, dyn["method"], dyn["fd_eps"], dyn["chunk_rows"])
+            G, gbar_norm = alignment.G, alignment.gbar_norm
+            samples.append(_sample_rows(run["objective"], step, alignment, batch, indices))
+        records += [{"run": run_name, "seed": seed, "step": step, "component": c, "layer": "all", "G": g, "gbar_norm": gbar_norm} for c, g in G.items()]
+        if dyn["per_layer"]:
+            for layer, per in per_layer_alignment(model, batch, final_batches, "jvp" if dyn["method"] == "direct" else dyn["method"], dyn["fd_eps"], dyn["chunk_rows"]).items():
+                records += [{"run": run_name, "seed": seed, "step": step, "component": c, "layer": layer, "G": g, "gbar_norm": gbar_norm} for c, g in per.items()]
+        print(f"[podyn] {run_name} seed {seed} step {step}: " + ", ".join(f"{c}={g:+.3e}" for c, g in G.items()), flush=True)
+    frame = pd.DataFrame(records)
+    write_csv(out_csv, frame)
+    write_csv(samples_csv, pd.concat(samples, ignore_index=True) if samples else pd.DataFrame())
+    return frame

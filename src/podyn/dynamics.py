@@ -1,0 +1,209 @@
+"""Gradient alignment G (method.md §1):
+
+    G(L; theta_t) = < gbar_D'(theta_t), grad L(B_t; theta_t) >,
+    gbar_D'(theta) = mean_{(x', y') in D'} -grad logp(y'|x'; theta).
+
+Every objective here is a function of per-sample log-probs s (a response's logp for DPO, a
+token's for PPO), so by the chain rule
+
+    G(L) = sum_s (dL/ds) * < grad s, gbar >.
+
+The fast path computes gbar with one backward pass over D', then every directional derivative
+< grad s, gbar > in one forward-mode pass (``torch.func.jvp``) or with a central finite
+difference along gbar; each component's G is then a weighted sum of those scalars, with the
+weights dL/ds obtained by autograd on the (cheap) loss-of-log-probs. The direct method (one
+backward pass per component, then a dot product) is kept as the reference.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+import torch
+from torch.func import functional_call, jvp
+
+from .models import sequence_logps, token_logps
+from .objectives import COMPONENTS, ComponentWeights, dpo_component_loss, dpo_terms, ppo_policy_loss
+
+
+
+@contextmanager
+def forward_mode_attention() -> Iterator[None]:
+    """Forward-mode AD has no rule for the fused SDPA kernels; the math kernel has one."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    with sdpa_kernel(SDPBackend.MATH):
+        yield
+
+
+def trainable(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {name: p for name, p in model.named_parameters() if p.requires_grad}
+
+
+def mean_nll_gradient(model: torch.nn.Module, final_batches: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """gbar: the gradient of the mean NLL of the final responses D' (batches of prompt+response)."""
+    params = trainable(model)
+    total = sum(int(b["input_ids"].shape[0]) for b in final_batches)
+    grads = {k: torch.zeros_like(v) for k, v in params.items()}
+    for batch in final_batches:
+        nll = -sequence_logps(model, batch["input_ids"], batch["attention_mask"], batch["response_mask"]).sum() / total
+        for (name, g) in zip(params, torch.autograd.grad(nll, list(params.values()), allow_unused=True)):
+            if g is not None:
+                grads[name] += g
+    return grads
+
+
+def directional_derivatives(model: torch.nn.Module, batch, direction: dict[str, torch.Tensor], method: str = "jvp", fd_eps: float = 1e-3, chunk_rows: int | None = None) -> torch.Tensor:
+    """< grad s, direction > for every per-sample log-prob s of ``batch.logps(model)``,
+    computed ``chunk_rows`` sequences at a time (the derivatives are per row).
+
+    ``jvp``: exact forward-mode AD. ``finite_difference``: (s(theta + h v) - s(theta - h v)) / 2h
+    with h = fd_eps / |v|, an O(h^2) approximation for kernels without forward-mode rules."""
+    params = {k: v.detach() for k, v in trainable(model).items()}
+    tangents = {k: direction[k].to(v.dtype) for k, v in params.items()}
+    step = chunk_rows or batch.n_rows
+    chunks = [slice(i, min(i + step, batch.n_rows)) for i in range(0, batch.n_rows, step)]
+
+    def at(p: dict[str, torch.Tensor], rows: slice) -> torch.Tensor:
+        return batch.logps(lambda **kw: functional_call(model, p, args=(), kwargs=kw), rows)
+
+    if method == "jvp":
+        with forward_mode_attention():
+            return torch.cat([jvp(lambda p: at(p, rows), (params,), (tangents,))[1].detach() for rows in chunks])
+    if method == "finite_difference":
+        norm = float(torch.sqrt(sum((t.double() ** 2).sum() for t in tangents.values())))
+        if norm == 0.0:
+            return torch.zeros_like(batch.logps(model))
+        h = fd_eps / norm
+        plus = {k: params[k] + h * tangents[k] for k in params}
+        minus = {k: params[k] - h * tangents[k] for k in params}
+        with torch.no_grad():
+            return torch.cat([(at(plus, rows) - at(minus, rows)) / (2 * h) for rows in chunks])
+    raise ValueError(f"unknown dynamics method {method!r}")
+
+
+# ----------------------------------------------------------------------------- objectives as functions of log-probs
+
+
+@dataclass
+class DPOBatch:
+    """A DPO training batch B_t: chosen rows then rejected rows, plus reference log-probs."""
+
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    response_mask: torch.Tensor
+    ref_chosen: torch.Tensor
+    ref_rejected: torch.Tensor
+    beta: float
+
+    @property
+    def n_rows(self) -> int:
+        return self.input_ids.shape[0]
+
+    def logps(self, model, rows: slice = slice(None)) -> torch.Tensor:
+        """logp of every row (chosen rows, then rejected rows), shape (2B,)."""
+        return sequence_logps(model, self.input_ids[rows], self.attention_mask[rows], self.response_mask[rows])
+
+    def component_losses(self, logps: torch.Tensor) -> dict[str, torch.Tensor]:
+        chosen, rejected = logps.chunk(2)
+        terms = dpo_terms(chosen, rejected, self.ref_chosen.to(logps.dtype), self.ref_rejected.to(logps.dtype), self.beta)
+        return {c: dpo_component_loss(chosen, rejected, terms.omega, terms.groups, ComponentWeights.only(c)) for c in COMPONENTS}
+
+
+@dataclass
+class PPOBatch:
+    """A PPO rollout batch B_t as recorded at the checkpoint."""
+
+    sequences: torch.Tensor
+    attention_mask: torch.Tensor
+    prompt_width: int
+    response_mask: torch.Tensor
+    old_logps: torch.Tensor
+    advantages: torch.Tensor
+    groups: torch.Tensor
+    clip_eps: float
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> "PPOBatch":
+        return cls(**{k: record[k] for k in ("sequences", "attention_mask", "prompt_width", "response_mask", "old_logps", "advantages", "groups", "clip_eps")})
+
+    @property
+    def n_rows(self) -> int:
+        return self.sequences.shape[0]
+
+    def logps(self, model, rows: slice = slice(None)) -> torch.Tensor:
+        """logp of every response token, shape (B, R)."""
+        return token_logps(model, self.sequences[rows], self.attention_mask[rows])[:, self.prompt_width - 1 :]
+
+    def component_losses(self, logps: torch.Tensor) -> dict[str, torch.Tensor]:
+        mask = self.response_mask.to(logps.dtype)
+        n_tokens = mask.sum()
+        return {
+            c: ppo_policy_loss(logps, self.old_logps.to(logps.dtype), self.advantages.to(logps.dtype), mask, self.groups, ComponentWeights.only(c), self.clip_eps, n_tokens)
+            for c in COMPONENTS
+        }
+
+
+def loss_sensitivities(batch, logps: torch.Tensor) -> dict[str, torch.Tensor]:
+    """dL_c/ds for every component c and per-sample log-prob s (no model pass needed)."""
+    s = logps.detach().requires_grad_(True)
+    losses = batch.component_losses(s)
+    return {c: torch.autograd.grad(loss, s, allow_unused=True)[0] if loss.requires_grad else torch.zeros_like(s) for c, loss in losses.items()}
+
+
+@dataclass
+class Alignment:
+    """G per component at one checkpoint, with the per-sample pieces it was summed from."""
+
+    G: dict[str, float]
+    derivatives: torch.Tensor  # < grad s, gbar > per sample / token
+    sensitivities: dict[str, torch.Tensor]  # dL_c / ds
+    gbar_norm: float
+
+
+def gradient_alignment(model: torch.nn.Module, batch, final_batches: list[dict[str, torch.Tensor]], method: str = "jvp", fd_eps: float = 1e-3, chunk_rows: int | None = None) -> Alignment:
+    """G for TOT, POS, NEG, TOP, MID and BOT at the model's current weights (fast path)."""
+    gbar = mean_nll_gradient(model, final_batches)
+    with torch.no_grad():
+        logps = batch.logps(model)
+    derivatives = directional_derivatives(model, batch, gbar, method, fd_eps, chunk_rows)
+    sens = loss_sensitivities(batch, logps)
+    G = {c: float((sens[c].double() * derivatives.double()).sum()) for c in COMPONENTS}
+    norm = float(torch.sqrt(sum((g.double() ** 2).sum() for g in gbar.values())))
+    return Alignment(G=G, derivatives=derivatives, sensitivities=sens, gbar_norm=norm)
+
+
+def gradient_alignment_direct(model: torch.nn.Module, batch, final_batches: list[dict[str, torch.Tensor]]) -> dict[str, float]:
+    """Reference: one backward pass per component, then < gbar, grad L_c >."""
+    gbar = mean_nll_gradient(model, final_batches)
+    params = trainable(model)
+    out = {}
+    for c, loss in batch.component_losses(batch.logps(model)).items():
+        grads = torch.autograd.grad(loss, list(params.values()), retain_graph=True, allow_unused=True)
+        out[c] = float(sum((g.double() * gbar[k].double()).sum() for k, g in zip(params, grads) if g is not None))
+    return out
+
+
+def layer_of(parameter_name: str) -> str:
+    """The block a parameter belongs to: ``...layers.<i>`` or its first two name parts."""
+    parts = parameter_name.split(".")
+    for i, part in enumerate(parts[:-1]):
+        if part in ("layers", "h", "layer") and parts[i + 1].isdigit():
+            return ".".join(parts[: i + 2])
+    return ".".join(parts[:2]) if len(parts) > 2 else parts[0]
+
+
+def per_layer_alignment(model: torch.nn.Module, batch, final_batches: list[dict[str, torch.Tensor]], method: str = "jvp", fd_eps: float = 1e-3, chunk_rows: int | None = None) -> dict[str, dict[str, float]]:
+    """G restricted to each block's parameters: gbar is zeroed outside the block. The blocks'
+    values add up to the full G (the inner product splits over parameters)."""
+    gbar = mean_nll_gradient(model, final_batches)
+    with torch.no_grad():
+        sens = loss_sensitivities(batch, batch.logps(model))
+    out: dict[str, dict[str, float]] = {}
+    for layer in dict.fromkeys(layer_of(name) for name in gbar):
+        restricted = {k: (g if layer_of(k) == layer else torch.zeros_like(g)) for k, g in gbar.items()}
+        d = directional_derivatives(model, batch, restricted, method, fd_eps, chunk_rows)
+        out[layer] = {c: float((sens[c].double() * d.double()).sum()) for c in COMPONENTS}
+    return out

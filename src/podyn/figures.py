@@ -1,0 +1,116 @@
+"""The paper's figures, drawn with seaborn from cached tables (no retraining):
+
+* fig1_dpo_dynamics / fig2_ppo_dynamics: G over training, panels (a) TOT, (b) POS/NEG,
+  (c) TOP/MID/BOT, on a symmetric-log axis so that negative values stay visible;
+* fig3_ppo_advantages: mean raw advantage of the TOP/MID/BOT token groups per PPO iteration;
+* fig5_grad_magnitudes: per-mini-batch gradient L2 norms, IQR outliers red, others blue.
+
+Several seeds are drawn as their mean with a 95% confidence band.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Iterable
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import seaborn as sns  # noqa: E402
+
+from .io import atomic_path  # noqa: E402
+
+PANELS = (("(a) TOT", ["tot"]), ("(b) POS / NEG", ["pos", "neg"]), ("(c) TOP / MID / BOT", ["top", "mid", "bot"]))
+PALETTE = {"tot": "black", "pos": "tab:blue", "neg": "tab:red", "top": "tab:purple", "mid": "tab:orange", "bot": "tab:green"}
+
+
+def save(fig: plt.Figure, stem: Path, formats: Iterable[str]) -> None:
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    for fmt in formats:
+        with atomic_path(stem.with_suffix(f".{fmt}")) as tmp:
+            fig.savefig(tmp, format=fmt, bbox_inches="tight", dpi=150)
+    plt.close(fig)
+
+
+def symlog_threshold(values: pd.Series, setting: float | None) -> float:
+    """The linear range of the symlog axis: the configured value, else the 10th percentile of |G|."""
+    if setting:
+        return float(setting)
+    nonzero = values.abs()[values.abs() > 0]
+    return float(np.quantile(nonzero, 0.1)) if len(nonzero) else 1.0
+
+
+def dynamics_figure(table: pd.DataFrame, title: str, stem: Path, fig_cfg: dict[str, Any]) -> None:
+    data = table[table["layer"] == "all"] if "layer" in table else table
+    threshold = symlog_threshold(data["G"], fig_cfg.get("symlog_linthresh"))
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6), sharey=True)
+    for ax, (panel, components) in zip(axes, PANELS):
+        subset = data[data["component"].isin(components)].assign(component=lambda d: d["component"].str.upper())
+        sns.lineplot(subset, x="step", y="G", hue="component", errorbar=("ci", 95), marker="o", ax=ax,
+                     palette={c.upper(): PALETTE[c] for c in components}, hue_order=[c.upper() for c in components])
+        ax.axhline(0.0, color="grey", lw=0.8, ls=":")
+        ax.set_yscale("symlog", linthresh=threshold)
+        ax.set_title(panel)
+        ax.set_xlabel("training step")
+        ax.legend(title=None, fontsize=8)
+    axes[0].set_ylabel(r"$\mathcal{G}$ (symlog)")
+    fig.suptitle(title)
+    save(fig, stem, fig_cfg["formats"])
+
+
+def advantages_figure(records: pd.DataFrame, stem: Path, fig_cfg: dict[str, Any]) -> None:
+    data = records[records["kind"].str.startswith("raw_advantage/")].copy()
+    data["group"] = data["kind"].str.split("/").str[1].str.upper()
+    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    sns.lineplot(data, x="step", y="value", hue="group", hue_order=["TOP", "MID", "BOT"], errorbar=("ci", 95), ax=ax,
+                 palette={g.upper(): PALETTE[g] for g in ("top", "mid", "bot")})
+    ax.axhline(0.0, color="grey", lw=0.8, ls=":")
+    ax.set_xlabel("PPO iteration")
+    ax.set_ylabel("mean raw advantage")
+    ax.set_title("Average (raw) advantages of TOP / MID / BOT tokens")
+    ax.legend(title=None)
+    save(fig, stem, fig_cfg["formats"])
+
+
+def iqr_outliers(values: pd.Series) -> pd.Series:
+    """True below Q1 - 1.5 IQR or above Q3 + 1.5 IQR."""
+    q1, q3 = values.quantile(0.25), values.quantile(0.75)
+    spread = q3 - q1
+    return (values < q1 - 1.5 * spread) | (values > q3 + 1.5 * spread)
+
+
+def grad_norm_figure(norms: dict[str, pd.DataFrame], stem: Path, fig_cfg: dict[str, Any]) -> None:
+    fig, axes = plt.subplots(1, len(norms), figsize=(5.5 * len(norms), 3.6))
+    for ax, (name, frame) in zip(np.atleast_1d(axes), norms.items()):
+        data = frame[frame["kind"] == "grad_norm"].copy()
+        data["outlier"] = iqr_outliers(data["value"])
+        sns.scatterplot(data, x="step", y="value", hue="outlier", palette={False: "tab:blue", True: "tab:red"}, s=10, linewidth=0, ax=ax)
+        ax.set_title(f"{name}: {int(data['outlier'].sum())} of {len(data)} mini-batches are IQR outliers")
+        ax.set_xlabel("training step" if name.upper().startswith("DPO") else "PPO iteration")
+        ax.set_ylabel("gradient L2 norm")
+        ax.legend(title="outlier", fontsize=8)
+    save(fig, stem, fig_cfg["formats"])
+
+
+def read_records(paths: Iterable[Path]) -> pd.DataFrame:
+    frames = []
+    for path in paths:
+        frame = pd.read_csv(path)
+        frame["seed"] = int(Path(path).parent.name.removeprefix("seed"))
+        frames.append(frame)
+    return pd.concat(frames, ignore_index=True)
+
+
+def dynamics_figures(cfg: dict[str, Any], dpo_table: Path, ppo_table: Path, dpo_records: list[Path], ppo_records: list[Path], out_dir: Path) -> None:
+    """Figures 1, 2, 3 and 5 from the cached dynamics tables and per-step records."""
+    fig_cfg = cfg["figures"]
+    sns.set_theme(style=fig_cfg.get("style", "whitegrid"), context="paper")
+    out_dir = Path(out_dir)
+    dynamics_figure(pd.read_csv(dpo_table), "DPO learning dynamics", out_dir / "fig1_dpo_dynamics", fig_cfg)
+    dynamics_figure(pd.read_csv(ppo_table), "PPO learning dynamics", out_dir / "fig2_ppo_dynamics", fig_cfg)
+    ppo = read_records(ppo_records)
+    advantages_figure(ppo, out_dir / "fig3_ppo_advantages", fig_cfg)
+    grad_norm_figure({"DPO": read_records(dpo_records), "PPO": ppo}, out_dir / "fig5_grad_magnitudes", fig_cfg)

@@ -1,0 +1,43 @@
+DPO_FIG_RUN = config["figures"]["dpo_run"]
+PPO_FIG_RUN = config["figures"]["ppo_run"]
+
+
+def records_of(run):
+    return expand(f"{RESULTS}/runs/{run}/seed{{seed}}/records.csv", seed=SEEDS)
+
+
+rule dynamics_figures:
+    """Figures 1, 2, 3 and 5, from cached tables: a plotting option reruns only this rule."""
+    input:
+        dpo=f"{RESULTS}/dynamics/{DPO_FIG_RUN}.csv",
+        ppo=f"{RESULTS}/dynamics/{PPO_FIG_RUN}.csv",
+        dpo_records=records_of(DPO_FIG_RUN),
+        ppo_records=records_of(PPO_FIG_RUN),
+    output:
+        expand(f"{RESULTS}/figures/{{name}}.{{fmt}}", name=["fig1_dpo_dynamics", "fig2_ppo_dynamics", "fig3_ppo_advantages", "fig5_grad_magnitudes"], fmt=config["figures"]["formats"]),
+    params:
+        cfg=stage_config("figures"),
+        out=f"{RESULTS}/figures",
+    log:
+        f"{RESULTS}/logs/figures/dynamics.log",
+    shell:
+        "podyn figures --config {params.cfg:q} --dpo {input.dpo} --ppo {input.ppo} --dpo-records {input.dpo_records}"
+        " --ppo-records {input.ppo_records} --out {params.out} > {log} 2>&1"
+
+
+rule claims:
+    """The paper's qualitative claims as statistics with thresholds and verdicts."""
+    input:
+        dpo=f"{RESULTS}/dynamics/{DPO_FIG_RUN}.csv",
+        ppo=f"{RESULTS}/dynamics/{PPO_FIG_RUN}.csv",
+        ppo_records=records_of(PPO_FIG_RUN),
+    output:
+        md=f"{RESULTS}/claims.md",
+        csv=f"{RESULTS}/claims.csv",
+    params:
+        cfg=stage_config("claims"),
+    log:
+        f"{RESULTS}/logs/claims.log",
+    shell:
+        "podyn claims --config {params.cfg:q} --dpo {input.dpo} --ppo {input.ppo} --ppo-records {input.ppo_records}"
+        " --out {output.md} --csv-out {output.csv} > {log} 2>&1"
