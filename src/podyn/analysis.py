@@ -89,7 +89,9 @@ def run_dynamics(cfg: dict[str, Any], run_name: str, seed: int, data_dir: Path, 
     manifest = _manifest(manifest_path)
     tokenizer = load_tokenizer(manifest["final"])
     final_batches = _final_batches(read_jsonl(final_file), tokenizer.pad_token_id, cfg["generation"]["eval_batch_size"])
-    model_cfg = {**cfg["model"], "dtype": dyn["dtype"], "attn_implementation": "eager"}
+    # sdpa (run with its math kernel, which has forward-mode rules): eager attention gives NaN
+    # on fully masked left-padding rows in float64
+    model_cfg = {**cfg["model"], "dtype": dyn["dtype"], "attn_implementation": "sdpa"}
     records, samples = [], []
     for entry in manifest["analysis"]:
         step, path = entry["step"], Path(entry["path"])

@@ -95,6 +95,21 @@ def _cell(text: str) -> str:
     return text.replace("|", "\\|")
 
 
+def ablation_claims(comparisons: pd.DataFrame) -> list[Claim]:
+    """One claim per variant, from its paired comparison with its baseline at the final step:
+    an ablation ("w/o") is claimed to hurt, a coordinated variant to help."""
+    claims = []
+    for row in comparisons[comparisons["step"] == "final"].itertuples():
+        ablation = "_wo_" in row.variant
+        expected = "worse" if ablation else "better"
+        text = (f"Removing a component ({row.variant}) hurts {row.baseline.upper()}." if ablation
+                else f"The coordinated variant {row.variant} beats {row.baseline.upper()}.")
+        claims.append(Claim(f"{row.variant}_vs_{row.baseline}", text,
+                            f"final win rate minus {row.baseline}'s, paired over prompts [{row.ci_low:+.3f}, {row.ci_high:+.3f}]: {row.verdict}",
+                            row.difference, f"95% CI {'< 0' if ablation else '> 0'}", row.verdict == expected))
+    return claims
+
+
 def write_claims(claims: list[Claim], md_out: Path, csv_out: Path, preamble: str = "") -> None:
     frame = pd.DataFrame([asdict(c) for c in claims])
     write_csv(csv_out, frame)
@@ -105,11 +120,16 @@ def write_claims(claims: list[Claim], md_out: Path, csv_out: Path, preamble: str
     write_text(md_out, "\n".join(lines) + "\n")
 
 
-def claims_report(cfg: dict[str, Any], dpo_table: Path, ppo_table: Path, ppo_records: list[Path], md_out: Path, csv_out: Path) -> list[Claim]:
+def claims_report(cfg: dict[str, Any], dpo_table: Path, ppo_table: Path, ppo_records: list[Path], md_out: Path, csv_out: Path, comparisons_csv: Path | None = None) -> list[Claim]:
     claims = dynamics_claims(pd.read_csv(dpo_table), pd.read_csv(ppo_table), read_records(ppo_records), cfg["claims"])
+    if comparisons_csv is not None:
+        comparisons = pd.read_csv(comparisons_csv)
+        if not comparisons.empty:
+            claims += ablation_claims(comparisons)
     preamble = ("Each claim from the paper's abstract and captions is turned into a statistic of this experiment's "
                 "gradient-alignment tables (`dynamics/*.csv`) and PPO records, pooled over seeds, and compared with "
-                "the threshold in the config's `claims` section. Thresholds are fixed in advance; a claim that does "
-                "not reproduce is reported as such.")
+                "the threshold in the config's `claims` section; the ablation claims compare each variant's final "
+                "win rate with its baseline's, paired over prompts (`tables/comparisons.csv`). Thresholds are fixed in "
+                "advance; a claim that does not reproduce is reported as such, and so is 'no significant difference'.")
     write_claims(claims, md_out, csv_out, preamble)
     return claims

@@ -52,9 +52,10 @@ STAGES: dict[str, tuple[str, list[tuple[str, dict]]]] = {
             ("--out", {"required": True}), ("--samples-out", {"required": True}),
         ],
     ),
-    "judge": ("Judge a run's responses against the SFT model's, per judged step.", [("--run", {"required": True}), ("--seed", {"type": int, "required": True}), ("--generations", {"required": True}), ("--baseline", {"required": True}), ("--out", {"required": True}), ("--cache", {"required": True})]),
+    "judge": ("Judge a run's responses against the SFT model's, per judged step.", [("--run", {"required": True}), ("--seed", {"type": int, "required": True}), ("--generations", {"required": True}), ("--baseline", {"required": True}), ("--out", {"required": True}), ("--scores-out", {"default": None}), ("--cache", {"required": True})]),
     "figures": ("Figures 1, 2, 3 and 5 from cached dynamics tables and records.", [("--dpo", {"required": True}), ("--ppo", {"required": True}), ("--dpo-records", {"nargs": "+", "required": True}), ("--ppo-records", {"nargs": "+", "required": True}), ("--out", {"required": True})]),
-    "claims": ("The paper-claims report (claims.md and claims.csv).", [("--dpo", {"required": True}), ("--ppo", {"required": True}), ("--ppo-records", {"nargs": "+", "required": True}), ("--out", {"required": True}), ("--csv-out", {"required": True})]),
+    "claims": ("The paper-claims report (claims.md and claims.csv).", [("--dpo", {"required": True}), ("--ppo", {"required": True}), ("--ppo-records", {"nargs": "+", "required": True}), ("--comparisons", {"default": None}), ("--out", {"required": True}), ("--csv-out", {"required": True})]),
+    "ablations": ("Win-rate tables, paired comparisons with baselines, and figure 4.", [("--winrates", {"required": True}), ("--scores", {"nargs": "+", "required": True}), ("--tables", {"required": True}), ("--figures", {"required": True})]),
     "concat": ("Concatenate CSV tables with the same columns.", [("--inputs", {"nargs": "+", "required": True}), ("--out", {"required": True})]),
     "winrates": ("Collect per-run judgements into winrates.csv.", [("--inputs", {"nargs": "+", "required": True}), ("--out", {"required": True}), ("--gold-out", {})]),
 }
@@ -100,7 +101,7 @@ def run_stage(args: argparse.Namespace) -> None:
     elif stage == "dynamics":
         analysis.run_dynamics(cfg, args.run, args.seed, Path(args.data), Path(args.ref_logps), Path(args.checkpoints), Path(args.final_responses), Path(args.out), Path(args.samples_out))
     elif stage == "judge":
-        evaluation.judge_run(cfg, args.run, args.seed, Path(args.generations), Path(args.baseline), Path(args.out), Path(args.cache))
+        evaluation.judge_run(cfg, args.run, args.seed, Path(args.generations), Path(args.baseline), Path(args.out), Path(args.cache), Path(args.scores_out) if args.scores_out else None)
     elif stage == "figures":
         from .figures import dynamics_figures
 
@@ -108,7 +109,11 @@ def run_stage(args: argparse.Namespace) -> None:
     elif stage == "claims":
         from .claims import claims_report
 
-        claims_report(cfg, Path(args.dpo), Path(args.ppo), [Path(p) for p in args.ppo_records], Path(args.out), Path(args.csv_out))
+        claims_report(cfg, Path(args.dpo), Path(args.ppo), [Path(p) for p in args.ppo_records], Path(args.out), Path(args.csv_out), Path(args.comparisons) if args.comparisons else None)
+    elif stage == "ablations":
+        from .ablations import ablation_stage
+
+        ablation_stage(cfg, Path(args.winrates), [Path(p) for p in args.scores], Path(args.tables), Path(args.figures))
     elif stage == "concat":
         evaluation.concat_tables([Path(p) for p in args.inputs], Path(args.out))
     elif stage == "winrates":

@@ -51,9 +51,16 @@ def validate_config(cfg: dict[str, Any], source: str = "config", schema_path: Pa
         err = jsonschema.exceptions.best_match(errors)
         raise ConfigError(f"{source}: invalid value at '{_key_path(err)}': {err.message}")
     for name, run in cfg["runs"].items():
-        for key in run.get("overrides", {}):
-            if key not in cfg[run["objective"]]:
-                raise ConfigError(f"{source}: invalid value at 'runs.{name}.overrides.{key}': not a key of '{run['objective']}'")
+        objective, overrides = run["objective"], run.get("overrides", {})
+        for key in overrides:
+            if key not in cfg[objective]:
+                raise ConfigError(f"{source}: invalid value at 'runs.{name}.overrides.{key}': not a key of '{objective}'")
+        # an override's value must be valid where the objective's section would accept it
+        section_schema = {**schema, "required": [], "properties": {objective: schema["properties"][objective]}}
+        err = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(section_schema).iter_errors({objective: copy.deepcopy(overrides)}))
+        if err is not None:
+            where = ".".join(str(p) for p in list(err.absolute_path)[1:])
+            raise ConfigError(f"{source}: invalid value at 'runs.{name}.overrides.{where}': {err.message}")
     for name in cfg.get("select", []):
         if name not in cfg["runs"]:
             raise ConfigError(f"{source}: invalid value at 'select': run {name!r} is not defined under 'runs'")

@@ -148,9 +148,10 @@ class PPOBatch:
 
 def loss_sensitivities(batch, logps: torch.Tensor) -> dict[str, torch.Tensor]:
     """dL_c/ds for every component c and per-sample log-prob s (no model pass needed)."""
-    s = logps.detach().requires_grad_(True)
-    losses = batch.component_losses(s)
-    return {c: torch.autograd.grad(loss, s, allow_unused=True)[0] if loss.requires_grad else torch.zeros_like(s) for c, loss in losses.items()}
+    with torch.enable_grad():
+        s = logps.detach().requires_grad_(True)
+        losses = batch.component_losses(s)
+    return {c: torch.autograd.grad(loss, s, retain_graph=True)[0] for c, loss in losses.items()}
 
 
 @dataclass
@@ -200,7 +201,8 @@ def per_layer_alignment(model: torch.nn.Module, batch, final_batches: list[dict[
     values add up to the full G (the inner product splits over parameters)."""
     gbar = mean_nll_gradient(model, final_batches)
     with torch.no_grad():
-        sens = loss_sensitivities(batch, batch.logps(model))
+        logps = batch.logps(model)
+    sens = loss_sensitivities(batch, logps)
     out: dict[str, dict[str, float]] = {}
     for layer in dict.fromkeys(layer_of(name) for name in gbar):
         restricted = {k: (g if layer_of(k) == layer else torch.zeros_like(g)) for k, g in gbar.items()}

@@ -15,19 +15,21 @@ WINRATE_COLUMNS = ["run", "seed", "step", "judge", "n_prompts", "win_rate", "ci_
 GENERATION_FIELDS = {"step": int, "prompt_index": int, "prompt": str, "response": str}
 
 
-def judge_run(cfg: dict[str, Any], run: str, seed: int, generations: Path, baseline: Path, out_csv: Path, cache: Path) -> pd.DataFrame:
-    """Win rate of every judged step of a run against the SFT baseline's responses."""
+def judge_run(cfg: dict[str, Any], run: str, seed: int, generations: Path, baseline: Path, out_csv: Path, cache: Path, scores_csv: Path | None = None) -> pd.DataFrame:
+    """Win rate of every judged step of a run against the SFT baseline's responses; the
+    per-prompt scores (1 win, 0.5 tie, 0 loss) go to ``scores_csv`` for paired comparisons."""
     length_penalty = cfg.get("data", {}).get("synthetic", {}).get("length_penalty", 0.2)
     judge = make_judge(cfg, cache, length_penalty)
     base = {row["prompt_index"]: row for row in read_jsonl(baseline, GENERATION_FIELDS)}
     rows = read_jsonl(generations, GENERATION_FIELDS)
-    records = []
+    records, per_prompt = [], []
     for step in sorted({r["step"] for r in rows}):
         at_step = [r for r in rows if r["step"] == step]
         for r in at_step:
             if r["prompt_index"] not in base or base[r["prompt_index"]]["prompt"] != r["prompt"]:
                 raise DataError(f"{generations}: prompt {r['prompt_index']} at step {step} has no matching baseline response in {baseline}")
         scores = np.array([judge.compare(r["prompt"], r["response"], base[r["prompt_index"]]["response"]) for r in at_step])
+        per_prompt += [{"step": step, "prompt_index": r["prompt_index"], "score": x} for r, x in zip(at_step, scores)]
         win, low, high = bootstrap_ci(scores, cfg["winrate"]["bootstrap_samples"], cfg["winrate"]["confidence"], seed=seed * 100003 + step)
         record = {"run": run, "seed": seed, "step": step, "judge": judge.name, "n_prompts": len(scores), "win_rate": win, "ci_low": low, "ci_high": high}
         if isinstance(judge, GoldJudge):
@@ -36,6 +38,8 @@ def judge_run(cfg: dict[str, Any], run: str, seed: int, generations: Path, basel
         records.append(record)
     frame = pd.DataFrame(records)
     write_csv(out_csv, frame)
+    if scores_csv is not None:
+        write_csv(scores_csv, pd.DataFrame(per_prompt))
     return frame
 
 

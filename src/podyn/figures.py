@@ -114,3 +114,43 @@ def dynamics_figures(cfg: dict[str, Any], dpo_table: Path, ppo_table: Path, dpo_
     ppo = read_records(ppo_records)
     advantages_figure(ppo, out_dir / "fig3_ppo_advantages", fig_cfg)
     grad_norm_figure({"DPO": read_records(dpo_records), "PPO": ppo}, out_dir / "fig5_grad_magnitudes", fig_cfg)
+
+
+def winrate_curves(ax: plt.Axes, winrates: pd.DataFrame, runs: list[str], labels: dict[str, str]) -> None:
+    """Win rate against SFT over training: the mean over seeds with a 95% band across seeds,
+    or, with a single seed, the bootstrap band over prompts."""
+    palette = dict(zip(runs, sns.color_palette("deep", len(runs))))
+    for run in runs:
+        data = winrates[winrates["run"] == run]
+        if data.empty:
+            continue
+        style = {"color": palette[run], "lw": 2.2 if run == runs[0] else 1.4, "ls": "-" if run == runs[0] else "--"}
+        if data["seed"].nunique() > 1:
+            sns.lineplot(data, x="step", y="win_rate", errorbar=("ci", 95), ax=ax, label=labels.get(run, run), **style)
+        else:
+            ax.plot(data["step"], data["win_rate"], label=labels.get(run, run), marker="o", ms=3, **style)
+            ax.fill_between(data["step"], data["ci_low"], data["ci_high"], color=palette[run], alpha=0.15)
+    ax.axhline(0.5, color="grey", lw=0.8, ls=":")
+    ax.set_ylabel("win rate vs SFT")
+    ax.legend(fontsize=7, title=None)
+
+
+def ablation_figure(cfg: dict[str, Any], winrates_csv: Path, out_dir: Path) -> None:
+    """Figure 4: one panel per entry of ``figures.ablation_panels``, each with its baseline."""
+    fig_cfg = cfg["figures"]
+    sns.set_theme(style=fig_cfg.get("style", "whitegrid"), context="paper")
+    winrates = pd.read_csv(winrates_csv)
+    labels = {name: run.get("label", name) for name, run in cfg["runs"].items()}
+    panels = fig_cfg["ablation_panels"]
+    cols = min(3, len(panels))
+    rows = -(-len(panels) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 3.6 * rows), squeeze=False)
+    for ax, (key, panel) in zip(axes.flat, panels.items()):
+        winrate_curves(ax, winrates, [panel["baseline"], *panel["runs"]], labels)
+        ax.set_title(f"({key}) {panel['title']}")
+        ax.set_xlabel("training step" if cfg["runs"].get(panel["baseline"], {}).get("objective") == "dpo" else "PPO iteration")
+    for ax in list(axes.flat)[len(panels):]:
+        ax.set_visible(False)
+    fig.suptitle("Performance under ablation and coordination (gold-judged win rate against SFT)")
+    fig.tight_layout()
+    save(fig, Path(out_dir) / "fig4_ablations", fig_cfg["formats"])

@@ -176,8 +176,9 @@ def ppo_token_losses(logps: torch.Tensor, old_logps: torch.Tensor, advantages: t
 def ppo_token_weights(advantages: torch.Tensor, groups: torch.Tensor, weights: ComponentWeights) -> torch.Tensor:
     """Per-token weight: w_pos where A_t > 0, w_neg where A_t < 0 (0 where A_t = 0, which has
     no gradient), times the weight of the token's |A_t| tertile."""
-    sign_weight = torch.where(advantages > 0, weights.pos, torch.where(advantages < 0, weights.neg, 0.0))
-    return sign_weight.double() * weights.group_tensor(groups)
+    # built in float64: torch.where with Python scalars would round the weights to float32
+    sign_weight = (advantages > 0).double() * weights.pos + (advantages < 0).double() * weights.neg
+    return sign_weight * weights.group_tensor(groups)
 
 
 def ppo_policy_loss(

@@ -71,7 +71,7 @@ def _paper_splits(paper: dict[str, Any], seed: int) -> dict[str, list[dict]]:
         test = hh_rlhf.load_prompts(paper["test_path"])
     else:
         rows = datasets.load_dataset(paper["test_dataset"], data_dir=paper["test_data_dir"], split="test")
-        test = [{"prompt": hh_rlhf.split_dialogue(r["chosen"])[0]} for r in rows]
+        test = [{"prompt": hh_rlhf.split_pair(r["chosen"], r["rejected"])[0]} for r in rows]
     return {
         "sft": [ultrafeedback.to_sft_row(r) for r in sft],
         "prefs_train": [ultrafeedback.to_preference_row(r) for r in prefs],

@@ -7,10 +7,11 @@ A run's ``weights`` config maps a component to a *weight spec*:
 * ``{value: v, after: s}``: weight v while t > s, else ``otherwise`` (default 1);
 * ``{ramp: {start: a, end: b, from: w0, to: w1}}``: w0 until a, linear to w1 at b, then w1;
 * ``{wave: {period: p, amplitude: tau, shape: sine|square, phase: 0}}``:
-  1 + tau * s(t) with s(t) = sin(2 pi t / p) (or its sign, for ``square``);
+  1 + tau * s(t) with s(t) = sin(2 pi (t + phase) / p), or for ``square`` the square wave
+  of the same period: +1 on the first half of each period, -1 on the second;
 * a list of specs: their product.
 
-Step-valued keys (``before``, ``after``, ``start``, ``end``, ``period``) are the paper's
+Step-valued keys (``before``, ``after``, ``start``, ``end``, ``period``, ``phase``) are the paper's
 and are multiplied by the objective's ``step_scale`` when the config is resolved.
 """
 
@@ -21,7 +22,7 @@ from typing import Any
 
 from .objectives import ComponentWeights
 
-STEP_KEYS = ("before", "after", "start", "end", "period")
+STEP_KEYS = ("before", "after", "start", "end", "period", "phase")
 WEIGHT_KEYS = ("pos", "neg", "top", "mid", "bot")
 
 
@@ -39,9 +40,12 @@ def weight_at(spec: Any, step: float) -> float:
         return r.get("from", 1.0) + frac * (r.get("to", 0.0) - r.get("from", 1.0))
     if "wave" in spec:
         w = spec["wave"]
-        s = math.sin(2 * math.pi * (step + w.get("phase", 0.0)) / w["period"])
+        cycles = (step + w.get("phase", 0.0)) / w["period"]
         if w.get("shape", "sine") == "square":
-            s = math.copysign(1.0, s) if s != 0 else 0.0
+            # not sign(sin): at the crossings sin's rounding error would pick the sign
+            s = 1.0 if cycles % 1.0 < 0.5 else -1.0
+        else:
+            s = math.sin(2 * math.pi * cycles)
         return 1.0 + w["amplitude"] * s
     if "before" in spec:
         return spec["value"] if step < spec["before"] else spec.get("otherwise", 1.0)

@@ -27,9 +27,8 @@ def stage_config(*sections, **extra):
 
 
 def run_config(wildcards, extra_sections=()):
-    run = config["runs"][wildcards.run]
-    objective = run["objective"]
-    return stage_config("model", "trainer", "generation", objective, *extra_sections, runs={wildcards.run: run})
+    run = {k: v for k, v in config["runs"][wildcards.run].items() if k != "label"}  # a legend label retrains nothing
+    return stage_config("model", "trainer", "generation", run["objective"], *extra_sections, runs={wildcards.run: run})
 
 
 def dynamics_config(keys):
@@ -54,5 +53,6 @@ def final_targets():
         f"{RESULTS}/eval/reward_model.csv",
         *expand(f"{RESULTS}/dynamics/{{run}}.csv", run=DYNAMICS_RUNS),
         *rules.dynamics_figures.output,
+        *rules.ablations.output,
         f"{RESULTS}/claims.md",
     ]

@@ -21,7 +21,8 @@ rule judge:
         generations=f"{RESULTS}/runs/{{run}}/seed{{seed}}/generations.jsonl",
         baseline=rules.sft_generations.output,
     output:
-        f"{RESULTS}/eval/judgements/{{run}}/seed{{seed}}.csv",
+        table=f"{RESULTS}/eval/judgements/{{run}}/seed{{seed}}.csv",
+        scores=f"{RESULTS}/eval/judgements/{{run}}/seed{{seed}}_scores.csv",
     params:
         cfg=stage_config("judge", "winrate", data={"synthetic": {"length_penalty": config["data"]["synthetic"]["length_penalty"]}}),
         cache=f"{RESULTS}/cache/judge/{{run}}_seed{{seed}}.jsonl",
@@ -29,7 +30,7 @@ rule judge:
         f"{RESULTS}/logs/judge/{{run}}_seed{{seed}}.log",
     shell:
         "podyn judge --config {params.cfg:q} --run {wildcards.run} --seed {wildcards.seed}"
-        " --generations {input.generations} --baseline {input.baseline} --out {output} --cache {params.cache} > {log} 2>&1"
+        " --generations {input.generations} --baseline {input.baseline} --out {output.table} --scores-out {output.scores} --cache {params.cache} > {log} 2>&1"
 
 
 rule winrates:

@@ -25,12 +25,34 @@ rule dynamics_figures:
         " --ppo-records {input.ppo_records} --out {params.out} > {log} 2>&1"
 
 
+rule ablations:
+    """Win-rate tables (final and best step, CIs across seeds and over prompts), paired
+    comparisons of each variant with its baseline, and figure 4."""
+    input:
+        winrates=rules.winrates.output.winrates,
+        scores=expand(f"{RESULTS}/eval/judgements/{{run}}/seed{{seed}}_scores.csv", run=RUNS, seed=SEEDS),
+    output:
+        tables=expand(f"{RESULTS}/tables/winrates.{{ext}}", ext=["csv", "md", "tex"]),
+        comparisons=f"{RESULTS}/tables/comparisons.csv",
+        figure=expand(f"{RESULTS}/figures/fig4_ablations.{{fmt}}", fmt=config["figures"]["formats"]),
+    params:
+        cfg=stage_config("figures", "winrate", runs=config["runs"]),
+        tables=f"{RESULTS}/tables",
+        figures=f"{RESULTS}/figures",
+    log:
+        f"{RESULTS}/logs/figures/ablations.log",
+    shell:
+        "podyn ablations --config {params.cfg:q} --winrates {input.winrates} --scores {input.scores}"
+        " --tables {params.tables} --figures {params.figures} > {log} 2>&1"
+
+
 rule claims:
     """The paper's qualitative claims as statistics with thresholds and verdicts."""
     input:
         dpo=f"{RESULTS}/dynamics/{DPO_FIG_RUN}.csv",
         ppo=f"{RESULTS}/dynamics/{PPO_FIG_RUN}.csv",
         ppo_records=records_of(PPO_FIG_RUN),
+        comparisons=rules.ablations.output.comparisons,
     output:
         md=f"{RESULTS}/claims.md",
         csv=f"{RESULTS}/claims.csv",
@@ -39,5 +61,5 @@ rule claims:
     log:
         f"{RESULTS}/logs/claims.log",
     shell:
-        "podyn claims --config {params.cfg:q} --dpo {input.dpo} --ppo {input.ppo} --ppo-records {input.ppo_records}"
+        "podyn claims --config {params.cfg:q} --dpo {input.dpo} --ppo {input.ppo} --ppo-records {input.ppo_records} --comparisons {input.comparisons}"
         " --out {output.md} --csv-out {output.csv} > {log} 2>&1"

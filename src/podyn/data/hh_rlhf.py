@@ -19,19 +19,26 @@ def split_dialogue(dialogue: str) -> tuple[str, str]:
     return dialogue[:cut], dialogue[cut:]
 
 
+def split_pair(chosen: str, rejected: str) -> tuple[str, str, str]:
+    """(prompt, chosen response, rejected response). The prompt is the two dialogues' shared
+    beginning, cut after its last assistant turn marker: a few HH-RLHF responses contain a
+    "\n\nAssistant:" of their own, which a cut at the chosen dialogue's last marker would
+    wrongly move into the prompt."""
+    shared = chosen[: next((i for i, (a, b) in enumerate(zip(chosen, rejected)) if a != b), min(len(chosen), len(rejected)))]
+    prompt, _ = split_dialogue(shared)
+    return prompt, chosen[len(prompt) :], rejected[len(prompt) :]
+
+
 def load_pairs(path: str | Path) -> list[dict]:
-    """Preference pairs with a shared prompt. Rows whose chosen and rejected dialogues do not
-    share their prompt raise :class:`DataError` naming the line."""
+    """Preference pairs with a shared prompt. A row whose chosen and rejected dialogues share
+    no assistant turn raises :class:`DataError` naming the line."""
     rows = read_jsonl(path, {"chosen": str, "rejected": str})
     pairs = []
     for lineno, row in enumerate(rows, start=1):
         try:
-            prompt, chosen = split_dialogue(row["chosen"])
-            prompt_r, rejected = split_dialogue(row["rejected"])
+            prompt, chosen, rejected = split_pair(row["chosen"], row["rejected"])
         except ValueError as err:
-            raise DataError(f"{path}: row {lineno}: {err}") from None
-        if prompt != prompt_r:
-            raise DataError(f"{path}: row {lineno}: chosen and rejected have different prompts")
+            raise DataError(f"{path}: row {lineno}: chosen and rejected share no prompt ending in an assistant turn ({err})") from None
         pairs.append({"prompt": prompt, "chosen": chosen, "rejected": rejected})
     return pairs
 

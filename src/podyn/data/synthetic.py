@@ -135,7 +135,7 @@ def _preference_pair(cfg: TaskConfig, rng: np.random.Generator) -> dict:
         if a != b:
             break
     ra, rb = gold_reward(prompt, a, cfg.length_penalty), gold_reward(prompt, b, cfg.length_penalty)
-    p_a = 1.0 / (1.0 + math.exp(-(ra - rb) / cfg.bt_temperature))
+    p_a = 1.0 / (1.0 + math.exp(min(-(ra - rb) / cfg.bt_temperature, 700.0)))  # no overflow at small temperatures
     chosen, rejected = (a, b) if rng.random() < p_a else (b, a)
     return {"prompt": prompt, "chosen": chosen, "rejected": rejected}
 
