@@ -73,56 +73,86 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+TORCH_STAGES = {"prepare-data", "base-model", "sft", "reward-model", "reference-logps", "generate", "train", "final-responses", "dynamics"}
+
+
 def run_stage(args: argparse.Namespace) -> None:
-    from . import analysis, evaluation, pipeline
+    """Dispatch to the stage's function. Modules are imported only by the stages that use them:
+    a judging or plotting job does not pay for importing torch, transformers and Lightning."""
     from .config import load_config
-    from .training.common import configure_threads
 
     cfg = load_config(args.config) if args.config else {}
-    configure_threads(args.threads or cfg.get("threads"))
     stage = args.stage
+    if stage in TORCH_STAGES:
+        _quiet_libraries()
+        import torch
+
+        torch.set_num_threads(args.threads or cfg.get("threads") or torch.get_num_threads())
+    paths = {k: Path(v) for k, v in vars(args).items() if isinstance(v, str) and k not in ("config", "stage", "run")}
     if stage == "prepare-data":
-        pipeline.prepare_data(cfg, Path(args.out))
+        from .pipeline import prepare_data
+
+        prepare_data(cfg, paths["out"])
     elif stage == "base-model":
-        pipeline.base_model(cfg, Path(args.out))
+        from .pipeline import base_model
+
+        base_model(cfg, paths["out"])
     elif stage == "sft":
-        pipeline.sft(cfg, Path(args.data), Path(args.base), Path(args.out), Path(args.workdir))
+        from .pipeline import sft
+
+        sft(cfg, paths["data"], paths["base"], paths["out"], paths["workdir"])
     elif stage == "reward-model":
-        pipeline.reward_model(cfg, Path(args.data), Path(args.sft), Path(args.out), Path(args.metrics), Path(args.workdir))
+        from .pipeline import reward_model
+
+        reward_model(cfg, paths["data"], paths["sft"], paths["out"], paths["metrics"], paths["workdir"])
     elif stage == "reference-logps":
-        pipeline.reference_logps(cfg, Path(args.data), Path(args.sft), Path(args.out))
+        from .pipeline import reference_logps
+
+        reference_logps(cfg, paths["data"], paths["sft"], paths["out"])
     elif stage == "generate":
-        pipeline.generate_responses(cfg, Path(args.data), Path(args.model), Path(args.out))
+        from .pipeline import generate_responses
+
+        generate_responses(cfg, paths["data"], paths["model"], paths["out"])
     elif stage == "train":
-        paths = {k: Path(getattr(args, k)) for k in ("data", "sft", "reward", "ref_logps", "workdir", "generations", "checkpoints", "records", "metrics")}
-        pipeline.train_run(cfg, args.run, args.seed, paths)
+        from .pipeline import train_run
+
+        train_run(cfg, args.run, args.seed, {k: paths[k] for k in ("data", "sft", "reward", "ref_logps", "workdir", "generations", "checkpoints", "records", "metrics")})
     elif stage == "final-responses":
-        analysis.final_responses(cfg, Path(args.data), Path(args.checkpoints), args.seed, Path(args.out))
+        from .analysis import final_responses
+
+        final_responses(cfg, paths["data"], paths["checkpoints"], args.seed, paths["out"])
     elif stage == "dynamics":
-        analysis.run_dynamics(cfg, args.run, args.seed, Path(args.data), Path(args.ref_logps), Path(args.checkpoints), Path(args.final_responses), Path(args.out), Path(args.samples_out))
+        from .analysis import run_dynamics
+
+        run_dynamics(cfg, args.run, args.seed, paths["data"], paths["ref_logps"], paths["checkpoints"], paths["final_responses"], paths["out"], paths["samples_out"])
     elif stage == "judge":
-        evaluation.judge_run(cfg, args.run, args.seed, Path(args.generations), Path(args.baseline), Path(args.out), Path(args.cache), Path(args.scores_out) if args.scores_out else None)
+        from .evaluation import judge_run
+
+        judge_run(cfg, args.run, args.seed, paths["generations"], paths["baseline"], paths["out"], paths["cache"], paths.get("scores_out"))
     elif stage == "figures":
         from .figures import dynamics_figures
 
-        dynamics_figures(cfg, Path(args.dpo), Path(args.ppo), [Path(p) for p in args.dpo_records], [Path(p) for p in args.ppo_records], Path(args.out))
+        dynamics_figures(cfg, paths["dpo"], paths["ppo"], [Path(p) for p in args.dpo_records], [Path(p) for p in args.ppo_records], paths["out"])
     elif stage == "claims":
         from .claims import claims_report
 
-        claims_report(cfg, Path(args.dpo), Path(args.ppo), [Path(p) for p in args.ppo_records], Path(args.out), Path(args.csv_out), Path(args.comparisons) if args.comparisons else None)
+        claims_report(cfg, paths["dpo"], paths["ppo"], [Path(p) for p in args.ppo_records], paths["out"], paths["csv_out"], paths.get("comparisons"))
     elif stage == "ablations":
         from .ablations import ablation_stage
 
-        ablation_stage(cfg, Path(args.winrates), [Path(p) for p in args.scores], Path(args.tables), Path(args.figures))
+        ablation_stage(cfg, paths["winrates"], [Path(p) for p in args.scores], paths["tables"], paths["figures"])
     elif stage == "concat":
-        evaluation.concat_tables([Path(p) for p in args.inputs], Path(args.out))
+        from .evaluation import concat_tables
+
+        concat_tables([Path(p) for p in args.inputs], paths["out"])
     elif stage == "winrates":
-        evaluation.collect_winrates([Path(p) for p in args.inputs], Path(args.out), Path(args.gold_out) if args.gold_out else None)
+        from .evaluation import collect_winrates
+
+        collect_winrates([Path(p) for p in args.inputs], paths["out"], paths.get("gold_out"))
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    _quiet_libraries()
     from .config import ConfigError
     from .io import DataError
 

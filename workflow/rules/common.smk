@@ -4,6 +4,10 @@ from snakemake.exceptions import WorkflowError
 
 from podyn.config import ConfigError, resolve_run, selected_runs, validate_config
 
+# `--config seeds=[0,1,2]` arrives as strings
+if isinstance(config.get("seeds"), list):
+    config["seeds"] = [int(s) if isinstance(s, str) and s.strip().lstrip("-").isdigit() else s for s in config["seeds"]]
+
 try:
     validate_config(config, source=", ".join(map(str, workflow.configfiles)) or "config")
 except ConfigError as err:

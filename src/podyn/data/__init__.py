@@ -6,8 +6,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import datasets
-
 from ..io import read_jsonl
 
 SPLIT_FIELDS = {
@@ -18,8 +16,10 @@ SPLIT_FIELDS = {
 }
 
 
-def load_split(data_dir: str | Path, split: str) -> datasets.Dataset:
+def load_split(data_dir: str | Path, split: str) -> "datasets.Dataset":
     """One prepared split as a ``datasets.Dataset``, after checking every row's fields."""
+    import datasets  # here, so that judging and plotting jobs need not import it
+
     path = Path(data_dir) / f"{split}.jsonl"
     read_jsonl(path, SPLIT_FIELDS[split])  # raises DataError naming the line of a bad row
     return datasets.load_dataset("json", data_files=str(path), split="train")

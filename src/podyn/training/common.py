@@ -113,8 +113,3 @@ def copy_metrics(workdir: Path, dest: Path) -> None:
         shutil.copyfile(source, dest)
     else:
         dest.write_text("")
-
-
-def configure_threads(threads: int | None) -> None:
-    if threads:
-        torch.set_num_threads(threads)

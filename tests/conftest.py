@@ -1,0 +1,80 @@
+"""Shared fixtures: the tiny config, a subprocess environment that finds ``podyn`` and stays
+offline, and a session-wide set of tiny assets (data, base model, reward model, reference
+log-probs) built in-process once for the tests that run single stages."""
+
+from __future__ import annotations
+
+import copy
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+REPO = Path(__file__).resolve().parents[1]
+TINY_CONFIG = REPO / "tests" / "configs" / "tiny.yaml"
+BIN = Path(sys.executable).parent
+
+
+def podyn_exe() -> list[str]:
+    """The ``podyn`` console script of this environment (``python -m podyn.cli`` as fallback)."""
+    script = BIN / "podyn"
+    return [str(script)] if script.exists() else [sys.executable, "-m", "podyn.cli"]
+
+
+@pytest.fixture(scope="session")
+def env() -> dict[str, str]:
+    """Environment for subprocesses: this venv's bin first on PATH, offline, quiet."""
+    e = dict(os.environ)
+    e["PATH"] = f"{BIN}{os.pathsep}{e.get('PATH', '')}"
+    e.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+    e.pop("PODYN_STATS_DIR", None)
+    return e
+
+
+def run_cmd(cmd: list[str], env: dict[str, str], cwd: Path | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run(cmd, env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def tiny_raw() -> dict:
+    """The tiny config as written (no defaults filled)."""
+    return yaml.safe_load(TINY_CONFIG.read_text())
+
+
+@pytest.fixture
+def tiny_cfg(tiny_raw) -> dict:
+    """The tiny config, validated and completed with the schema's defaults (a fresh copy)."""
+    from podyn.config import validate_config
+
+    return validate_config(copy.deepcopy(tiny_raw), str(TINY_CONFIG))
+
+
+def write_config(path: Path, cfg: dict) -> Path:
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return path
+
+
+@pytest.fixture(scope="session")
+def assets(tmp_path_factory, tiny_raw) -> dict[str, Path]:
+    """Tiny data, an untrained base model (used as the "SFT" policy and reference), a scalar
+    model initialised from it (reward and value model) and its reference log-probs. Built
+    in-process with the pipeline's stage functions; a few seconds."""
+    from podyn import pipeline
+    from podyn.config import validate_config
+    from podyn.models import load_scalar_model, load_tokenizer
+
+    root = tmp_path_factory.mktemp("assets")
+    cfg = validate_config(copy.deepcopy(tiny_raw), "tiny")
+    cfg["results_dir"] = str(root / "results")
+    pipeline.prepare_data(cfg, root / "data")
+    pipeline.base_model(cfg, root / "base")
+    pipeline.save_pretrained_atomic(root / "reward", load_scalar_model(root / "base", cfg["model"]), load_tokenizer(root / "base"))
+    pipeline.reference_logps(cfg, root / "data", root / "base", root / "ref_logps.pt")
+    return {"root": root, "data": root / "data", "base": root / "base", "reward": root / "reward", "ref_logps": root / "ref_logps.pt"}

@@ -1,0 +1,173 @@
+"""Bad input gets a clear error naming the config key or the file and line, both from the
+library and from the ``podyn`` command line (exit code 2); and the HH-RLHF loader on the
+real test file."""
+
+from __future__ import annotations
+
+import copy
+import gzip
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import TINY_CONFIG, podyn_exe, run_cmd, write_config
+from podyn.config import ConfigError, load_config, validate_config
+from podyn.data import load_split
+from podyn.data.hh_rlhf import load_pairs, load_prompts, split_dialogue, split_pair
+from podyn.io import DataError, read_jsonl
+
+HH_TEST = Path(__file__).resolve().parents[2] / "shared" / "data" / "hh-rlhf" / "harmless-base-test.jsonl.gz"
+
+
+# ----------------------------------------------------------------------------- config
+
+
+def _broken(tiny_raw, mutate):
+    cfg = copy.deepcopy(tiny_raw)
+    mutate(cfg)
+    return cfg
+
+
+@pytest.mark.parametrize(
+    "mutate, key, detail",
+    [
+        (lambda c: c["dpo"].update(beta=-1), "'dpo.beta'", "-1"),
+        (lambda c: c["dpo"].update(betta=0.1), "'dpo'", "betta"),
+        (lambda c: c.update(seeed=1), "<top level>", "seeed"),
+        (lambda c: c["sft"].update(max_steps="10"), "'sft.max_steps'", "integer"),
+        (lambda c: c["runs"]["dpo"].setdefault("weights", {}).update(pos={"value": 1}), "'runs.dpo.weights.pos'", ""),
+        (lambda c: c["runs"]["dpo"].setdefault("weights", {}).update(pos="often"), "'runs.dpo.weights.pos'", "often"),
+        (lambda c: c["runs"]["dpo"].setdefault("weights", {}).update(pos={"wave": {"period": 0, "amplitude": 0.1}}), "'runs.dpo.weights.pos.wave.period'", ""),
+        (lambda c: c["runs"]["dpo"].setdefault("weights", {}).update(poss=1), "'runs.dpo.weights'", "poss"),
+        (lambda c: c["runs"]["dpo"].update(objective="kto"), "'runs.dpo.objective'", "kto"),
+        (lambda c: c["runs"]["dpo"].update(overrides={"clip_eps": 0.1}), "'runs.dpo.overrides.clip_eps'", "not a key of 'dpo'"),
+        (lambda c: c["runs"]["dpo"].update(overrides={"beta": -3}), "'runs.dpo.overrides.beta'", "-3"),
+        (lambda c: c["runs"]["ppo"].update(overrides={"iterations": 0}), "'runs.ppo.overrides.iterations'", "0"),
+        (lambda c: c.update(select=["nope"]), "'select'", "nope"),
+        (lambda c: c["data"]["synthetic"].update(train_mix={"copy": 1, "shuffle": 1}), "'data.synthetic.train_mix'", "shuffle"),
+        (lambda c: c["model"]["arch"].update(hidden_size=0), "'model.arch.hidden_size'", ""),
+    ],
+)
+def test_config_error_names_key(tiny_raw, mutate, key, detail):
+    with pytest.raises(ConfigError) as info:
+        validate_config(_broken(tiny_raw, mutate), "my.yaml")
+    message = str(info.value)
+    assert message.startswith("my.yaml: invalid value at ")
+    assert key in message
+    assert detail in message
+
+
+def test_valid_configs_pass_and_get_defaults(tiny_raw):
+    cfg = validate_config(copy.deepcopy(tiny_raw))
+    assert cfg["ppo"]["clip_eps"] == 0.2  # a schema default filled in
+    assert cfg["judge"]["type"] == "gold"
+    validate_config(yaml.safe_load((Path(__file__).resolve().parents[1] / "config.yaml").read_text()))
+
+
+def test_load_config_file_errors(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("experiment: x\nruns: {dpo: {objective: dpo}\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
+    assert load_config(TINY_CONFIG)["experiment"] == "tiny"
+
+
+# ----------------------------------------------------------------------------- data rows
+
+
+def test_read_jsonl_names_file_and_line(tmp_path):
+    path = tmp_path / "rows.jsonl"
+    path.write_text('{"prompt": "a", "chosen": "b", "rejected": "c"}\n\n{"prompt": "a", "chosen": "b"\n')
+    with pytest.raises(DataError) as info:
+        read_jsonl(path)
+    assert f"{path}:3:" in str(info.value) and "not valid JSON" in str(info.value)
+
+    path.write_text('{"prompt": "a", "chosen": "b", "rejected": "c"}\n{"prompt": "a", "chosen": "b"}\n')
+    with pytest.raises(DataError, match=rf"{path}:2: missing field 'rejected'"):
+        read_jsonl(path, {"prompt": str, "chosen": str, "rejected": str})
+
+    path.write_text('{"prompt": "a", "chosen": 3, "rejected": "c"}\n')
+    with pytest.raises(DataError, match=rf"{path}:1: field 'chosen' should be str, got int"):
+        read_jsonl(path, {"prompt": str, "chosen": str, "rejected": str})
+
+    path.write_text('["a", "b"]\n')
+    with pytest.raises(DataError, match=rf"{path}:1: expected a JSON object"):
+        read_jsonl(path)
+
+
+def test_load_split_checks_rows(tmp_path):
+    (tmp_path / "test.jsonl").write_text('{"prompt": "p1"}\n{"prompt": "p2"}\n{"question": "p3"}\n')
+    with pytest.raises(DataError, match=r"test.jsonl:3: missing field 'prompt'"):
+        load_split(tmp_path, "test")
+    (tmp_path / "test.jsonl").write_text('{"prompt": "p1"}\n{"prompt": "p2"}\n')
+    assert load_split(tmp_path, "test")["prompt"] == ["p1", "p2"]
+
+
+def test_hh_rlhf_bad_rows(tmp_path):
+    path = tmp_path / "hh.jsonl.gz"
+    good = {"chosen": "\n\nHuman: hi\n\nAssistant: hello", "rejected": "\n\nHuman: hi\n\nAssistant: go away"}
+    with gzip.open(path, "wt") as f:
+        f.write(json.dumps(good) + "\n" + json.dumps({"chosen": "\n\nHuman: hi\n\nAssistant: a", "rejected": "\n\nHuman: bye\n\nAssistant: b"}) + "\n")
+    with pytest.raises(DataError, match="row 2: chosen and rejected share no prompt"):
+        load_pairs(path)
+    with gzip.open(path, "wt") as f:
+        f.write(json.dumps(good) + "\n" + json.dumps({"chosen": "no turns here", "rejected": "x"}) + "\n")
+    with pytest.raises(DataError, match="row 2"):
+        load_pairs(path)
+    assert split_dialogue(good["chosen"]) == ("\n\nHuman: hi\n\nAssistant:", " hello")
+    # a response that contains a turn marker of its own stays in the response
+    odd = "\n\nHuman: hi\n\nAssistant: hello Human: and?\n\nAssistant: more"
+    assert split_pair(odd, good["rejected"]) == ("\n\nHuman: hi\n\nAssistant:", " hello Human: and?\n\nAssistant: more", " go away")
+
+
+@pytest.mark.skipif(not HH_TEST.exists(), reason=f"{HH_TEST} not present")
+def test_hh_rlhf_harmless_test_file():
+    pairs = load_pairs(HH_TEST)
+    assert len(pairs) == 2312
+    raw = read_jsonl(HH_TEST)
+    assert len(raw) == 2312
+    for pair, row in zip(pairs, raw):
+        assert pair["prompt"].endswith("\n\nAssistant:")
+        assert pair["prompt"].startswith("\n\nHuman:")
+        # chosen and rejected share the prompt: each is the prompt plus its own response
+        assert pair["prompt"] + pair["chosen"] == row["chosen"]
+        assert pair["prompt"] + pair["rejected"] == row["rejected"]
+    # a few responses carry a turn marker of their own; the prompt still ends at the shared turn
+    assert 0 < sum("\n\nAssistant:" in p["chosen"] + p["rejected"] for p in pairs) < 20
+    prompts = load_prompts(HH_TEST)
+    assert [p["prompt"] for p in prompts] == [p["prompt"] for p in pairs]
+
+
+# ----------------------------------------------------------------------------- command line
+
+
+def test_cli_config_error_exit_code_2(tmp_path, tiny_raw, env):
+    cfg = _broken(tiny_raw, lambda c: c["dpo"].update(beta=-1))
+    path = write_config(tmp_path / "broken.yaml", cfg)
+    proc = run_cmd([*podyn_exe(), "prepare-data", "--config", str(path), "--out", str(tmp_path / "data")], env)
+    assert proc.returncode == 2, proc.stderr
+    assert f"podyn prepare-data: error: {path}: invalid value at 'dpo.beta'" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "data").exists()
+
+
+def test_cli_data_error_exit_code_2(tmp_path, capsys):
+    """In-process ``podyn.cli.main`` (the console script's function; the subprocess test above
+    covers the process exit code)."""
+    from podyn.cli import main
+
+    baseline = tmp_path / "sft.jsonl"
+    baseline.write_text(json.dumps({"step": 0, "prompt_index": 0, "prompt": "p", "response": "r"}) + "\n")
+    generations = tmp_path / "gens.jsonl"
+    generations.write_text(json.dumps({"step": 2, "prompt_index": 0, "prompt": "p", "response": "r"}) + "\n" + '{"step": 2, "prompt_index": "zero"}\n')
+    cfg = json.dumps({"judge": {"type": "gold"}, "winrate": {"bootstrap_samples": 10, "confidence": 0.95}})
+    argv = ["judge", "--config", cfg, "--run", "dpo", "--seed", "0", "--generations", str(generations), "--baseline", str(baseline), "--out", str(tmp_path / "out.csv"), "--cache", str(tmp_path / "cache.jsonl")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert f"podyn judge: error: {generations}:2:" in err
+    assert "prompt_index" in err
+    assert not (tmp_path / "out.csv").exists()
