@@ -67,6 +67,10 @@ def snakemake_command(config: Path, cores: str, results_dir: Path, extra: list[s
     cmd = [sys.executable, "-m", "snakemake", "--cores", str(cores)]
     if config.resolve() != DEFAULT_CONFIG.resolve():
         cmd += ["--configfile", str(config.resolve())]
+    # one --config flag: a second one would replace the first rather than add to it
+    if "--config" in extra:
+        at = extra.index("--config") + 1
+        return cmd + [*extra[:at], f"results_dir={results_dir}", *extra[at:]]
     return cmd + ["--config", f"results_dir={results_dir}", *extra]
 
 

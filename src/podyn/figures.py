@@ -43,7 +43,7 @@ def symlog_threshold(values: pd.Series, setting: float | None) -> float:
     return float(np.quantile(nonzero, 0.1)) if len(nonzero) else 1.0
 
 
-def dynamics_figure(table: pd.DataFrame, title: str, stem: Path, fig_cfg: dict[str, Any]) -> None:
+def dynamics_figure(table: pd.DataFrame, title: str, stem: Path, fig_cfg: dict[str, Any], xlabel: str = "training step") -> None:
     data = table[table["layer"] == "all"] if "layer" in table else table
     threshold = symlog_threshold(data["G"], fig_cfg.get("symlog_linthresh"))
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.6), sharey=True)
@@ -54,7 +54,7 @@ def dynamics_figure(table: pd.DataFrame, title: str, stem: Path, fig_cfg: dict[s
         ax.axhline(0.0, color="grey", lw=0.8, ls=":")
         ax.set_yscale("symlog", linthresh=threshold)
         ax.set_title(panel)
-        ax.set_xlabel("training step")
+        ax.set_xlabel(xlabel)
         ax.legend(title=None, fontsize=8)
     axes[0].set_ylabel(r"$\mathcal{G}$ (symlog)")
     fig.suptitle(title)
@@ -110,7 +110,7 @@ def dynamics_figures(cfg: dict[str, Any], dpo_table: Path, ppo_table: Path, dpo_
     sns.set_theme(style=fig_cfg.get("style", "whitegrid"), context="paper")
     out_dir = Path(out_dir)
     dynamics_figure(pd.read_csv(dpo_table), "DPO learning dynamics", out_dir / "fig1_dpo_dynamics", fig_cfg)
-    dynamics_figure(pd.read_csv(ppo_table), "PPO learning dynamics", out_dir / "fig2_ppo_dynamics", fig_cfg)
+    dynamics_figure(pd.read_csv(ppo_table), "PPO learning dynamics", out_dir / "fig2_ppo_dynamics", fig_cfg, xlabel="PPO iteration")
     ppo = read_records(ppo_records)
     advantages_figure(ppo, out_dir / "fig3_ppo_advantages", fig_cfg)
     grad_norm_figure({"DPO": read_records(dpo_records), "PPO": ppo}, out_dir / "fig5_grad_magnitudes", fig_cfg)
