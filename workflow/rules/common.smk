@@ -1,4 +1,7 @@
 import json
+import os
+import sys
+from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
 
@@ -12,6 +15,9 @@ try:
     validate_config(config, source=", ".join(map(str, workflow.configfiles)) or "config")
 except ConfigError as err:
     raise WorkflowError(str(err)) from None
+
+# The rules call `podyn`: find it beside the interpreter running Snakemake, activated or not.
+os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
 
 RESULTS = f"{config['results_dir']}/{config['experiment']}"
 RUNS = selected_runs(config)

@@ -5,8 +5,12 @@ and read back through ``datasets``, for the synthetic task and real data alike."
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..io import read_jsonl
+
+if TYPE_CHECKING:
+    import datasets
 
 SPLIT_FIELDS = {
     "sft": {"prompt": str, "completion": str},

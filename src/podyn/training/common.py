@@ -79,6 +79,13 @@ def warmup_cosine(optimizer: torch.optim.Optimizer, warmup: int, total: int, sch
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
+def adamw_with_schedule(parameters, cfg: dict[str, Any], default_schedule: str = "cosine") -> dict[str, Any]:
+    """``configure_optimizers``' answer: AdamW with linear warm-up then ``cfg['lr_schedule']``."""
+    opt = torch.optim.AdamW(parameters, lr=cfg["lr"], weight_decay=cfg.get("weight_decay", 0.0))
+    sched = warmup_cosine(opt, cfg.get("warmup_steps", 0), cfg["max_steps"], cfg.get("lr_schedule", default_schedule))
+    return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
 def grad_norm(parameters) -> float:
     """L2 norm of the gradients of ``parameters`` (before clipping)."""
     norms = [p.grad.detach().float().norm() for p in parameters if p.grad is not None]

@@ -12,7 +12,7 @@ from ..models import sequence_logps
 from ..objectives import dpo_component_loss, dpo_terms
 from ..schedules import weights_at
 from .checkpoints import RunRecorder
-from .common import StepRecords, grad_norm, warmup_cosine
+from .common import StepRecords, adamw_with_schedule, grad_norm
 
 
 class DPOModule(L.LightningModule):
@@ -67,6 +67,4 @@ class DPOModule(L.LightningModule):
         self.records.load_state_dict(checkpoint.get("podyn_records", []))
 
     def configure_optimizers(self):
-        opt = torch.optim.AdamW(self.policy.parameters(), lr=self.cfg["lr"], weight_decay=self.cfg.get("weight_decay", 0.0))
-        sched = warmup_cosine(opt, self.cfg.get("warmup_steps", 0), self.cfg["max_steps"], self.cfg.get("lr_schedule", "constant"))
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+        return adamw_with_schedule(self.policy.parameters(), self.cfg, "constant")

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from ..batching import encode_prompt, encode_response, prompt_response_batch
 from ..models import last_token_index, score_at
-from .common import warmup_cosine
+from .common import adamw_with_schedule
 
 
 def pair_collator(tokenizer, max_prompt_tokens: int | None, max_response_tokens: int | None):
@@ -49,9 +49,7 @@ class RewardModule(L.LightningModule):
         return loss
 
     def configure_optimizers(self):
-        opt = torch.optim.AdamW(self.model.parameters(), lr=self.cfg["lr"], weight_decay=self.cfg.get("weight_decay", 0.0))
-        sched = warmup_cosine(opt, self.cfg.get("warmup_steps", 0), self.cfg["max_steps"], self.cfg.get("lr_schedule", "cosine"))
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+        return adamw_with_schedule(self.model.parameters(), self.cfg)
 
 
 @torch.no_grad()

@@ -9,7 +9,7 @@ import torch
 
 from ..batching import encode_prompt, encode_response, prompt_response_batch
 from ..models import token_logps
-from .common import warmup_cosine
+from .common import adamw_with_schedule
 
 
 class SFTModule(L.LightningModule):
@@ -27,9 +27,7 @@ class SFTModule(L.LightningModule):
         return loss
 
     def configure_optimizers(self):
-        opt = torch.optim.AdamW(self.model.parameters(), lr=self.cfg["lr"], weight_decay=self.cfg.get("weight_decay", 0.0))
-        sched = warmup_cosine(opt, self.cfg.get("warmup_steps", 0), self.cfg["max_steps"], self.cfg.get("lr_schedule", "cosine"))
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+        return adamw_with_schedule(self.model.parameters(), self.cfg)
 
 
 def sft_collator(tokenizer, max_prompt_tokens: int | None, max_response_tokens: int | None):
