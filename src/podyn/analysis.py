@@ -16,7 +16,7 @@ from .config import resolve_run
 from .dynamics import DPOBatch, PPOBatch, gradient_alignment, gradient_alignment_direct, per_layer_alignment
 from .generation import generate
 from .io import DataError, read_jsonl, write_csv, write_jsonl
-from .models import load_policy, load_tokenizer
+from .models import inference_device, load_policy, load_tokenizer
 from .training.reward import pair_collator
 
 
@@ -34,7 +34,7 @@ def final_responses(cfg: dict[str, Any], data_dir: Path, manifest_path: Path, se
     dyn, gen = cfg["dynamics"], cfg["generation"]
     final_dir = _manifest(manifest_path)["final"]
     tokenizer = load_tokenizer(final_dir)
-    model = load_policy(final_dir, cfg["model"]).eval()
+    model = load_policy(final_dir, cfg["model"]).eval().to(inference_device(cfg))
     prompts = data_mod.load_split(data_dir, "test")["prompt"][: dyn["n_prompts"]]
     torch.manual_seed(seed)
     rows = []
@@ -88,21 +88,22 @@ def run_dynamics(cfg: dict[str, Any], run_name: str, seed: int, data_dir: Path, 
     dyn = cfg["dynamics"]
     manifest = _manifest(manifest_path)
     tokenizer = load_tokenizer(manifest["final"])
-    final_batches = _final_batches(read_jsonl(final_file), tokenizer.pad_token_id, cfg["generation"]["eval_batch_size"])
+    device = inference_device(cfg)
+    final_batches = [{k: v.to(device) for k, v in b.items()} for b in _final_batches(read_jsonl(final_file), tokenizer.pad_token_id, cfg["generation"]["eval_batch_size"])]
     # sdpa (run with its math kernel, which has forward-mode rules): eager attention gives NaN
     # on fully masked left-padding rows in float64
     model_cfg = {**cfg["model"], "dtype": dyn["dtype"], "attn_implementation": "sdpa"}
     records, samples = [], []
     for entry in manifest["analysis"]:
         step, path = entry["step"], Path(entry["path"])
-        model = load_policy(path, model_cfg)
+        model = load_policy(path, model_cfg).to(device)
         record = torch.load(path / "batch.pt", weights_only=False)
         if run["objective"] == "dpo":
             batch, indices = _dpo_batch(cfg, run["hyper"], record, data_dir, ref_logps, tokenizer, seed)
         else:
             batch, indices = PPOBatch.from_record(record), None
-        cast = {k: v.to(model.dtype) for k, v in vars(batch).items() if torch.is_tensor(v) and v.is_floating_point()}
-        batch = type(batch)(**{**vars(batch), **cast})
+        moved = {k: v.to(device, model.dtype if v.is_floating_point() else v.dtype) for k, v in vars(batch).items() if torch.is_tensor(v)}
+        batch = type(batch)(**{**vars(batch), **moved})
         if dyn["method"] == "direct":
             G, gbar_norm = gradient_alignment_direct(model, batch, final_batches), float("nan")
         else:

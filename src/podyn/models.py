@@ -101,6 +101,13 @@ def _at_least_float32(x: torch.Tensor) -> torch.Tensor:
     return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
 
 
+def inference_device(cfg: dict[str, Any]) -> torch.device:
+    """Where evaluation-only stages run: the GPU when the trainer is set to use one and one is
+    present, else the CPU."""
+    accelerator = cfg.get("trainer", {}).get("accelerator", "cpu")
+    return torch.device("cuda" if accelerator in ("gpu", "cuda", "auto") and torch.cuda.is_available() else "cpu")
+
+
 def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
     """Positions that skip left padding, so that a left-padded rollout and a right-padded
     training row give the same log-probs."""

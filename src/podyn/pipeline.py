@@ -20,7 +20,7 @@ from .config import resolve_run
 from .data.synthetic import TaskConfig, generate_task, vocabulary
 from .io import write_csv, write_jsonl
 from .judges import bootstrap_ci
-from .models import build_gpt_neox, build_word_tokenizer, load_policy, load_scalar_model, load_tokenizer, prepare_tokenizer, sequence_logps
+from .models import build_gpt_neox, build_word_tokenizer, inference_device, load_policy, load_scalar_model, load_tokenizer, prepare_tokenizer, sequence_logps
 from .training.checkpoints import RunRecorder
 from .training.common import copy_metrics, fit_resumable, make_trainer, prepare_workdir
 from .training.dpo import DPOModule
@@ -128,7 +128,7 @@ def reward_model(cfg: dict[str, Any], data_dir: Path, sft_dir: Path, out_dir: Pa
     trainer = make_trainer(Path(workdir), cfg["trainer"], rm_cfg["max_steps"])
     fit_resumable(trainer, RewardModule(model, rm_cfg), loader, Path(workdir))
     heldout = DataLoader(data_mod.load_split(data_dir, "prefs_heldout"), batch_size=rm_cfg["batch_size"], collate_fn=collate)
-    hits = pairwise_hits(model, heldout).numpy()
+    hits = pairwise_hits(model.to(inference_device(cfg)), heldout).cpu().numpy()
     accuracy, low, high = bootstrap_ci(hits, cfg["winrate"]["bootstrap_samples"], cfg["winrate"]["confidence"], cfg["seed"])
     write_csv(metrics_out, pd.DataFrame([{"split": "prefs_heldout", "n_pairs": len(hits), "accuracy": accuracy, "ci_low": low, "ci_high": high}]))
     save_pretrained_atomic(out_dir, model, tokenizer)
@@ -138,12 +138,14 @@ def reward_model(cfg: dict[str, Any], data_dir: Path, sft_dir: Path, out_dir: Pa
 def reference_logps(cfg: dict[str, Any], data_dir: Path, sft_dir: Path, out_file: Path) -> None:
     """logp_ref(y+|x) and logp_ref(y-|x) of every training pair, computed once for all DPO runs."""
     tokenizer = load_tokenizer(sft_dir)
-    model = load_policy(sft_dir, cfg["model"]).eval()
+    device = inference_device(cfg)
+    model = load_policy(sft_dir, cfg["model"]).eval().to(device)
     gen = cfg["generation"]
     loader = DataLoader(data_mod.load_split(data_dir, "prefs_train"), batch_size=cfg["dpo"]["batch_size"], collate_fn=pair_collator(tokenizer, gen["max_prompt_tokens"], gen["max_response_tokens"]))
     chosen, rejected = [], []
     for batch in loader:
-        c, r = sequence_logps(model, batch["input_ids"], batch["attention_mask"], batch["response_mask"]).double().chunk(2)
+        batch = {k: v.to(device) for k, v in batch.items()}
+        c, r = sequence_logps(model, batch["input_ids"], batch["attention_mask"], batch["response_mask"]).double().cpu().chunk(2)
         chosen.append(c)
         rejected.append(r)
     from .io import atomic_path
@@ -158,7 +160,7 @@ def generate_responses(cfg: dict[str, Any], data_dir: Path, model_dir: Path, out
     from .generation import greedy_responses
 
     tokenizer = load_tokenizer(model_dir)
-    model = load_policy(model_dir, cfg["model"]).eval()
+    model = load_policy(model_dir, cfg["model"]).eval().to(inference_device(cfg))
     prompts = data_mod.load_split(data_dir, "test")["prompt"]
     gen = cfg["generation"]
     responses = greedy_responses(model, tokenizer, prompts, gen["max_new_tokens"], gen["eval_batch_size"], gen["max_prompt_tokens"])
@@ -193,7 +195,7 @@ def train_run(cfg: dict[str, Any], run_name: str, seed: int, paths: dict[str, Pa
         module, loader, max_steps = _ppo_setup(cfg, hyper, run, policy, tokenizer, recorder, paths, seed)
     trainer = make_trainer(workdir, cfg["trainer"], max_steps)
     fit_resumable(trainer, module, loader, workdir)
-    recorder.finish(policy, Path(paths["generations"]), Path(paths["checkpoints"]))
+    recorder.finish(policy.to(inference_device(cfg)), Path(paths["generations"]), Path(paths["checkpoints"]))
     module.records.write(Path(paths["records"]))
     copy_metrics(workdir, Path(paths["metrics"]))
 

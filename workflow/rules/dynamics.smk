@@ -6,7 +6,7 @@ rule final_responses:
     output:
         f"{RESULTS}/dynamics/{{run}}/seed{{seed}}_final_responses.jsonl",
     params:
-        cfg=stage_config("model", "generation", dynamics=dynamics_config(("n_prompts", "decoding"))),
+        cfg=stage_config("model", "trainer", "generation", dynamics=dynamics_config(("n_prompts", "decoding"))),
         data=f"{RESULTS}/data",
     threads: config["threads"]
     log:

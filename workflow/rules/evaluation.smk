@@ -6,7 +6,7 @@ rule sft_generations:
     output:
         f"{RESULTS}/eval/generations/sft.jsonl",
     params:
-        cfg=stage_config("model", "generation"),
+        cfg=stage_config("model", "trainer", "generation"),
         data=f"{RESULTS}/data",
     threads: config["threads"]
     log:

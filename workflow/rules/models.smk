@@ -53,7 +53,7 @@ rule reference_logps:
     output:
         f"{RESULTS}/cache/ref_logps.pt",
     params:
-        cfg=stage_config("model", "generation", dpo={"batch_size": config["dpo"]["batch_size"]}),
+        cfg=stage_config("model", "trainer", "generation", dpo={"batch_size": config["dpo"]["batch_size"]}),
         data=f"{RESULTS}/data",
     threads: SERIAL_THREADS
     log:

@@ -56,5 +56,7 @@ class RewardModule(L.LightningModule):
 def pairwise_hits(model: torch.nn.Module, loader) -> torch.Tensor:
     """1 for each pair whose chosen response scores higher than its rejected one, else 0."""
     model.eval()
-    hits = [(chosen > rejected).float() for chosen, rejected in (pair_scores(model, batch) for batch in loader)]
+    device = next(model.parameters()).device
+    batches = ({k: v.to(device) for k, v in batch.items()} for batch in loader)
+    hits = [(chosen > rejected).float() for chosen, rejected in (pair_scores(model, batch) for batch in batches)]
     return torch.cat(hits)
