@@ -57,6 +57,20 @@ def assert_same(actual: torch.Tensor, expected: torch.Tensor) -> None:
     torch.testing.assert_close(actual, expected, rtol=RTOL, atol=RTOL * scale)
 
 
+def exact_components(g) -> tuple[torch.Tensor, ...]:
+    """The gradients of TOT and of each component, checked to add up exactly (POS + NEG and
+    TOP + MID + BOT) and to be genuine parts: neither zero nor copies of the total."""
+    tot = g(ComponentWeights())
+    pos, neg = g(ComponentWeights.only("pos")), g(ComponentWeights.only("neg"))
+    assert_same(pos + neg, tot)
+    top, mid, bot = (g(ComponentWeights.only(c)) for c in ("top", "mid", "bot"))
+    assert_same(top + mid + bot, tot)
+    for part in (pos, neg, top, mid, bot):
+        assert float(part.norm()) > 1e-3 * float(tot.norm())
+        assert not torch.allclose(part, tot, rtol=1e-3)
+    return tot, pos, neg, top, mid, bot
+
+
 def test_dpo_exact_decomposition(model, tokenizer, pairs):
     params = [p for p in model.parameters() if p.requires_grad]
     prompts = [encode_prompt(tokenizer, r["prompt"]) for r in pairs]
@@ -76,19 +90,9 @@ def test_dpo_exact_decomposition(model, tokenizer, pairs):
     def g(weights: ComponentWeights) -> torch.Tensor:
         return flat_grad(dpo_component_loss(chosen, rejected, terms.omega, terms.groups, weights), params)
 
-    tot = g(ComponentWeights())
+    tot, pos, neg, top, mid, bot = exact_components(g)
     true = flat_grad(dpo_loss(terms.margin), params)
     assert_same(tot, true)  # the weighted surrogate's gradient is grad(-mean log sigmoid(m))
-
-    pos, neg = g(ComponentWeights.only("pos")), g(ComponentWeights.only("neg"))
-    assert_same(pos + neg, tot)
-    top, mid, bot = (g(ComponentWeights.only(c)) for c in ("top", "mid", "bot"))
-    assert_same(top + mid + bot, tot)
-
-    # the parts are genuine parts, not copies of the total or zero
-    for part in (pos, neg, top, mid, bot):
-        assert float(part.norm()) > 1e-3 * float(tot.norm())
-        assert not torch.allclose(part, tot, rtol=1e-3)
     # weights act linearly on the components (ablations and cDPO are just weights)
     assert_same(g(ComponentWeights(pos=0.3, neg=1.7)), 0.3 * pos + 1.7 * neg)
     assert_same(g(ComponentWeights(top=0.0, mid=0.5)), 0.5 * mid + bot)
@@ -127,13 +131,7 @@ def test_ppo_exact_decomposition(model, tokenizer, pairs):
     by_hand = -(torch.minimum(r * advantages, torch.clamp(r, 1 - eps, 1 + eps) * advantages) * mask).sum() / mask.sum()
     assert_same(tot, flat_grad(by_hand, params))
 
-    pos, neg = g(ComponentWeights.only("pos")), g(ComponentWeights.only("neg"))
-    assert_same(pos + neg, tot)
-    top, mid, bot = (g(ComponentWeights.only(c)) for c in ("top", "mid", "bot"))
-    assert_same(top + mid + bot, tot)
-    for part in (pos, neg, top, mid, bot):
-        assert float(part.norm()) > 1e-3 * float(tot.norm())
-        assert not torch.allclose(part, tot, rtol=1e-3)
+    _, pos, neg, top, mid, bot = exact_components(g)
 
     # POS is exactly the loss over A > 0 tokens with the batch's 1/N (written by hand)
     pos_by_hand = -(torch.minimum(r * advantages, torch.clamp(r, 1 - eps, 1 + eps) * advantages) * pos_adv).sum() / mask.sum()
