@@ -62,6 +62,9 @@ def fit_resumable(trainer: L.Trainer, module: L.LightningModule, dataloader, wor
     last = workdir / "lightning" / "last.ckpt"
     if last.exists():
         print(f"[podyn] resuming from {last}", flush=True)
+        metrics = workdir / "csv" / "metrics.csv"
+        if metrics.exists():  # Lightning's CSVLogger would overwrite the interrupted attempt's rows
+            metrics.rename(metrics.with_name(f"metrics.part{len(list(metrics.parent.glob('metrics.part*.csv')))}.csv"))
     trainer.fit(module, train_dataloaders=dataloader, ckpt_path=str(last) if last.exists() else None)
 
 
@@ -113,10 +116,15 @@ class StepRecords:
 
 
 def copy_metrics(workdir: Path, dest: Path) -> None:
-    """Copy Lightning's CSV metrics of the run to a declared output."""
-    source = workdir / "csv" / "metrics.csv"
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    if source.exists():
-        shutil.copyfile(source, dest)
+    """Lightning's CSV metrics of the run, as a declared output. The rows of interrupted
+    attempts come first, each cut where the next attempt resumed."""
+    folder = workdir / "csv"
+    parts = sorted(folder.glob("metrics.part*.csv"), key=lambda p: int(p.stem.removeprefix("metrics.part")))
+    files = [p for p in [*parts, folder / "metrics.csv"] if p.exists() and p.stat().st_size > 0]
+    frames = [pd.read_csv(p) for p in files]
+    kept = [f[f["step"] < nxt["step"].min()] for f, nxt in zip(frames, frames[1:])] + frames[-1:]
+    if kept:
+        write_csv(dest, pd.concat(kept, ignore_index=True))
     else:
+        dest.parent.mkdir(parents=True, exist_ok=True)
         dest.write_text("")
