@@ -54,8 +54,7 @@ def _final_batches(rows: list[dict], pad_id: int, size: int) -> list[dict[str, t
     ]
 
 
-def _dpo_batch(cfg, hyper, record, data_dir, ref_logps, tokenizer, seed) -> tuple[DPOBatch, torch.Tensor]:
-    dataset = data_mod.load_split(data_dir, "prefs_train")
+def _dpo_batch(cfg, hyper, record, dataset, ref, tokenizer, seed) -> tuple[DPOBatch, torch.Tensor]:
     if cfg["dynamics"]["dpo_batch"] == "fixed":
         size = min(cfg["dynamics"]["dpo_fixed_batch_size"], len(dataset))
         indices = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))[:size]
@@ -63,7 +62,6 @@ def _dpo_batch(cfg, hyper, record, data_dir, ref_logps, tokenizer, seed) -> tupl
         indices = record["indices"]
     gen = cfg["generation"]
     batch = pair_collator(tokenizer, gen["max_prompt_tokens"], gen["max_response_tokens"])([dataset[int(i)] for i in indices])
-    ref = torch.load(ref_logps)
     return DPOBatch(batch["input_ids"], batch["attention_mask"], batch["response_mask"], ref["chosen"][indices], ref["rejected"][indices], hyper["beta"]), indices
 
 
@@ -93,13 +91,15 @@ def run_dynamics(cfg: dict[str, Any], run_name: str, seed: int, data_dir: Path, 
     # sdpa (run with its math kernel, which has forward-mode rules): eager attention gives NaN
     # on fully masked left-padding rows in float64
     model_cfg = {**cfg["model"], "dtype": dyn["dtype"], "attn_implementation": "sdpa"}
+    if run["objective"] == "dpo":  # read once, not at every checkpoint
+        dataset, ref = data_mod.load_split(data_dir, "prefs_train"), torch.load(ref_logps)
     records, samples = [], []
     for entry in manifest["analysis"]:
         step, path = entry["step"], Path(entry["path"])
         model = load_policy(path, model_cfg).to(device)
         record = torch.load(path / "batch.pt", weights_only=False)
         if run["objective"] == "dpo":
-            batch, indices = _dpo_batch(cfg, run["hyper"], record, data_dir, ref_logps, tokenizer, seed)
+            batch, indices = _dpo_batch(cfg, run["hyper"], record, dataset, ref, tokenizer, seed)
         else:
             batch, indices = PPOBatch.from_record(record), None
         moved = {k: v.to(device, model.dtype if v.is_floating_point() else v.dtype) for k, v in vars(batch).items() if torch.is_tensor(v)}
