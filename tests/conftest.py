@@ -78,3 +78,73 @@ def assets(tmp_path_factory, tiny_raw) -> dict[str, Path]:
     pipeline.save_pretrained_atomic(root / "reward", load_scalar_model(root / "base", cfg["model"]), load_tokenizer(root / "base"))
     pipeline.reference_logps(cfg, root / "data", root / "base", root / "ref_logps.pt")
     return {"root": root, "data": root / "data", "base": root / "base", "reward": root / "reward", "ref_logps": root / "ref_logps.pt"}
+
+
+# ----------------------------------------------------------------------------- local OpenAI-compatible server
+
+
+class JudgeServerHandle:
+    """A running ``python -m podyn.judge_server`` process: its URL, its counters, its faults."""
+
+    def __init__(self, proc: subprocess.Popen, url: str) -> None:
+        self.proc, self.url = proc, url
+
+    def _call(self, path: str, payload: dict | None = None) -> dict:
+        import json
+        import urllib.request
+
+        data = None if payload is None else json.dumps(payload).encode()
+        root = self.url.removesuffix("/v1")
+        with urllib.request.urlopen(urllib.request.Request(root + path, data=data, method="GET" if data is None else "POST"), timeout=10) as reply:
+            return json.loads(reply.read())
+
+    def stats(self) -> dict:
+        return self._call("/_stats")
+
+    def configure(self, **options) -> None:
+        self._call("/_config", options)
+
+    def fault_next(self, *kinds: str) -> None:
+        self._call("/_faults", {"next": list(kinds)})
+
+    def reset(self) -> None:
+        self._call("/_reset", {})
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def start_judge_server(*args: str, env: dict[str, str] | None = None) -> JudgeServerHandle:
+    import tempfile
+
+    errors = tempfile.TemporaryFile()  # a file, not a pipe: a long run's tracebacks cannot block the server
+    proc = subprocess.Popen([sys.executable, "-m", "podyn.judge_server", *args], stdout=subprocess.PIPE, stderr=errors,
+                            text=True, env=env)
+    line = proc.stdout.readline()
+    if not line.startswith("listening on "):
+        proc.kill()
+        proc.wait()
+        errors.seek(0)
+        raise RuntimeError(f"judge server did not start: {line!r} {errors.read()[-2000:]!r}")
+    return JudgeServerHandle(proc, line.split("listening on ", 1)[1].strip())
+
+
+@pytest.fixture
+def judge_server():
+    """Start local OpenAI-compatible servers (``start(*cli_args)``); each is stopped by its own
+    process handle when the test ends, passed or failed."""
+    handles: list[JudgeServerHandle] = []
+
+    def start(*args: str, env: dict[str, str] | None = None) -> JudgeServerHandle:
+        handles.append(start_judge_server(*args, env=env))
+        return handles[-1]
+
+    yield start
+    for handle in handles:
+        handle.stop()

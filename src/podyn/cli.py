@@ -155,14 +155,14 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from .config import ConfigError
     from .io import DataError
-
+    from .judges import JudgeError
     from .stats import stage_stats
 
     name = args.stage if getattr(args, "run", None) is None else f"{args.stage}_{args.run}_seed{args.seed}"
     try:
         with stage_stats(name):
             run_stage(args)
-    except (ConfigError, DataError) as err:
+    except (ConfigError, DataError, JudgeError) as err:
         print(f"podyn {args.stage}: error: {err}", file=sys.stderr)
         return 2
     return 0

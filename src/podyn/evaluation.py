@@ -9,38 +9,66 @@ import numpy as np
 import pandas as pd
 
 from .io import DataError, read_jsonl, write_csv
-from .judges import GoldJudge, bootstrap_ci, make_judge
+from .judges import Comparison, GoldJudge, JudgeError, bootstrap_ci, make_judge
+from .length_control import length_controlled_win_rate
 
-WINRATE_COLUMNS = ["run", "seed", "step", "judge", "n_prompts", "win_rate", "ci_low", "ci_high"]
+WINRATE_COLUMNS = ["run", "seed", "step", "judge", "n_prompts", "n_invalid", "win_rate", "ci_low", "ci_high", "lc_win_rate"]
 GENERATION_FIELDS = {"step": int, "prompt_index": int, "prompt": str, "response": str}
 
 
 def judge_run(cfg: dict[str, Any], run: str, seed: int, generations: Path, baseline: Path, out_csv: Path, cache: Path, scores_csv: Path | None = None) -> pd.DataFrame:
-    """Win rate of every judged step of a run against the SFT baseline's responses; the
-    per-prompt scores (1 win, 0.5 tie, 0 loss) go to ``scores_csv`` for paired comparisons."""
-    length_penalty = cfg.get("data", {}).get("synthetic", {}).get("length_penalty", 0.2)
-    judge = make_judge(cfg, cache, length_penalty)
+    """Win rate of every judged step of a run against the SFT baseline's responses.
+
+    ``n_prompts`` counts the prompts in the win rate; ``n_invalid`` those left out because the
+    judge gave no valid answer (method.md §6); the job fails if the invalid share exceeds
+    ``judge.max_invalid_fraction``. The per-prompt scores (1 win, 0.5 tie, 0 loss, or a
+    probability; empty when invalid) and length differences go to ``scores_csv`` for paired
+    comparisons and the tables. Every comparison of the run is handed to the judge at once, so
+    an LLM judge can keep ``judge.concurrency`` requests in flight across steps."""
+    judge = make_judge(cfg, cache)
     base = {row["prompt_index"]: row for row in read_jsonl(baseline, GENERATION_FIELDS)}
-    rows = read_jsonl(generations, GENERATION_FIELDS)
+    rows = sorted(read_jsonl(generations, GENERATION_FIELDS), key=lambda r: (r["step"], r["prompt_index"]))
+    for r in rows:
+        if r["prompt_index"] not in base or base[r["prompt_index"]]["prompt"] != r["prompt"]:
+            raise DataError(f"{generations}: prompt {r['prompt_index']} at step {r['step']} has no matching baseline response in {baseline}")
+    comparisons = [Comparison(r["prompt"], r["response"], base[r["prompt_index"]]["response"]) for r in rows]
+    all_scores = np.array([np.nan if s is None else s for s in judge.judge(comparisons)], dtype=float)
+    length_diff = np.array([len(c.response.strip()) - len(c.baseline.strip()) for c in comparisons], dtype=float)
+    check_invalid_share(cfg, run, seed, all_scores)
+
     records, per_prompt = [], []
-    for step in sorted({r["step"] for r in rows}):
-        at_step = [r for r in rows if r["step"] == step]
-        for r in at_step:
-            if r["prompt_index"] not in base or base[r["prompt_index"]]["prompt"] != r["prompt"]:
-                raise DataError(f"{generations}: prompt {r['prompt_index']} at step {step} has no matching baseline response in {baseline}")
-        scores = np.array([judge.compare(r["prompt"], r["response"], base[r["prompt_index"]]["response"]) for r in at_step])
-        per_prompt += [{"step": step, "prompt_index": r["prompt_index"], "score": x} for r, x in zip(at_step, scores)]
-        win, low, high = bootstrap_ci(scores, cfg["winrate"]["bootstrap_samples"], cfg["winrate"]["confidence"], seed=seed * 100003 + step)
-        record = {"run": run, "seed": seed, "step": step, "judge": judge.name, "n_prompts": len(scores), "win_rate": win, "ci_low": low, "ci_high": high}
+    steps = np.array([r["step"] for r in rows])
+    for step in sorted(set(steps.tolist())):
+        at = np.flatnonzero(steps == step)
+        scores, valid = all_scores[at], ~np.isnan(all_scores[at])
+        per_prompt += [{"step": step, "prompt_index": rows[i]["prompt_index"], "score": all_scores[i], "length_diff": length_diff[i]} for i in at]
+        win, low, high = bootstrap_ci(scores[valid], cfg["winrate"]["bootstrap_samples"], cfg["winrate"]["confidence"], seed=seed * 100003 + step) if valid.any() else (np.nan,) * 3
+        record = {"run": run, "seed": seed, "step": step, "judge": judge.name, "n_prompts": int(valid.sum()), "n_invalid": int((~valid).sum()),
+                  "win_rate": win, "ci_low": low, "ci_high": high, "lc_win_rate": length_controlled_win_rate(scores, length_diff[at])}
         if isinstance(judge, GoldJudge):
-            record["gold_reward"] = float(np.mean([judge.reward(r["prompt"], r["response"]) for r in at_step]))
-            record["sft_gold_reward"] = float(np.mean([judge.reward(r["prompt"], base[r["prompt_index"]]["response"]) for r in at_step]))
+            record["gold_reward"] = float(np.mean([judge.reward(rows[i]["prompt"], rows[i]["response"]) for i in at]))
+            record["sft_gold_reward"] = float(np.mean([judge.reward(rows[i]["prompt"], base[rows[i]["prompt_index"]]["response"]) for i in at]))
         records.append(record)
     frame = pd.DataFrame(records)
     write_csv(out_csv, frame)
     if scores_csv is not None:
-        write_csv(scores_csv, pd.DataFrame(per_prompt))
+        write_csv(scores_csv, pd.DataFrame(per_prompt, columns=["step", "prompt_index", "score", "length_diff"]))
     return frame
+
+
+def check_invalid_share(cfg: dict[str, Any], run: str, seed: int, scores: np.ndarray) -> None:
+    """Fail when more than ``judge.max_invalid_fraction`` of the comparisons are invalid."""
+    n_invalid = int(np.isnan(scores).sum())
+    if not n_invalid:
+        return
+    limit = cfg["judge"]["max_invalid_fraction"]
+    print(f"judge: {n_invalid} of {len(scores)} comparisons invalid (left out of the win rates)", flush=True)
+    if n_invalid / len(scores) > limit:
+        raise JudgeError(
+            f"run {run} seed {seed}: {n_invalid} of {len(scores)} comparisons ({n_invalid / len(scores):.1%}) have no valid "
+            f"judgement, more than judge.max_invalid_fraction = {limit}. The valid answers are cached; see the log for "
+            "the failures, then rerun (or raise judge.max_invalid_fraction)."
+        )
 
 
 def collect_winrates(judgements: Iterable[Path], winrates_out: Path, gold_out: Path | None = None) -> pd.DataFrame:
