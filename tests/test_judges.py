@@ -1,11 +1,8 @@
 """Judges and win-rate arithmetic (method.md §6): the gold judge, the bootstrap CI, the
-per-run judgement table and the winrates.csv contract, and the OpenAI judge's position swap,
-tie rule, on-disk cache and error reporting (with a fake client: no network)."""
+per-run judgement table and the winrates.csv contract, the length-controlled win rate and the LLM judge's reply parsing."""
 
 from __future__ import annotations
 
-import json
-from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -13,7 +10,9 @@ import pytest
 
 from podyn.evaluation import WINRATE_COLUMNS, collect_winrates, judge_run
 from podyn.io import DataError, write_jsonl
-from podyn.judges import GoldJudge, JudgeError, OpenAIJudge, bootstrap_ci, parse_choice
+from podyn.judges import GoldJudge, JudgeError, bootstrap_ci, make_judge
+from podyn.length_control import length_controlled_win_rate
+from podyn.llm_judge import parse_choice
 
 REVERSE = "\n\nHuman: reverse three one four\n\nAssistant:"
 SORT = "\n\nHuman: sort five two two\n\nAssistant:"
@@ -93,7 +92,8 @@ def test_judge_run_and_collect_winrates(tmp_path):
     out = tmp_path / "eval" / "winrates.csv"
     collect_winrates([tmp_path / "j_ppo.csv", tmp_path / "j_dpo.csv"], out, tmp_path / "eval" / "gold.csv")
     table = pd.read_csv(out)
-    assert list(table.columns) == WINRATE_COLUMNS == ["run", "seed", "step", "judge", "n_prompts", "win_rate", "ci_low", "ci_high"]
+    assert list(table.columns) == WINRATE_COLUMNS == ["run", "seed", "step", "judge", "n_prompts", "n_invalid", "win_rate", "ci_low", "ci_high", "lc_win_rate"]
+    assert (table["n_invalid"] == 0).all()  # the gold judge always answers
     assert list(zip(table["run"], table["seed"], table["step"])) == [("dpo", 0, 5), ("dpo", 0, 10), ("ppo", 1, 0)]
 
 
@@ -106,91 +106,56 @@ def test_judge_run_rejects_mismatched_baseline(tmp_path):
         judge_run(cfg, "dpo", 0, generations, baseline, tmp_path / "out.csv", tmp_path / "cache.jsonl")
 
 
-# ----------------------------------------------------------------------------- OpenAI judge (fake client)
+# ----------------------------------------------------------------------------- LLM judge: parsing (the HTTP path is tested in test_judge_http.py)
 
 
-class FakeClient:
-    """Mimics ``openai.OpenAI().chat.completions.create``. ``decide(prompt_text)`` returns 'A'
-    or 'B' (or raises); every request's text is recorded."""
-
-    def __init__(self, decide):
-        self.decide = decide
-        self.requests: list[str] = []
-        self.chat = SimpleNamespace(completions=SimpleNamespace(create=self._create))
-
-    def _create(self, model, messages, temperature):
-        text = messages[0]["content"]
-        self.requests.append(text)
-        choice = self.decide(text)
-        content = f"Comparison: one is better.\nMore helpful: {choice}"
-        return SimpleNamespace(choices=[SimpleNamespace(message=SimpleNamespace(content=content))])
-
-
-def _responses(text: str) -> tuple[str, str]:
-    a = text.split("Response A:\n", 1)[1].split("\n\nResponse B:", 1)[0]
-    b = text.split("Response B:\n", 1)[1].split("\n\nFIRST", 1)[0]
-    return a, b
-
-
-def prefers(word):
-    """A consistent judge: prefers whichever response contains ``word``."""
-    return lambda text: "A" if word in _responses(text)[0] else "B"
-
-
-def test_openai_judge_position_swap(tmp_path):
-    client = FakeClient(prefers("good"))
-    judge = OpenAIJudge("gpt-4", tmp_path / "cache.jsonl", client=client, max_retries=0)
-    assert judge.compare("Say hi", "good answer", "bad answer") == 1.0
-    assert len(client.requests) == 2
-    # asked in both orders: the method's response first as A, then as B
-    assert _responses(client.requests[0]) == ("good answer", "bad answer")
-    assert _responses(client.requests[1]) == ("bad answer", "good answer")
-    assert "Query: Say hi" in client.requests[0]
-    assert judge.compare("Say hi", "bad answer", "good answer") == 0.0
-
-
-def test_openai_judge_inconsistent_pair_is_tie(tmp_path):
-    always_a = FakeClient(lambda text: "A")  # position bias
-    assert OpenAIJudge("gpt-4", tmp_path / "a.jsonl", client=always_a, max_retries=0).compare("q", "x", "y") == 0.5
-    unparsable = FakeClient(lambda text: "neither")
-    assert OpenAIJudge("gpt-4", tmp_path / "b.jsonl", client=unparsable, max_retries=0).compare("q", "x", "y") == 0.5
+def test_parse_choice():
     assert parse_choice("Comparison: blah\nMore helpful: \"B\"") == "B"
-    assert parse_choice("no verdict") == "?"
+    assert parse_choice("Comparison: blah\nMore helpful: A.") == "A"
+    assert parse_choice("More helpful: C") is None
+    assert parse_choice("no verdict") is None
 
 
-def test_openai_judge_cache(tmp_path):
-    cache = tmp_path / "cache" / "judge.jsonl"
-    client = FakeClient(prefers("good"))
-    judge = OpenAIJudge("gpt-4", cache, client=client, max_retries=0)
-    assert judge.compare("q1", "good", "bad") == 1.0
-    assert judge.compare("q1", "good", "bad") == 1.0
-    assert len(client.requests) == 2  # the second comparison was served from the cache
-    lines = [json.loads(x) for x in cache.read_text().splitlines()]
-    assert [row["answer"] for row in lines] == ["A", "B"]
-
-    def explode(text):
-        raise AssertionError("cache miss: the API was called again")
-
-    reopened = OpenAIJudge("gpt-4", cache, client=FakeClient(explode), max_retries=0)
-    assert reopened.compare("q1", "good", "bad") == 1.0
-    # a different model is a different cache key
-    other = FakeClient(prefers("good"))
-    assert OpenAIJudge("gpt-4o", cache, client=other, max_retries=0).compare("q1", "good", "bad") == 1.0
-    assert len(other.requests) == 2
+def test_unknown_judge_type_names_the_setting(tmp_path):
+    with pytest.raises(JudgeError, match="judge.type: unknown judge 'oracle'"):
+        make_judge({"judge": {"type": "oracle"}}, tmp_path / "c.jsonl")
 
 
-def test_openai_judge_failure_names_prompt(tmp_path):
-    def down(text):
-        raise ConnectionError("service unavailable")
-
-    judge = OpenAIJudge("gpt-4", tmp_path / "cache.jsonl", client=FakeClient(down), max_retries=0)
-    with pytest.raises(JudgeError, match="What is the capital of France") as info:
-        judge.compare("What is the capital of France?", "Paris", "Lyon")
-    assert "service unavailable" in str(info.value)
-    assert not (tmp_path / "cache.jsonl").exists() or (tmp_path / "cache.jsonl").read_text() == ""
+# ----------------------------------------------------------------------------- length-controlled win rate
 
 
-def test_openai_judge_without_key(tmp_path, monkeypatch):
-    monkeypatch.delenv("PODYN_TEST_NO_SUCH_KEY", raising=False)
-    with pytest.raises(JudgeError, match="PODYN_TEST_NO_SUCH_KEY"):
-        OpenAIJudge("gpt-4", tmp_path / "c.jsonl", api_key_env="PODYN_TEST_NO_SUCH_KEY")
+def _lc_reference(y, d, ridge=1e-3):
+    """The same penalised logistic fit by a general-purpose optimiser."""
+    from scipy.optimize import minimize
+
+    x = d / d.std()
+
+    def loss(t):
+        z = t[0] + t[1] * x
+        return np.mean(np.logaddexp(0, z) - y * z) + 0.5 * ridge * t[1] ** 2
+
+    res = minimize(loss, np.zeros(2), method="BFGS", options={"gtol": 1e-10})
+    return 1 / (1 + np.exp(-res.x[0]))
+
+
+def test_length_controlled_win_rate():
+    rng = np.random.default_rng(0)
+    y = rng.choice([0.0, 0.5, 1.0], size=200, p=[0.3, 0.2, 0.5])
+    # no length difference, or one independent of the judgement (mirrored): the raw win rate
+    assert length_controlled_win_rate(y, np.zeros(200)) == pytest.approx(y.mean(), abs=1e-9)
+    assert length_controlled_win_rate(np.tile(y, 2), np.concatenate([np.full(200, 7.0), np.full(200, -7.0)])) == pytest.approx(y.mean(), abs=1e-9)
+    # wins explained by length: longer responses win 90%, shorter ones 10%, 80% are longer
+    longer = rng.random(400) < 0.8
+    d = np.where(longer, rng.integers(5, 30, 400), -rng.integers(5, 30, 400)).astype(float)
+    y2 = (rng.random(400) < np.where(longer, 0.9, 0.1)).astype(float)
+    lc = length_controlled_win_rate(y2, d)
+    assert y2.mean() > 0.7 and abs(lc - 0.5) < 0.15
+    assert lc == pytest.approx(_lc_reference(y2, d), abs=1e-6)
+    # fractional judgements (a weighted judge) and invalid prompts (NaN, left out)
+    p = np.clip(0.5 + d / 80 + rng.normal(0, 0.1, 400), 0, 1)
+    assert length_controlled_win_rate(p, d) == pytest.approx(_lc_reference(p, d), abs=1e-6)
+    with_nan = np.concatenate([p, [np.nan] * 5])
+    assert length_controlled_win_rate(with_nan, np.concatenate([d, [1e6] * 5])) == pytest.approx(length_controlled_win_rate(p, d))
+    # all wins, all losses: the limit
+    assert length_controlled_win_rate(np.ones(5), np.arange(5.0)) == 1.0
+    assert length_controlled_win_rate(np.zeros(5), np.arange(5.0)) == 0.0

@@ -74,7 +74,7 @@ def test_e2e_output_contract(e2e, tiny_cfg):
     _, results = e2e
     root = results / tiny_cfg["experiment"]
     table = pd.read_csv(root / "eval" / "winrates.csv")
-    assert list(table.columns) == ["run", "seed", "step", "judge", "n_prompts", "win_rate", "ci_low", "ci_high"]
+    assert list(table.columns) == ["run", "seed", "step", "judge", "n_prompts", "n_invalid", "win_rate", "ci_low", "ci_high", "lc_win_rate"]
 
     expected = set()
     for run, spec in tiny_cfg["runs"].items():
@@ -87,7 +87,8 @@ def test_e2e_output_contract(e2e, tiny_cfg):
 
     n = tiny_cfg["data"]["synthetic"]["n_test"]
     assert (table["n_prompts"] == n).all()
-    assert (table["judge"] == "gold").all()
+    assert (table["judge"] == "gold").all() and (table["n_invalid"] == 0).all()
+    assert ((table["lc_win_rate"] >= 0) & (table["lc_win_rate"] <= 1)).all()
     assert ((table["win_rate"] >= 0) & (table["win_rate"] <= 1)).all()
     assert (table["ci_low"] <= table["win_rate"]).all() and (table["win_rate"] <= table["ci_high"]).all()
     # a win rate is a mean of 1 / 0.5 / 0 scores over n prompts: a multiple of 1 / (2n)
@@ -118,3 +119,42 @@ def test_e2e_rerun_has_nothing_to_do(e2e, env):
     proc = run_cmd(snakemake(workdir, "-n", "--config", f"results_dir={results}"), env, cwd=workdir)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Nothing to be done" in proc.stdout + proc.stderr
+
+
+@pytest.mark.slow
+def test_e2e_llm_judge_over_http_with_faults(e2e, env, tiny_raw, tmp_path, judge_server):
+    """The judge stages rerun with ``judge.type: openai`` against the local OpenAI-compatible
+    server while it faults 20% of the distinct requests (every transient kind): the win rates
+    equal the gold judge's, and the API key appears in no file, log or command line."""
+    import shutil
+
+    key_env, secret = "PODYN_E2E_JUDGE_KEY", "sk-podyn-e2e-5b1f0d9c44aa"
+    workdir, results = e2e
+    copy = tmp_path / "copy"
+    shutil.copytree(workdir, copy, symlinks=True)  # the gold run's outputs, left as they are
+    run_env = {**env, key_env: secret}
+    server = judge_server("--fault-rate", "0.2", "--stall", "3", "--api-key-env", key_env, env=run_env)
+    judge = {"type": "openai", "base_url": server.url, "api_key_env": key_env, "timeout": 1.5, "backoff_base": 0.05, "backoff_max": 0.5}
+    config = write_config(tmp_path / "llm.yaml", dict(tiny_raw, judge=judge))
+    cmd = snakemake(copy, "--cores", "2", "--forcerun", "judge", "--config", f"results_dir={copy / 'out'}", configfile=config)
+    proc = run_cmd(cmd, run_env, cwd=copy, timeout=900)
+    root = copy / "out" / tiny_raw["experiment"]
+    logs = "\n".join(f"== {p}\n{p.read_text()[-2000:]}" for p in sorted((root / "logs" / "judge").glob("*.log")))
+    assert proc.returncode == 0, proc.stderr[-5000:] + logs
+
+    gold = pd.read_csv(results / tiny_raw["experiment"] / "eval" / "winrates.csv")
+    llm = pd.read_csv(root / "eval" / "winrates.csv")
+    assert (llm["judge"] == "openai").all() and (llm["n_invalid"] == 0).all()
+    pd.testing.assert_frame_equal(llm.drop(columns="judge"), gold.drop(columns="judge"))
+    pd.testing.assert_frame_equal(pd.read_csv(root / "tables" / "winrates.csv"), pd.read_csv(results / tiny_raw["experiment"] / "tables" / "winrates.csv"))
+
+    stats = server.stats()
+    faults = {k: v for k, v in stats["outcomes"].items() if k != "answered"}
+    assert set(faults) == {"429", "500", "503", "stall", "drop", "malformed", "no_verdict"}, faults
+    assert sum(faults.values()) >= 0.15 * len(stats["attempts"])
+    # within a job the cache serves every repeat; two jobs running at once may both ask a request they share
+    assert max(stats["answered"].values()) <= len(tiny_raw["select"])
+
+    assert secret not in " ".join(map(str, cmd)) and secret not in proc.stdout + proc.stderr
+    leaks = [p for p in copy.rglob("*") if p.is_file() and secret.encode() in p.read_bytes()]
+    assert not leaks

@@ -12,15 +12,17 @@ from scipy import stats as scipy_stats
 
 from .io import write_csv, write_text
 from .judges import bootstrap_ci
+from .length_control import length_controlled_win_rate
 
 
 def read_scores(paths: Iterable[Path]) -> pd.DataFrame:
-    """Per-prompt judge scores of every run and seed (``eval/judgements/<run>/seed<s>_scores.csv``)."""
+    """Per-prompt judge scores of every run and seed (``eval/judgements/<run>/seed<s>_scores.csv``);
+    invalid prompts (no score, method.md §6) are left out."""
     frames = []
     for path in map(Path, paths):
         frame = pd.read_csv(path)
         frames.append(frame.assign(run=path.parent.name, seed=int(path.name.split("_")[0].removeprefix("seed"))))
-    return pd.concat(frames, ignore_index=True)
+    return pd.concat(frames, ignore_index=True).dropna(subset=["score"]).reset_index(drop=True)
 
 
 def seed_interval(values: np.ndarray, confidence: float) -> tuple[float, float]:
@@ -37,8 +39,10 @@ def _summary(scores: pd.DataFrame, step: int, wr_cfg: dict[str, Any], prefix: st
     per_prompt = at.groupby("prompt_index")["score"].mean().to_numpy()  # averaged over seeds
     mean, lo, hi = bootstrap_ci(per_prompt, wr_cfg["bootstrap_samples"], wr_cfg["confidence"], seed=step)
     s_lo, s_hi = seed_interval(per_seed, wr_cfg["confidence"])
+    # the length-controlled win rate over every (seed, prompt) judgement at this step
+    lc = length_controlled_win_rate(at["score"].to_numpy(), at["length_diff"].to_numpy()) if "length_diff" in at else float("nan")
     return {f"{prefix}_step": step, f"{prefix}_win_rate": mean, f"{prefix}_seed_ci_low": s_lo, f"{prefix}_seed_ci_high": s_hi,
-            f"{prefix}_prompt_ci_low": lo, f"{prefix}_prompt_ci_high": hi}
+            f"{prefix}_prompt_ci_low": lo, f"{prefix}_prompt_ci_high": hi, f"{prefix}_lc_win_rate": lc}
 
 
 def panel_order(panels: dict[str, dict], runs: Iterable[str]) -> list[str]:
@@ -111,6 +115,7 @@ def write_tables(table: pd.DataFrame, out_stem: Path) -> None:
         "run": table["run"],
         "final win rate (seed CI)": [_fmt(*r) for r in table[["final_win_rate", "final_seed_ci_low", "final_seed_ci_high"]].to_numpy()],
         "final (prompt CI)": [_fmt(*r) for r in table[["final_win_rate", "final_prompt_ci_low", "final_prompt_ci_high"]].to_numpy()],
+        "final LC win rate": [f"{v:.3f}" for v in table["final_lc_win_rate"]],
         "best win rate (prompt CI)": [_fmt(*r) for r in table[["best_win_rate", "best_prompt_ci_low", "best_prompt_ci_high"]].to_numpy()],
         "best step": table["best_step"],
         "seeds": table["n_seeds"],

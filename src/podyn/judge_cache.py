@@ -51,8 +51,9 @@ class JudgeCache:
     def __len__(self) -> int:
         return len(self.answers)
 
-    def add(self, key: str, verdict: Any) -> None:
-        """Record an answer in memory and append it to this job's file, flushed at once."""
+    def add(self, key: str, verdict: Any, flush: bool = True) -> None:
+        """Record an answer in memory and append it to this job's file (flushed at once unless
+        the caller flushes later; a kill between flushes can leave a torn last line)."""
         self.answers[key] = verdict
         if self._handle is None:
             self.folder.mkdir(parents=True, exist_ok=True)
@@ -60,7 +61,12 @@ class JudgeCache:
             if self._handle.tell() > 0 and not self._ends_with_newline():
                 self._handle.write(b"\n")  # seal a line torn by an earlier kill
         self._handle.write(json.dumps({"key": key, "verdict": verdict}).encode() + b"\n")
-        self._handle.flush()
+        if flush:
+            self._handle.flush()
+
+    def flush(self) -> None:
+        if self._handle is not None:
+            self._handle.flush()
 
     def _ends_with_newline(self) -> bool:
         with open(self.own_file, "rb") as handle:
