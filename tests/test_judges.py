@@ -159,3 +159,20 @@ def test_length_controlled_win_rate():
     # all wins, all losses: the limit
     assert length_controlled_win_rate(np.ones(5), np.arange(5.0)) == 1.0
     assert length_controlled_win_rate(np.zeros(5), np.arange(5.0)) == 0.0
+
+
+def test_tables_leave_out_invalid_prompts_and_report_lc(tmp_path):
+    from podyn.ablations import read_scores, winrate_table, write_tables
+
+    wr_cfg = {"bootstrap_samples": 200, "confidence": 0.95}
+    for seed, scores in ((0, [1.0, 0.0, np.nan, 1.0]), (1, [1.0, 0.5, 0.0, np.nan])):
+        frame = pd.DataFrame({"step": 10, "prompt_index": range(4), "score": scores, "length_diff": [3.0, -2.0, 5.0, 0.0]})
+        (tmp_path / "dpo").mkdir(exist_ok=True)
+        frame.to_csv(tmp_path / "dpo" / f"seed{seed}_scores.csv", index=False)
+    scores = read_scores(sorted((tmp_path / "dpo").glob("*.csv")))
+    assert len(scores) == 6 and not scores["score"].isna().any()  # the invalid prompts are left out
+    table = winrate_table(scores, {"dpo": {"objective": "dpo"}}, wr_cfg)
+    valid = scores["score"].to_numpy()
+    assert table["final_lc_win_rate"].iloc[0] == pytest.approx(length_controlled_win_rate(valid, scores["length_diff"].to_numpy()))
+    write_tables(table, tmp_path / "tables" / "winrates")
+    assert "final LC win rate" in (tmp_path / "tables" / "winrates.md").read_text()
