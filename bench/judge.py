@@ -13,7 +13,6 @@ Target (issue 8): at concurrency 32, at least 20x the requests/s of concurrency 
 from __future__ import annotations
 
 import argparse
-import copy
 import os
 import subprocess
 import sys
@@ -27,7 +26,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
-from podyn.config import validate_config  # noqa: E402
+from podyn.config import Config, validate_config  # noqa: E402
 from podyn.data.synthetic import Demonstrator, format_prompt  # noqa: E402
 from podyn.judges import Comparison, GoldJudge, make_judge  # noqa: E402
 
@@ -67,11 +66,10 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def measure(cfg: dict, items: list[Comparison], concurrency: int, order: str, server_pid: int) -> tuple[float, int, float]:
+def measure(cfg: Config, items: list[Comparison], concurrency: int, order: str, server_pid: int) -> tuple[float, int, float]:
     """(seconds, requests, CPU milliseconds per request of judge + server) to judge ``items``
     from an empty cache."""
-    run_cfg = copy.deepcopy(cfg)
-    run_cfg["judge"].update(concurrency=concurrency, order=order)
+    run_cfg = cfg.model_copy(update={"judge": cfg.judge.model_copy(update={"concurrency": concurrency, "order": order})})
     with tempfile.TemporaryDirectory() as tmp:
         judge = make_judge(run_cfg, Path(tmp) / "judge" / "bench.jsonl")
         cpu = time.process_time() + cpu_seconds(server_pid)
@@ -103,8 +101,8 @@ def main() -> None:
         lines.append(text)
 
     try:
-        cfg = validate_config(yaml.safe_load((REPO / "tests" / "configs" / "tiny.yaml").read_text()), "tiny")
-        cfg["judge"].update(type="openai", base_url=url, api_key_env=KEY_ENV)
+        raw = yaml.safe_load((REPO / "tests" / "configs" / "tiny.yaml").read_text())
+        cfg = validate_config({**raw, "judge": {"type": "openai", "base_url": url, "api_key_env": KEY_ENV}}, "tiny")
         say(f"# bench/judge.py: LLM judge over HTTP, local server with {args.latency * 1000:.0f} ms latency per request")
         say(f"# machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at start; python {sys.version.split()[0]}")
         say("")

@@ -19,10 +19,12 @@ import pandas as pd
 import pytest
 
 from conftest import podyn_exe, start_judge_server
+from podyn.config import Config, validate_config
 from podyn.data.synthetic import Demonstrator, format_prompt
 from podyn.evaluation import judge_run
 from podyn.io import write_jsonl
 from podyn.judges import Comparison, GoldJudge, JudgeError, make_judge
+from podyn.registry import stage_config
 
 KEY_ENV = "PODYN_TEST_JUDGE_KEY"
 SECRET = "sk-podyn-test-3f9a1c77e2b04d1b"
@@ -47,11 +49,14 @@ def srv(server, monkeypatch):
     return server
 
 
-def llm_cfg(tiny_cfg: dict, url: str, **judge) -> dict:
-    cfg = copy.deepcopy(tiny_cfg)
+def llm_raw(tiny_raw: dict, url: str, **judge) -> dict:
     options = {"type": "openai", "base_url": url, "api_key_env": KEY_ENV, "timeout": 1.0, "backoff_base": 0.01, "backoff_max": 0.05, "concurrency": 4}
-    cfg["judge"].update({**options, **judge})
-    return cfg
+    return {**copy.deepcopy(tiny_raw), "judge": {**options, **judge}}
+
+
+def llm_cfg(tiny_raw: dict, url: str, **judge) -> Config:
+    """The tiny config with an LLM judge at ``url`` (short timeouts and backoff for tests)."""
+    return validate_config(llm_raw(tiny_raw, url, **judge), "test")
 
 
 def synthetic_generations(n_prompts: int = 24, steps=(5, 10), seed: int = 0) -> tuple[list[dict], list[dict]]:
@@ -86,9 +91,9 @@ REVERSE = format_prompt("reverse", ["three", "one", "four"])
 
 
 @pytest.mark.parametrize("fault", ["429", "500", "503", "stall", "drop", "malformed", "no_verdict"])
-def test_each_transient_fault_is_retried(srv, tiny_cfg, tmp_path, fault):
+def test_each_transient_fault_is_retried(srv, tiny_raw, tmp_path, fault):
     srv.fault_next(fault)
-    judge = make_judge(llm_cfg(tiny_cfg, srv.url, order="random", concurrency=1), tmp_path / "cache" / "job.jsonl")
+    judge = make_judge(llm_cfg(tiny_raw, srv.url, order="random", concurrency=1), tmp_path / "cache" / "job.jsonl")
     assert judge.compare(REVERSE, " four one three", " three one four") == 1.0  # the gold answer
     stats = srv.stats()
     assert stats["requests"] == 2 and stats["outcomes"] == {fault: 1, "answered": 1}
@@ -98,16 +103,16 @@ def test_each_transient_fault_is_retried(srv, tiny_cfg, tmp_path, fault):
         assert (first, second) == ("429", "answered") and t1 - t0 >= 1.0
 
 
-def test_persistent_faults_make_invalid_prompts_never_ties(srv, tiny_cfg, tmp_path):
+def test_persistent_faults_make_invalid_prompts_never_ties(srv, tiny_raw, tiny_cfg, tmp_path):
     """A request that fails every attempt leaves its prompt out (n_invalid), and the valid
     prompts' scores are the gold judge's; more invalid than max_invalid_fraction fails the job."""
     gens, baseline = synthetic_generations()
     write_jsonl(tmp_path / "gens.jsonl", gens)
     write_jsonl(tmp_path / "sft.jsonl", baseline)
     srv.configure(fault_rate=0.15, faults=["no_verdict", "503"], persistent=True)
-    cfg = llm_cfg(tiny_cfg, srv.url, max_retries=2, parse_retries=1, max_invalid_fraction=0.5)
-    frame = judge_run(cfg, "dpo", 0, tmp_path / "gens.jsonl", tmp_path / "sft.jsonl", tmp_path / "j.csv", tmp_path / "cache" / "a.jsonl", tmp_path / "s.csv")
-    gold = judge_run(tiny_cfg, "dpo", 0, tmp_path / "gens.jsonl", tmp_path / "sft.jsonl", tmp_path / "g.csv", tmp_path / "unused.jsonl", tmp_path / "gs.csv")
+    cfg = llm_cfg(tiny_raw, srv.url, max_retries=2, parse_retries=1, max_invalid_fraction=0.5)
+    frame = judge_run(cfg, run="dpo", seed=0, generations=tmp_path / "gens.jsonl", baseline=tmp_path / "sft.jsonl", out=tmp_path / "j.csv", cache=tmp_path / "cache" / "a.jsonl", scores_out=tmp_path / "s.csv")
+    gold = judge_run(tiny_cfg, run="dpo", seed=0, generations=tmp_path / "gens.jsonl", baseline=tmp_path / "sft.jsonl", out=tmp_path / "g.csv", cache=tmp_path / "unused.jsonl", scores_out=tmp_path / "gs.csv")
     scores, gold_scores = pd.read_csv(tmp_path / "s.csv"), pd.read_csv(tmp_path / "gs.csv")
     invalid = scores["score"].isna()
     assert 0 < invalid.sum() < len(scores)
@@ -121,58 +126,58 @@ def test_persistent_faults_make_invalid_prompts_never_ties(srv, tiny_cfg, tmp_pa
     outcomes = srv.stats()["outcomes"]
     assert outcomes.get("no_verdict", 0) % 2 == 0 and outcomes.get("503", 0) % 3 == 0
 
-    strict = llm_cfg(tiny_cfg, srv.url, max_retries=2, parse_retries=1, max_invalid_fraction=0.01)
+    strict = llm_cfg(tiny_raw, srv.url, max_retries=2, parse_retries=1, max_invalid_fraction=0.01)
     with pytest.raises(JudgeError, match="judge.max_invalid_fraction"):
-        judge_run(strict, "dpo", 0, tmp_path / "gens.jsonl", tmp_path / "sft.jsonl", tmp_path / "j2.csv", tmp_path / "cache2" / "a.jsonl")
+        judge_run(strict, run="dpo", seed=0, generations=tmp_path / "gens.jsonl", baseline=tmp_path / "sft.jsonl", out=tmp_path / "j2.csv", cache=tmp_path / "cache2" / "a.jsonl")
 
 
-def test_unauthorised_fails_at_once_naming_the_setting(srv, tiny_cfg, tmp_path):
+def test_unauthorised_fails_at_once_naming_the_setting(srv, tiny_raw, tmp_path):
     srv.fault_next("401")
-    judge = make_judge(llm_cfg(tiny_cfg, srv.url, order="random", concurrency=1), tmp_path / "c" / "j.jsonl")
+    judge = make_judge(llm_cfg(tiny_raw, srv.url, order="random", concurrency=1), tmp_path / "c" / "j.jsonl")
     with pytest.raises(JudgeError, match="judge.api_key_env") as info:
         judge.judge([Comparison(REVERSE, " four one three", " three one four")])
     assert KEY_ENV in str(info.value) and SECRET not in str(info.value)
     assert srv.stats()["requests"] == 1  # not retried
 
 
-def test_wrong_key_and_bad_model_fail_at_once(judge_server, tiny_cfg, tmp_path, monkeypatch):
+def test_wrong_key_and_bad_model_fail_at_once(judge_server, tiny_raw, tmp_path, monkeypatch):
     monkeypatch.setenv("PODYN_SERVER_KEY", "sk-the-right-one")
     server = judge_server("--api-key-env", "PODYN_SERVER_KEY", "--models", "gpt-4", env=dict(os.environ))
     monkeypatch.setenv(KEY_ENV, SECRET)
-    judge = make_judge(llm_cfg(tiny_cfg, server.url, order="random", concurrency=1), tmp_path / "c" / "j.jsonl")
+    judge = make_judge(llm_cfg(tiny_raw, server.url, order="random", concurrency=1), tmp_path / "c" / "j.jsonl")
     with pytest.raises(JudgeError, match="401.*PODYN_TEST_JUDGE_KEY"):
         judge.compare(REVERSE, " four one three", " one")
     monkeypatch.setenv(KEY_ENV, "sk-the-right-one")
-    judge = make_judge(llm_cfg(tiny_cfg, server.url, order="random", concurrency=1, model="gpt-nonexistent"), tmp_path / "c" / "j.jsonl")
+    judge = make_judge(llm_cfg(tiny_raw, server.url, order="random", concurrency=1, model="gpt-nonexistent"), tmp_path / "c" / "j.jsonl")
     with pytest.raises(JudgeError, match="judge.model = 'gpt-nonexistent'"):
         judge.compare(REVERSE, " four one three", " one")
     assert server.stats()["requests"] == 2
 
 
-def test_missing_key_names_the_variable(tiny_cfg, tmp_path, monkeypatch):
+def test_missing_key_names_the_variable(tiny_raw, tmp_path, monkeypatch):
     monkeypatch.delenv(KEY_ENV, raising=False)
     with pytest.raises(JudgeError, match=KEY_ENV):
-        make_judge(llm_cfg(tiny_cfg, "http://127.0.0.1:9/v1"), tmp_path / "c.jsonl")
+        make_judge(llm_cfg(tiny_raw, "http://127.0.0.1:9/v1"), tmp_path / "c.jsonl")
 
 
 # ----------------------------------------------------------------------------- orders, ties, templates
 
 
-def test_both_orders_identical_responses_and_gold_agreement(srv, tiny_cfg, tmp_path):
+def test_both_orders_identical_responses_and_gold_agreement(srv, tiny_raw, tmp_path):
     gens, baseline = synthetic_generations()
     comparisons = comparisons_of(gens, baseline)
-    scores = make_judge(llm_cfg(tiny_cfg, srv.url), tmp_path / "c" / "j.jsonl").judge(comparisons)
+    scores = make_judge(llm_cfg(tiny_raw, srv.url), tmp_path / "c" / "j.jsonl").judge(comparisons)
     assert scores == GoldJudge().judge(comparisons)  # gold ties become inconsistent pairs: ties
     identical = {c for c in comparisons if c.response.strip() == c.baseline.strip()}
     distinct = {c for c in comparisons if c not in identical}
     assert identical and srv.stats()["requests"] == 2 * len(distinct)  # no call for identical responses
 
 
-def test_random_order_asks_once_in_a_seeded_order(srv, tiny_cfg, tmp_path):
+def test_random_order_asks_once_in_a_seeded_order(srv, tiny_raw, tmp_path):
     gens, baseline = synthetic_generations()
     comparisons = [c for c in comparisons_of(gens, baseline) if GoldJudge().compare(c.prompt, c.response, c.baseline) != 0.5]
     distinct = set(comparisons)
-    cfg = llm_cfg(tiny_cfg, srv.url, order="random")
+    cfg = llm_cfg(tiny_raw, srv.url, order="random")
     scores = make_judge(cfg, tmp_path / "c" / "j.jsonl").judge(comparisons)
     assert scores == GoldJudge().judge(comparisons)
     assert srv.stats()["requests"] == len(distinct)
@@ -185,14 +190,14 @@ def test_random_order_asks_once_in_a_seeded_order(srv, tiny_cfg, tmp_path):
     assert 0 < sum(orders) < len(orders)  # both orders occur
 
 
-def test_weighted_template_scores_probabilities(srv, tiny_cfg, tmp_path):
+def test_weighted_template_scores_probabilities(srv, tiny_raw, tmp_path):
     from podyn.llm_judge import parse_weighted
 
     assert parse_weighted([("A", np.log(0.75)), ("B", np.log(0.25)), ("C", -1.0)]) == pytest.approx(0.75)
     assert parse_weighted([(" B", -0.1)]) == 0.0 and parse_weighted([("x", -0.1)]) is None
     comparisons = [Comparison(REVERSE, " four one three", " three one four"), Comparison(REVERSE, " three one four", " four one three"),
                    Comparison(REVERSE, " three one four", " one one one")]
-    scores = make_judge(llm_cfg(tiny_cfg, srv.url, template="weighted"), tmp_path / "c" / "j.jsonl").judge(comparisons)
+    scores = make_judge(llm_cfg(tiny_raw, srv.url, template="weighted"), tmp_path / "c" / "j.jsonl").judge(comparisons)
     assert scores == pytest.approx([0.99, 0.01, 0.5])  # the server's P(better) = 0.99; a gold tie: 0.5 each way
     assert all(e[2] == "answered" for e in srv.stats()["events"]) and srv.stats()["requests"] == 4  # the first two share their requests
 
@@ -200,24 +205,24 @@ def test_weighted_template_scores_probabilities(srv, tiny_cfg, tmp_path):
 # ----------------------------------------------------------------------------- concurrency, cache, cost
 
 
-def test_results_do_not_depend_on_concurrency(srv, tiny_cfg, tmp_path):
+def test_results_do_not_depend_on_concurrency(srv, tiny_raw, tmp_path):
     gens, baseline = synthetic_generations(n_prompts=16)
     comparisons = comparisons_of(gens, baseline)
     srv.configure(fault_rate=0.3)  # first attempts of 30% of the requests fail, in every kind
     results, caches = [], []
     for c in (1, 8):
         cache = tmp_path / f"c{c}" / "j.jsonl"
-        results.append(make_judge(llm_cfg(tiny_cfg, srv.url, concurrency=c), cache).judge(comparisons))
+        results.append(make_judge(llm_cfg(tiny_raw, srv.url, concurrency=c), cache).judge(comparisons))
         caches.append({row["key"]: row["verdict"] for row in map(json.loads, cache.read_text().splitlines())})
     assert results[0] == results[1] == GoldJudge().judge(comparisons)
     assert caches[0] == caches[1]
 
 
-def test_experiment_wide_cache_torn_lines_and_cost_estimate(srv, tiny_cfg, tmp_path, capsys):
+def test_experiment_wide_cache_torn_lines_and_cost_estimate(srv, tiny_raw, tmp_path, capsys):
     gens, baseline = synthetic_generations()
     comparisons = comparisons_of(gens, baseline)
     folder = tmp_path / "cache" / "judge"
-    first = make_judge(llm_cfg(tiny_cfg, srv.url), folder / "dpo_seed0.jsonl").judge(comparisons[:30])
+    first = make_judge(llm_cfg(tiny_raw, srv.url), folder / "dpo_seed0.jsonl").judge(comparisons[:30])
     sent = srv.stats()["requests"]
     assert f"{sent} calls still needed" in capsys.readouterr().out
     # a kill mid-write: a torn last line in the first job's file
@@ -225,7 +230,7 @@ def test_experiment_wide_cache_torn_lines_and_cost_estimate(srv, tiny_cfg, tmp_p
         handle.write(b'{"key": "0123ab", "verd')
     srv.reset()
     # another job (its own file, same folder) asks only what is not cached yet
-    judge = make_judge(llm_cfg(tiny_cfg, srv.url), folder / "ppo_seed0.jsonl")
+    judge = make_judge(llm_cfg(tiny_raw, srv.url), folder / "ppo_seed0.jsonl")
     assert judge.cache.skipped_lines == 1
     second = judge.judge(comparisons)
     assert second[:30] == first and second == GoldJudge().judge(comparisons)
@@ -235,24 +240,24 @@ def test_experiment_wide_cache_torn_lines_and_cost_estimate(srv, tiny_cfg, tmp_p
     assert needed == 2 * len({c for c in comparisons[30:] if c.response.strip() != c.baseline.strip()} - set(comparisons[:30]))
     # appending after a torn line seals it first: both files read back whole, nothing asked
     srv.reset()
-    make_judge(llm_cfg(tiny_cfg, srv.url), folder / "dpo_seed0.jsonl").cache.add("fresh", "A")
+    make_judge(llm_cfg(tiny_raw, srv.url), folder / "dpo_seed0.jsonl").cache.add("fresh", "A")
     lines = (folder / "dpo_seed0.jsonl").read_text().splitlines()
     assert json.loads(lines[-1]) == {"key": "fresh", "verdict": "A"}
-    again = make_judge(llm_cfg(tiny_cfg, srv.url), folder / "new.jsonl")
+    again = make_judge(llm_cfg(tiny_raw, srv.url), folder / "new.jsonl")
     assert again.judge(comparisons) == second and srv.stats()["requests"] == 0
     assert again.cache.skipped_lines == 1
 
 
-def test_max_calls(srv, tiny_cfg, tmp_path):
+def test_max_calls(srv, tiny_raw, tmp_path):
     gens, baseline = synthetic_generations()
     comparisons = comparisons_of(gens, baseline)
     with pytest.raises(JudgeError, match="judge.max_calls = 3, but .* calls are still needed"):
-        make_judge(llm_cfg(tiny_cfg, srv.url, max_calls=3), tmp_path / "c" / "j.jsonl").judge(comparisons)
+        make_judge(llm_cfg(tiny_raw, srv.url, max_calls=3), tmp_path / "c" / "j.jsonl").judge(comparisons)
     assert srv.stats()["requests"] == 0  # stopped before the first call
     srv.fault_next("500", "500")
     one = [Comparison(REVERSE, " four one three", " three one four")]
     with pytest.raises(JudgeError, match="judge.max_calls = 2 requests sent"):
-        make_judge(llm_cfg(tiny_cfg, srv.url, max_calls=2, order="random", concurrency=1), tmp_path / "d" / "j.jsonl").judge(one)
+        make_judge(llm_cfg(tiny_raw, srv.url, max_calls=2, order="random", concurrency=1), tmp_path / "d" / "j.jsonl").judge(one)
     assert srv.stats()["requests"] == 2
 
 
@@ -275,20 +280,20 @@ def test_retry_delay_backoff_and_retry_after():
 # ----------------------------------------------------------------------------- the stage: kill and rerun, secrets
 
 
-def test_kill_and_rerun_asks_nothing_cached(judge_server, tiny_cfg, tmp_path, env, monkeypatch):
+def test_kill_and_rerun_asks_nothing_cached(judge_server, tiny_raw, tiny_cfg, tmp_path, env, monkeypatch):
     """SIGKILL the judge stage mid-way; the rerun sends no request whose answer is cached and
     writes the same table as an uninterrupted gold-judge run."""
     gens, baseline = synthetic_generations(n_prompts=24, steps=(5, 10, 15))
     write_jsonl(tmp_path / "gens.jsonl", gens)
     write_jsonl(tmp_path / "sft.jsonl", baseline)
     server = judge_server("--latency", "0.05")
-    cfg = llm_cfg(tiny_cfg, server.url, concurrency=2)
+    cfg = llm_cfg(tiny_raw, server.url, concurrency=2)
     cache = tmp_path / "cache" / "judge" / "dpo_seed0.jsonl"
     stage_env = {**env, KEY_ENV: SECRET}
     monkeypatch.setenv(KEY_ENV, SECRET)
 
     def stage(out: str) -> list[str]:
-        return [*podyn_exe(), "judge", "--config", json.dumps(cfg), "--run", "dpo", "--seed", "0", "--generations", str(tmp_path / "gens.jsonl"),
+        return [*podyn_exe(), "judge", "--config", stage_config(cfg, "judge"), "--run", "dpo", "--seed", "0", "--generations", str(tmp_path / "gens.jsonl"),
                 "--baseline", str(tmp_path / "sft.jsonl"), "--out", str(tmp_path / out), "--scores-out", str(tmp_path / f"s_{out}"), "--cache", str(cache)]
 
     proc = subprocess.Popen(stage("j.csv"), env=stage_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -314,7 +319,7 @@ def test_kill_and_rerun_asks_nothing_cached(judge_server, tiny_cfg, tmp_path, en
     asked = set(server.stats()["attempts"])
     assert not asked & cached_texts  # nothing that was cached was asked again
     assert len(asked) == len(requests) - len(cached)
-    gold = judge_run(tiny_cfg, "dpo", 0, tmp_path / "gens.jsonl", tmp_path / "sft.jsonl", tmp_path / "g.csv", tmp_path / "u.jsonl", tmp_path / "s_g.csv")
+    gold = judge_run(tiny_cfg, run="dpo", seed=0, generations=tmp_path / "gens.jsonl", baseline=tmp_path / "sft.jsonl", out=tmp_path / "g.csv", cache=tmp_path / "u.jsonl", scores_out=tmp_path / "s_g.csv")
     table = pd.read_csv(tmp_path / "j.csv")
     cols = ["step", "n_prompts", "n_invalid", "win_rate", "ci_low", "ci_high", "lc_win_rate"]
     pd.testing.assert_frame_equal(table[cols], gold[cols])

@@ -1,8 +1,10 @@
 """Judges and win-rate arithmetic (method.md §6): the gold judge, the bootstrap CI, the
-per-run judgement table and the winrates.csv contract, the length-controlled win rate and the LLM judge's reply parsing."""
+per-run judgement table and the winrates.csv contract, the length-controlled win rate and
+the LLM judge's reply parsing."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -10,9 +12,11 @@ import pytest
 
 from podyn.evaluation import WINRATE_COLUMNS, collect_winrates, judge_run
 from podyn.io import DataError, write_jsonl
-from podyn.judges import GoldJudge, JudgeError, bootstrap_ci, make_judge
+from podyn.config import Config
+from podyn.judges import GoldJudge, JudgeError, make_judge
 from podyn.length_control import length_controlled_win_rate
 from podyn.llm_judge import parse_choice
+from podyn.statistics import bootstrap_ci
 
 REVERSE = "\n\nHuman: reverse three one four\n\nAssistant:"
 SORT = "\n\nHuman: sort five two two\n\nAssistant:"
@@ -77,8 +81,8 @@ def test_judge_run_and_collect_winrates(tmp_path):
     step5 = [" four one three", " two two five", " nine zero one", " three one four"]
     step10 = [" four one three", " five", " nine zero one", " four one three"]
     write_jsonl(generations, _gens([(5, i, p, r) for i, (p, r) in enumerate(zip(prompts, step5))] + [(10, i, p, r) for i, (p, r) in enumerate(zip(prompts, step10))]))
-    cfg = {"judge": {"type": "gold", "tie_margin": 1e-9}, "winrate": {"bootstrap_samples": 500, "confidence": 0.95}}
-    frame = judge_run(cfg, "dpo", 0, generations, baseline, tmp_path / "j_dpo.csv", tmp_path / "cache.jsonl")
+    cfg = Config.model_validate({"judge": {"type": "gold", "tie_margin": 1e-9}, "winrate": {"bootstrap_samples": 500, "confidence": 0.95}})
+    frame = judge_run(cfg, run="dpo", seed=0, generations=generations, baseline=baseline, out=tmp_path / "j_dpo.csv", cache=tmp_path / "cache.jsonl")
     assert frame["step"].tolist() == [5, 10]
     assert frame["win_rate"].tolist() == pytest.approx([0.625, 0.5])
     assert (frame["n_prompts"] == 4).all() and (frame["judge"] == "gold").all()
@@ -86,11 +90,11 @@ def test_judge_run_and_collect_winrates(tmp_path):
     # the SFT baseline's mean gold reward: (1/3 + 1/3 + 1 + 1) / 4
     assert frame["sft_gold_reward"].tolist() == pytest.approx([(1 / 3 + 1 / 3 + 2) / 4] * 2)
 
-    other = judge_run(cfg, "ppo", 1, baseline, baseline, tmp_path / "j_ppo.csv", tmp_path / "cache2.jsonl")
+    other = judge_run(cfg, run="ppo", seed=1, generations=baseline, baseline=baseline, out=tmp_path / "j_ppo.csv", cache=tmp_path / "cache2.jsonl")
     assert other["win_rate"].tolist() == [0.5]  # the baseline against itself: all ties
 
     out = tmp_path / "eval" / "winrates.csv"
-    collect_winrates([tmp_path / "j_ppo.csv", tmp_path / "j_dpo.csv"], out, tmp_path / "eval" / "gold.csv")
+    collect_winrates(inputs=[tmp_path / "j_ppo.csv", tmp_path / "j_dpo.csv"], out=out, gold_out=tmp_path / "eval" / "gold.csv")
     table = pd.read_csv(out)
     assert list(table.columns) == WINRATE_COLUMNS == ["run", "seed", "step", "judge", "n_prompts", "n_invalid", "win_rate", "ci_low", "ci_high", "lc_win_rate"]
     assert (table["n_invalid"] == 0).all()  # the gold judge always answers
@@ -101,9 +105,9 @@ def test_judge_run_rejects_mismatched_baseline(tmp_path):
     baseline, generations = tmp_path / "sft.jsonl", tmp_path / "gens.jsonl"
     write_jsonl(baseline, _gens([(0, 0, REVERSE, " four one three")]))
     write_jsonl(generations, _gens([(3, 0, SORT, " two two five")]))
-    cfg = {"judge": {"type": "gold"}, "winrate": {"bootstrap_samples": 10, "confidence": 0.95}}
+    cfg = Config.model_validate({"judge": {"type": "gold"}, "winrate": {"bootstrap_samples": 10, "confidence": 0.95}})
     with pytest.raises(DataError, match="no matching baseline"):
-        judge_run(cfg, "dpo", 0, generations, baseline, tmp_path / "out.csv", tmp_path / "cache.jsonl")
+        judge_run(cfg, run="dpo", seed=0, generations=generations, baseline=baseline, out=tmp_path / "out.csv", cache=tmp_path / "cache.jsonl")
 
 
 # ----------------------------------------------------------------------------- LLM judge: parsing (the HTTP path is tested in test_judge_http.py)
@@ -118,7 +122,7 @@ def test_parse_choice():
 
 def test_unknown_judge_type_names_the_setting(tmp_path):
     with pytest.raises(JudgeError, match="judge.type: unknown judge 'oracle'"):
-        make_judge({"judge": {"type": "oracle"}}, tmp_path / "c.jsonl")
+        make_judge(SimpleNamespace(judge=SimpleNamespace(type="oracle")), tmp_path / "c.jsonl")
 
 
 # ----------------------------------------------------------------------------- length-controlled win rate
@@ -162,16 +166,18 @@ def test_length_controlled_win_rate():
 
 
 def test_tables_leave_out_invalid_prompts_and_report_lc(tmp_path):
-    from podyn.ablations import read_scores, winrate_table, write_tables
+    from podyn.config import WinrateConfig
+    from podyn.results import read_scores
+    from podyn.winrate_tables import winrate_table, write_tables
 
-    wr_cfg = {"bootstrap_samples": 200, "confidence": 0.95}
+    wr_cfg = WinrateConfig(bootstrap_samples=200)
     for seed, scores in ((0, [1.0, 0.0, np.nan, 1.0]), (1, [1.0, 0.5, 0.0, np.nan])):
         frame = pd.DataFrame({"step": 10, "prompt_index": range(4), "score": scores, "length_diff": [3.0, -2.0, 5.0, 0.0]})
         (tmp_path / "dpo").mkdir(exist_ok=True)
         frame.to_csv(tmp_path / "dpo" / f"seed{seed}_scores.csv", index=False)
-    scores = read_scores(sorted((tmp_path / "dpo").glob("*.csv")))
+    scores = read_scores(sorted((tmp_path / "dpo").glob("*.csv")), ["dpo", "dpo"], [0, 1])
     assert len(scores) == 6 and not scores["score"].isna().any()  # the invalid prompts are left out
-    table = winrate_table(scores, {"dpo": {"objective": "dpo"}}, wr_cfg)
+    table = winrate_table(scores, {}, wr_cfg)
     valid = scores["score"].to_numpy()
     assert table["final_lc_win_rate"].iloc[0] == pytest.approx(length_controlled_win_rate(valid, scores["length_diff"].to_numpy()))
     write_tables(table, tmp_path / "tables" / "winrates")

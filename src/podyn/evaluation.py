@@ -3,26 +3,30 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Iterable
 
 import numpy as np
 import pandas as pd
 
+from .config import Config
 from .io import DataError, read_jsonl, write_csv
-from .judges import Comparison, GoldJudge, JudgeError, bootstrap_ci, make_judge
+from .judges import Comparison, GoldJudge, JudgeError, make_judge
 from .length_control import length_controlled_win_rate
+from .statistics import bootstrap_ci
 
 WINRATE_COLUMNS = ["run", "seed", "step", "judge", "n_prompts", "n_invalid", "win_rate", "ci_low", "ci_high", "lc_win_rate"]
 GENERATION_FIELDS = {"step": int, "prompt_index": int, "prompt": str, "response": str}
 
 
-def judge_run(cfg: dict[str, Any], run: str, seed: int, generations: Path, baseline: Path, out_csv: Path, cache: Path, scores_csv: Path | None = None) -> pd.DataFrame:
+def judge_run(
+    cfg: Config, *, run: str, seed: int, generations: Path, baseline: Path, out: Path, cache: Path, scores_out: Path | None = None
+) -> pd.DataFrame:
     """Win rate of every judged step of a run against the SFT baseline's responses.
 
     ``n_prompts`` counts the prompts in the win rate; ``n_invalid`` those left out because the
     judge gave no valid answer (method.md §6); the job fails if the invalid share exceeds
     ``judge.max_invalid_fraction``. The per-prompt scores (1 win, 0.5 tie, 0 loss, or a
-    probability; empty when invalid) and length differences go to ``scores_csv`` for paired
+    probability; empty when invalid) and length differences go to ``scores_out`` for paired
     comparisons and the tables. Every comparison of the run is handed to the judge at once, so
     an LLM judge can keep ``judge.concurrency`` requests in flight across steps."""
     judge = make_judge(cfg, cache)
@@ -42,7 +46,9 @@ def judge_run(cfg: dict[str, Any], run: str, seed: int, generations: Path, basel
         at = np.flatnonzero(steps == step)
         scores, valid = all_scores[at], ~np.isnan(all_scores[at])
         per_prompt += [{"step": step, "prompt_index": rows[i]["prompt_index"], "score": all_scores[i], "length_diff": length_diff[i]} for i in at]
-        win, low, high = bootstrap_ci(scores[valid], cfg["winrate"]["bootstrap_samples"], cfg["winrate"]["confidence"], seed=seed * 100003 + step) if valid.any() else (np.nan,) * 3
+        win, low, high = (np.nan,) * 3
+        if valid.any():
+            win, low, high = bootstrap_ci(scores[valid], cfg.winrate.bootstrap_samples, cfg.winrate.confidence, seed=seed * 100003 + step)
         record = {"run": run, "seed": seed, "step": step, "judge": judge.name, "n_prompts": int(valid.sum()), "n_invalid": int((~valid).sum()),
                   "win_rate": win, "ci_low": low, "ci_high": high, "lc_win_rate": length_controlled_win_rate(scores, length_diff[at])}
         if isinstance(judge, GoldJudge):
@@ -50,18 +56,18 @@ def judge_run(cfg: dict[str, Any], run: str, seed: int, generations: Path, basel
             record["sft_gold_reward"] = float(np.mean([judge.reward(rows[i]["prompt"], base[rows[i]["prompt_index"]]["response"]) for i in at]))
         records.append(record)
     frame = pd.DataFrame(records)
-    write_csv(out_csv, frame)
-    if scores_csv is not None:
-        write_csv(scores_csv, pd.DataFrame(per_prompt, columns=["step", "prompt_index", "score", "length_diff"]))
+    write_csv(out, frame)
+    if scores_out is not None:
+        write_csv(scores_out, pd.DataFrame(per_prompt, columns=["step", "prompt_index", "score", "length_diff"]))
     return frame
 
 
-def check_invalid_share(cfg: dict[str, Any], run: str, seed: int, scores: np.ndarray) -> None:
+def check_invalid_share(cfg: Config, run: str, seed: int, scores: np.ndarray) -> None:
     """Fail when more than ``judge.max_invalid_fraction`` of the comparisons are invalid."""
     n_invalid = int(np.isnan(scores).sum())
     if not n_invalid:
         return
-    limit = cfg["judge"]["max_invalid_fraction"]
+    limit = cfg.judge.max_invalid_fraction
     print(f"judge: {n_invalid} of {len(scores)} comparisons invalid (left out of the win rates)", flush=True)
     if n_invalid / len(scores) > limit:
         raise JudgeError(
@@ -71,18 +77,18 @@ def check_invalid_share(cfg: dict[str, Any], run: str, seed: int, scores: np.nda
         )
 
 
-def collect_winrates(judgements: Iterable[Path], winrates_out: Path, gold_out: Path | None = None) -> pd.DataFrame:
-    """Concatenate per-run judgements into the output contract ``winrates.csv``; gold rewards
-    (synthetic task only) go to a file of their own."""
-    frame = pd.concat([pd.read_csv(p) for p in judgements], ignore_index=True).sort_values(["run", "seed", "step"])
-    write_csv(winrates_out, frame[WINRATE_COLUMNS])
+def collect_winrates(*, inputs: Iterable[Path], out: Path, gold_out: Path | None = None) -> pd.DataFrame:
+    """Concatenate per-run judgements (``inputs``) into the output contract ``winrates.csv``;
+    gold rewards (synthetic task only) go to a file of their own."""
+    frame = pd.concat([pd.read_csv(p) for p in inputs], ignore_index=True).sort_values(["run", "seed", "step"])
+    write_csv(out, frame[WINRATE_COLUMNS])
     if gold_out is not None:
         gold_cols = [c for c in ("gold_reward", "sft_gold_reward") if c in frame]
         write_csv(gold_out, frame[["run", "seed", "step", *gold_cols]])
     return frame
 
 
-def concat_tables(inputs: Iterable[Path], out: Path) -> pd.DataFrame:
+def concat_tables(*, inputs: Iterable[Path], out: Path) -> pd.DataFrame:
     frame = pd.concat([pd.read_csv(p) for p in inputs], ignore_index=True)
     write_csv(out, frame)
     return frame

@@ -2,7 +2,9 @@
 loss 0 (or, for a weighted judge, the probability that the method's response is preferred).
 
 Judge types are plugged in by name (``judge.type``) through :data:`JUDGE_TYPES`: a class with
-``from_config(cfg, cache_path)`` and ``judge(comparisons)``. The gold judge uses the synthetic
+``from_config(cfg, cache_path)`` (``cfg``: the judge stage's typed config excerpt) and
+``judge(comparisons)``; a new type is one class and one line here (plus its name in
+``JudgeConfig.type``). The gold judge uses the synthetic
 task's known reward and is defined here; the LLM judge is :class:`podyn.llm_judge.OpenAIJudge`.
 """
 
@@ -12,8 +14,6 @@ import importlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, Sequence
-
-import numpy as np
 
 from .data.synthetic import gold_reward
 
@@ -54,8 +54,8 @@ class GoldJudge:
         self.length_penalty = length_penalty
 
     @classmethod
-    def from_config(cls, cfg: dict[str, Any], cache_path: str | Path | None = None) -> "GoldJudge":
-        return cls(cfg["judge"].get("tie_margin", 1e-9), length_penalty_of(cfg))
+    def from_config(cls, cfg: Any, cache_path: str | Path | None = None) -> "GoldJudge":
+        return cls(cfg.judge.tie_margin, cfg.data.synthetic.length_penalty)
 
     def reward(self, prompt: str, response: str) -> float:
         return gold_reward(prompt, response, self.length_penalty)
@@ -68,23 +68,11 @@ class GoldJudge:
         return [self.compare(c.prompt, c.response, c.baseline) for c in comparisons]
 
 
-def length_penalty_of(cfg: dict[str, Any]) -> float:
-    return cfg.get("data", {}).get("synthetic", {}).get("length_penalty", 0.2)
-
-
-def make_judge(cfg: dict[str, Any], cache_path: str | Path) -> Judge:
-    """The judge named by ``cfg["judge"]["type"]``; ``cache_path`` is this job's answer file."""
-    kind = cfg["judge"]["type"]
+def make_judge(cfg: Any, cache_path: str | Path) -> Judge:
+    """The judge named by ``cfg.judge.type``; ``cache_path`` is this job's answer file. ``cfg``
+    is a :class:`podyn.config.Config` or the judge stage's excerpt of it."""
+    kind = cfg.judge.type
     if kind not in JUDGE_TYPES:
         raise JudgeError(f"judge.type: unknown judge {kind!r}; known: {sorted(JUDGE_TYPES)}")
     module, cls = JUDGE_TYPES[kind].split(":")
     return getattr(importlib.import_module(module), cls).from_config(cfg, cache_path)
-
-
-def bootstrap_ci(scores: np.ndarray, samples: int = 2000, confidence: float = 0.95, seed: int = 0) -> tuple[float, float, float]:
-    """Mean of ``scores`` and its percentile-bootstrap confidence interval over prompts."""
-    scores = np.asarray(scores, dtype=float)
-    rng = np.random.default_rng(seed)
-    means = scores[rng.integers(len(scores), size=(samples, len(scores)))].mean(axis=1)
-    alpha = (1.0 - confidence) / 2
-    return float(scores.mean()), float(np.quantile(means, alpha)), float(np.quantile(means, 1 - alpha))

@@ -42,6 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
+from .config import JudgeConfig
 from .judge_cache import JudgeCache
 from .judges import Comparison, JudgeError
 
@@ -170,14 +171,12 @@ class OpenAIJudge:
 
     name = "openai"
 
-    def __init__(self, judge_cfg: dict[str, Any], cache_path: str | Path) -> None:
+    def __init__(self, judge_cfg: JudgeConfig, cache_path: str | Path) -> None:
         self.cfg = judge_cfg
-        self.model = judge_cfg["model"]
-        if judge_cfg["template"] not in TEMPLATES:
-            raise JudgeError(f"judge.template: unknown template {judge_cfg['template']!r}; known: {sorted(TEMPLATES)}")
-        self.template = TEMPLATES[judge_cfg["template"]]
+        self.model = judge_cfg.model
+        self.template = TEMPLATES[judge_cfg.template]
         self.cache = JudgeCache(cache_path)
-        env = judge_cfg["api_key_env"]
+        env = judge_cfg.api_key_env
         self._api_key = os.environ.get(env)
         if not self._api_key:
             raise JudgeError(f"judge.type is 'openai' but the environment variable {env} (judge.api_key_env) is not set")
@@ -189,14 +188,14 @@ class OpenAIJudge:
         self.events: Counter[str] = Counter()
 
     @classmethod
-    def from_config(cls, cfg: dict[str, Any], cache_path: str | Path) -> "OpenAIJudge":
-        return cls(cfg["judge"], cache_path)
+    def from_config(cls, cfg: Any, cache_path: str | Path) -> "OpenAIJudge":
+        return cls(cfg.judge, cache_path)
 
     # ------------------------------------------------------------------ requests and keys
 
     def request(self, prompt: str, first: str, second: str) -> Request:
         text = self.template.text.format(prompt=prompt.strip(), first=first.strip(), second=second.strip())
-        ident = [self.model, self.template.name, self.template.version, self.cfg["temperature"], prompt.strip(), first.strip(), second.strip()]
+        ident = [self.model, self.template.name, self.template.version, self.cfg.temperature, prompt.strip(), first.strip(), second.strip()]
         return Request(hashlib.sha256(json.dumps(ident).encode()).hexdigest(), text)
 
     def plan(self, comparison: Comparison) -> list[tuple[Request, bool]]:
@@ -205,9 +204,9 @@ class OpenAIJudge:
             return []
         forward = self.request(comparison.prompt, comparison.response, comparison.baseline)
         backward = self.request(comparison.prompt, comparison.baseline, comparison.response)
-        if self.cfg["order"] == "both":
+        if self.cfg.order == "both":
             return [(forward, True), (backward, False)]
-        if order_is_forward(comparison.prompt.strip(), self.cfg["order_seed"]):
+        if order_is_forward(comparison.prompt.strip(), self.cfg.order_seed):
             return [(forward, True)]
         return [(backward, False)]
 
@@ -245,15 +244,15 @@ class OpenAIJudge:
 
     def _announce(self, n_comparisons: int, n_identical: int, n_requests: int, needed: list[Request]) -> None:
         tokens_in = sum(len(r.text) // CHARS_PER_TOKEN + 8 for r in needed)
-        tokens_out = len(needed) * (1 if self.template.weighted else self.cfg["max_tokens"] or DPO_REPLY_TOKENS)
+        tokens_out = len(needed) * (1 if self.template.weighted else self.cfg.max_tokens or DPO_REPLY_TOKENS)
         print(
-            f"judge {self.model} (template {self.template.name}, order {self.cfg['order']}): {n_comparisons} comparisons, "
+            f"judge {self.model} (template {self.template.name}, order {self.cfg.order}): {n_comparisons} comparisons, "
             f"{n_identical} identical (ties, no call); {n_requests} distinct requests, {n_requests - len(needed)} in the cache; "
             f"{len(needed)} calls still needed (before retries), about {tokens_in:,} input + {tokens_out:,} output tokens "
             f"(at ~{CHARS_PER_TOKEN} characters a token)",
             flush=True,
         )
-        limit = self.cfg["max_calls"]
+        limit = self.cfg.max_calls
         if limit is not None and len(needed) > limit:
             raise JudgeError(
                 f"judge.max_calls = {limit}, but {len(needed)} calls are still needed (after {n_requests - len(needed)} "
@@ -275,7 +274,7 @@ class OpenAIJudge:
                 answers.put((req, None, err))
 
         progress_every = max(1, len(needed) // 10)
-        pool = ThreadPoolExecutor(max_workers=self.cfg["concurrency"], thread_name_prefix="judge")
+        pool = ThreadPoolExecutor(max_workers=self.cfg.concurrency, thread_name_prefix="judge")
         try:
             for req in needed:
                 pool.submit(work, req)
@@ -299,12 +298,12 @@ class OpenAIJudge:
         if self._client is None:
             from openai import OpenAI
 
-            self._client = OpenAI(api_key=self._api_key, base_url=self.cfg["base_url"], max_retries=0, timeout=self.cfg["timeout"])
+            self._client = OpenAI(api_key=self._api_key, base_url=self.cfg.base_url, max_retries=0, timeout=self.cfg.timeout)
         return self._client
 
     def _count_call(self) -> None:
         with self._lock:
-            limit = self.cfg["max_calls"]
+            limit = self.cfg.max_calls
             if limit is not None and self.calls >= limit:
                 raise JudgeError(
                     f"judge.max_calls = {limit} requests sent (retries count); the answers so far are cached. "
@@ -332,25 +331,25 @@ class OpenAIJudge:
                 if kind == "rejected":
                     return Invalid(f"rejected: {self._redact(str(err))[:200]}")
                 errors += 1
-                if errors > self.cfg["max_retries"]:
+                if errors > self.cfg.max_retries:
                     return Invalid(f"{kind} after {errors} attempts")
-                delay = retry_delay(errors, self.cfg["backoff_base"], self.cfg["backoff_max"], retry_after, self._rng)
+                delay = retry_delay(errors, self.cfg.backoff_base, self.cfg.backoff_max, retry_after, self._rng)
                 self._stop.wait(delay)
                 continue
             if verdict is None:
                 self._note("no_verdict")
                 unparsed += 1
-                if unparsed > self.cfg["parse_retries"]:
+                if unparsed > self.cfg.parse_retries:
                     return Invalid(f"no verdict in {unparsed} replies")
                 continue
             return verdict
 
     def _call(self, text: str) -> Any:
-        kwargs: dict[str, Any] = {"model": self.model, "messages": [{"role": "user", "content": text}], "temperature": self.cfg["temperature"]}
+        kwargs: dict[str, Any] = {"model": self.model, "messages": [{"role": "user", "content": text}], "temperature": self.cfg.temperature}
         if self.template.weighted:
-            kwargs.update(max_tokens=1, logprobs=True, top_logprobs=self.cfg["top_logprobs"])
-        elif self.cfg["max_tokens"]:
-            kwargs["max_tokens"] = self.cfg["max_tokens"]
+            kwargs.update(max_tokens=1, logprobs=True, top_logprobs=self.cfg.top_logprobs)
+        elif self.cfg.max_tokens:
+            kwargs["max_tokens"] = self.cfg.max_tokens
         # the client's own transport, auth, timeout and error types; the reply is read as plain JSON
         # rather than through the typed `chat.completions.create`, whose parameter and reply
         # models cost more CPU per request than the rest of the judge (see bench/judge.py)
@@ -370,7 +369,7 @@ class OpenAIJudge:
         the server refuses for good; raise :class:`JudgeError` for a fatal one."""
         import openai
 
-        where = f"judge.base_url = {self.cfg['base_url'] or 'https://api.openai.com/v1'}"
+        where = f"judge.base_url = {self.cfg.base_url or 'https://api.openai.com/v1'}"
         status = getattr(err, "status_code", None)
         body = getattr(err, "body", None)
         code = body.get("code") if isinstance(body, dict) else None
@@ -379,10 +378,10 @@ class OpenAIJudge:
         model_problem = code in ("model_not_found", "invalid_model") or (
             "model" in lowered and any(p in lowered for p in ("does not exist", "not found", "invalid model", "unknown model")))
         if isinstance(err, openai.AuthenticationError):
-            raise JudgeError(f"judge: {where} answered 401: the key in the environment variable {self.cfg['api_key_env']} "
+            raise JudgeError(f"judge: {where} answered 401: the key in the environment variable {self.cfg.api_key_env} "
                              f"(judge.api_key_env) was rejected. Set it to a valid key for this endpoint. ({message})") from None
         if isinstance(err, openai.PermissionDeniedError):
-            raise JudgeError(f"judge: {where} answered 403: the key in {self.cfg['api_key_env']} (judge.api_key_env) may not "
+            raise JudgeError(f"judge: {where} answered 403: the key in {self.cfg.api_key_env} (judge.api_key_env) may not "
                              f"use judge.model = {self.model!r}. ({message})") from None
         if isinstance(err, openai.NotFoundError):
             if model_problem:
@@ -390,7 +389,7 @@ class OpenAIJudge:
             raise JudgeError(f"judge: {where} answered 404: check that it is the API root (often ending in /v1). ({message})") from None
         if isinstance(err, openai.RateLimitError):
             if code == "insufficient_quota":
-                raise JudgeError(f"judge: the account behind {self.cfg['api_key_env']} has no quota left at {where}. ({message})") from None
+                raise JudgeError(f"judge: the account behind {self.cfg.api_key_env} has no quota left at {where}. ({message})") from None
             return "429", parse_retry_after(err.response.headers)
         if isinstance(err, openai.BadRequestError):
             if model_problem:
