@@ -44,15 +44,22 @@ def comparisons(n: int, seed: int) -> list[Comparison]:
     while len(out) < n:
         family = ("copy", "reverse", "sort")[int(rng.integers(3))]
         items = [WORDS[k] for k in rng.integers(10, size=int(rng.integers(3, 9)))]
-        c = Comparison(format_prompt(family, items), good.respond(family, items, rng), lazy.respond(family, items, rng))
+        c = Comparison(
+            format_prompt(family, items), good.respond(family, items, rng), lazy.respond(family, items, rng)
+        )
         if GoldJudge().compare(c.prompt, c.response, c.baseline) != 0.5:
             out[c] = None
     return list(out)
 
 
 def start_server(latency: float) -> tuple[subprocess.Popen, str]:
-    proc = subprocess.Popen([sys.executable, "-m", "podyn.judge_server", "--latency", str(latency)], stdout=subprocess.PIPE,
-                            stderr=subprocess.DEVNULL, text=True, env={**os.environ, "PYTHONPATH": str(REPO / "src")})
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "podyn.judge_server", "--latency", str(latency)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO / "src")},
+    )
     line = proc.stdout.readline()
     if not line.startswith("listening on "):
         proc.kill()
@@ -66,10 +73,14 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def measure(cfg: Config, items: list[Comparison], concurrency: int, order: str, server_pid: int) -> tuple[float, int, float]:
+def measure(
+    cfg: Config, items: list[Comparison], concurrency: int, order: str, server_pid: int
+) -> tuple[float, int, float]:
     """(seconds, requests, CPU milliseconds per request of judge + server) to judge ``items``
     from an empty cache."""
-    run_cfg = cfg.model_copy(update={"judge": cfg.judge.model_copy(update={"concurrency": concurrency, "order": order})})
+    run_cfg = cfg.model_copy(
+        update={"judge": cfg.judge.model_copy(update={"concurrency": concurrency, "order": order})}
+    )
     with tempfile.TemporaryDirectory() as tmp:
         judge = make_judge(run_cfg, Path(tmp) / "judge" / "bench.jsonl")
         cpu = time.process_time() + cpu_seconds(server_pid)
@@ -86,8 +97,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--latency", type=float, default=0.05, help="seconds the server adds to every request")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
-    parser.add_argument("--requests", type=int, default=100, help="requests per concurrency-1 measurement (scaled up with c)")
-    parser.add_argument("--comparisons", type=int, default=10_000, help="comparisons in the timed full run (both orders)")
+    parser.add_argument(
+        "--requests", type=int, default=100, help="requests per concurrency-1 measurement (scaled up with c)"
+    )
+    parser.add_argument(
+        "--comparisons", type=int, default=10_000, help="comparisons in the timed full run (both orders)"
+    )
     parser.add_argument("--full-concurrency", type=int, default=32)
     parser.add_argument("--log", type=Path, default=None, help="also write the table to this file")
     args = parser.parse_args()
@@ -103,10 +118,14 @@ def main() -> None:
     try:
         raw = yaml.safe_load((REPO / "tests" / "configs" / "tiny.yaml").read_text())
         cfg = validate_config({**raw, "judge": {"type": "openai", "base_url": url, "api_key_env": KEY_ENV}}, "tiny")
-        say(f"# bench/judge.py: LLM judge over HTTP, local server with {args.latency * 1000:.0f} ms latency per request")
-        say(f"# machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at start; python {sys.version.split()[0]}")
+        latency_ms = args.latency * 1000
+        say(f"# bench/judge.py: LLM judge over HTTP, local server with {latency_ms:.0f} ms latency per request")
+        load, version = os.getloadavg()[0], sys.version.split()[0]
+        say(f"# machine: {os.cpu_count()} CPUs, load average {load:.1f} at start; python {version}")
         say("")
-        say("| concurrency | requests | seconds | requests/s | speed-up vs c=1 | CPU ms per request (judge + server) |")
+        say(
+            "| concurrency | requests | seconds | requests/s | speed-up vs c=1 | CPU ms per request (judge + server) |"
+        )
         say("|---|---|---|---|---|---|")
         measure(cfg, comparisons(20, seed=0), 4, "random", proc.pid)  # warm-up: imports, first connections
         base_rate = None
@@ -119,10 +138,14 @@ def main() -> None:
         say("")
         items = comparisons(args.comparisons, seed=12345)
         elapsed, calls, cpu_ms = measure(cfg, items, args.full_concurrency, "both", proc.pid)
-        say(f"{len(items):,} comparisons in both orders ({calls:,} requests) at concurrency {args.full_concurrency}: "
-            f"{elapsed:.1f} s ({calls / elapsed:.1f} requests/s, {cpu_ms:.2f} CPU ms per request)")
-        say(f"load average at the end: {os.getloadavg()[0]:.1f}. With the latency L and c requests in flight, the ceiling is "
-            f"c / L requests/s, or the CPUs' {os.cpu_count()} / (CPU ms per request) when that is lower.")
+        say(
+            f"{len(items):,} comparisons in both orders ({calls:,} requests) at concurrency {args.full_concurrency}: "
+            f"{elapsed:.1f} s ({calls / elapsed:.1f} requests/s, {cpu_ms:.2f} CPU ms per request)"
+        )
+        say(
+            f"load average at the end: {os.getloadavg()[0]:.1f}. With the latency L and c requests in flight, "
+            f"the ceiling is c / L requests/s, or the CPUs' {os.cpu_count()} / (CPU ms per request) when lower."
+        )
     finally:
         proc.terminate()
         proc.wait(timeout=10)

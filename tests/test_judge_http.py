@@ -12,7 +12,6 @@ import os
 import signal
 import subprocess
 import time
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -43,14 +42,24 @@ def server():
 
 @pytest.fixture
 def srv(server, monkeypatch):
-    server.configure(fault_rate=0.0, persistent=False, faults=["429", "500", "503", "stall", "drop", "malformed", "no_verdict"])
+    server.configure(
+        fault_rate=0.0, persistent=False, faults=["429", "500", "503", "stall", "drop", "malformed", "no_verdict"]
+    )
     server.reset()
     monkeypatch.setenv(KEY_ENV, SECRET)
     return server
 
 
 def llm_raw(tiny_raw: dict, url: str, **judge) -> dict:
-    options = {"type": "openai", "base_url": url, "api_key_env": KEY_ENV, "timeout": 1.0, "backoff_base": 0.01, "backoff_max": 0.05, "concurrency": 4}
+    options = {
+        "type": "openai",
+        "base_url": url,
+        "api_key_env": KEY_ENV,
+        "timeout": 1.0,
+        "backoff_base": 0.01,
+        "backoff_max": 0.05,
+        "concurrency": 4,
+    }
     return {**copy.deepcopy(tiny_raw), "judge": {**options, **judge}}
 
 
@@ -70,7 +79,10 @@ def synthetic_generations(n_prompts: int = 24, steps=(5, 10), seed: int = 0) -> 
         family, items = families[i % 3], [WORDS[k] for k in rng.integers(10, size=3 + i % 3)]
         prompts.append((family, items, format_prompt(family, items)))
     lazy = Demonstrator({"copy": 0.0, "reverse": 0.7, "sort": 0.7}, token_noise=0.05)
-    baseline = [{"step": 0, "prompt_index": i, "prompt": p, "response": lazy.respond(f, it, rng)} for i, (f, it, p) in enumerate(prompts)]
+    baseline = [
+        {"step": 0, "prompt_index": i, "prompt": p, "response": lazy.respond(f, it, rng)}
+        for i, (f, it, p) in enumerate(prompts)
+    ]
     gens = []
     for step in steps:
         policy = Demonstrator({"copy": 0.0, "reverse": 0.3, "sort": 0.3}, token_noise=0.15, length_noise=0.3)
@@ -111,8 +123,26 @@ def test_persistent_faults_make_invalid_prompts_never_ties(srv, tiny_raw, tiny_c
     write_jsonl(tmp_path / "sft.jsonl", baseline)
     srv.configure(fault_rate=0.15, faults=["no_verdict", "503"], persistent=True)
     cfg = llm_cfg(tiny_raw, srv.url, max_retries=2, parse_retries=1, max_invalid_fraction=0.5)
-    frame = judge_run(cfg, run="dpo", seed=0, generations=tmp_path / "gens.jsonl", baseline=tmp_path / "sft.jsonl", out=tmp_path / "j.csv", cache=tmp_path / "cache" / "a.jsonl", scores_out=tmp_path / "s.csv")
-    gold = judge_run(tiny_cfg, run="dpo", seed=0, generations=tmp_path / "gens.jsonl", baseline=tmp_path / "sft.jsonl", out=tmp_path / "g.csv", cache=tmp_path / "unused.jsonl", scores_out=tmp_path / "gs.csv")
+    frame = judge_run(
+        cfg,
+        run="dpo",
+        seed=0,
+        generations=tmp_path / "gens.jsonl",
+        baseline=tmp_path / "sft.jsonl",
+        out=tmp_path / "j.csv",
+        cache=tmp_path / "cache" / "a.jsonl",
+        scores_out=tmp_path / "s.csv",
+    )
+    gold = judge_run(
+        tiny_cfg,
+        run="dpo",
+        seed=0,
+        generations=tmp_path / "gens.jsonl",
+        baseline=tmp_path / "sft.jsonl",
+        out=tmp_path / "g.csv",
+        cache=tmp_path / "unused.jsonl",
+        scores_out=tmp_path / "gs.csv",
+    )
     scores, gold_scores = pd.read_csv(tmp_path / "s.csv"), pd.read_csv(tmp_path / "gs.csv")
     invalid = scores["score"].isna()
     assert 0 < invalid.sum() < len(scores)
@@ -128,7 +158,15 @@ def test_persistent_faults_make_invalid_prompts_never_ties(srv, tiny_raw, tiny_c
 
     strict = llm_cfg(tiny_raw, srv.url, max_retries=2, parse_retries=1, max_invalid_fraction=0.01)
     with pytest.raises(JudgeError, match="judge.max_invalid_fraction"):
-        judge_run(strict, run="dpo", seed=0, generations=tmp_path / "gens.jsonl", baseline=tmp_path / "sft.jsonl", out=tmp_path / "j2.csv", cache=tmp_path / "cache2" / "a.jsonl")
+        judge_run(
+            strict,
+            run="dpo",
+            seed=0,
+            generations=tmp_path / "gens.jsonl",
+            baseline=tmp_path / "sft.jsonl",
+            out=tmp_path / "j2.csv",
+            cache=tmp_path / "cache2" / "a.jsonl",
+        )
 
 
 def test_unauthorised_fails_at_once_naming_the_setting(srv, tiny_raw, tmp_path):
@@ -148,7 +186,10 @@ def test_wrong_key_and_bad_model_fail_at_once(judge_server, tiny_raw, tmp_path, 
     with pytest.raises(JudgeError, match="401.*PODYN_TEST_JUDGE_KEY"):
         judge.compare(REVERSE, " four one three", " one")
     monkeypatch.setenv(KEY_ENV, "sk-the-right-one")
-    judge = make_judge(llm_cfg(tiny_raw, server.url, order="random", concurrency=1, model="gpt-nonexistent"), tmp_path / "c" / "j.jsonl")
+    judge = make_judge(
+        llm_cfg(tiny_raw, server.url, order="random", concurrency=1, model="gpt-nonexistent"),
+        tmp_path / "c" / "j.jsonl",
+    )
     with pytest.raises(JudgeError, match="judge.model = 'gpt-nonexistent'"):
         judge.compare(REVERSE, " four one three", " one")
     assert server.stats()["requests"] == 2
@@ -175,7 +216,9 @@ def test_both_orders_identical_responses_and_gold_agreement(srv, tiny_raw, tmp_p
 
 def test_random_order_asks_once_in_a_seeded_order(srv, tiny_raw, tmp_path):
     gens, baseline = synthetic_generations()
-    comparisons = [c for c in comparisons_of(gens, baseline) if GoldJudge().compare(c.prompt, c.response, c.baseline) != 0.5]
+    comparisons = [
+        c for c in comparisons_of(gens, baseline) if GoldJudge().compare(c.prompt, c.response, c.baseline) != 0.5
+    ]
     distinct = set(comparisons)
     cfg = llm_cfg(tiny_raw, srv.url, order="random")
     scores = make_judge(cfg, tmp_path / "c" / "j.jsonl").judge(comparisons)
@@ -195,11 +238,16 @@ def test_weighted_template_scores_probabilities(srv, tiny_raw, tmp_path):
 
     assert parse_weighted([("A", np.log(0.75)), ("B", np.log(0.25)), ("C", -1.0)]) == pytest.approx(0.75)
     assert parse_weighted([(" B", -0.1)]) == 0.0 and parse_weighted([("x", -0.1)]) is None
-    comparisons = [Comparison(REVERSE, " four one three", " three one four"), Comparison(REVERSE, " three one four", " four one three"),
-                   Comparison(REVERSE, " three one four", " one one one")]
+    comparisons = [
+        Comparison(REVERSE, " four one three", " three one four"),
+        Comparison(REVERSE, " three one four", " four one three"),
+        Comparison(REVERSE, " three one four", " one one one"),
+    ]
     scores = make_judge(llm_cfg(tiny_raw, srv.url, template="weighted"), tmp_path / "c" / "j.jsonl").judge(comparisons)
     assert scores == pytest.approx([0.99, 0.01, 0.5])  # the server's P(better) = 0.99; a gold tie: 0.5 each way
-    assert all(e[2] == "answered" for e in srv.stats()["events"]) and srv.stats()["requests"] == 4  # the first two share their requests
+    assert (
+        all(e[2] == "answered" for e in srv.stats()["events"]) and srv.stats()["requests"] == 4
+    )  # the first two share their requests
 
 
 # ----------------------------------------------------------------------------- concurrency, cache, cost
@@ -237,7 +285,9 @@ def test_experiment_wide_cache_torn_lines_and_cost_estimate(srv, tiny_raw, tmp_p
     out = capsys.readouterr().out
     needed = srv.stats()["requests"]
     assert f"{needed} calls still needed" in out and "input +" in out and "output tokens" in out
-    assert needed == 2 * len({c for c in comparisons[30:] if c.response.strip() != c.baseline.strip()} - set(comparisons[:30]))
+    assert needed == 2 * len(
+        {c for c in comparisons[30:] if c.response.strip() != c.baseline.strip()} - set(comparisons[:30])
+    )
     # appending after a torn line seals it first: both files read back whole, nothing asked
     srv.reset()
     make_judge(llm_cfg(tiny_raw, srv.url), folder / "dpo_seed0.jsonl").cache.add("fresh", "A")
@@ -257,7 +307,9 @@ def test_max_calls(srv, tiny_raw, tmp_path):
     srv.fault_next("500", "500")
     one = [Comparison(REVERSE, " four one three", " three one four")]
     with pytest.raises(JudgeError, match="judge.max_calls = 2 requests sent"):
-        make_judge(llm_cfg(tiny_raw, srv.url, max_calls=2, order="random", concurrency=1), tmp_path / "d" / "j.jsonl").judge(one)
+        make_judge(
+            llm_cfg(tiny_raw, srv.url, max_calls=2, order="random", concurrency=1), tmp_path / "d" / "j.jsonl"
+        ).judge(one)
     assert srv.stats()["requests"] == 2
 
 
@@ -293,8 +345,26 @@ def test_kill_and_rerun_asks_nothing_cached(judge_server, tiny_raw, tiny_cfg, tm
     monkeypatch.setenv(KEY_ENV, SECRET)
 
     def stage(out: str) -> list[str]:
-        return [*podyn_exe(), "judge", "--config", stage_config(cfg, "judge"), "--run", "dpo", "--seed", "0", "--generations", str(tmp_path / "gens.jsonl"),
-                "--baseline", str(tmp_path / "sft.jsonl"), "--out", str(tmp_path / out), "--scores-out", str(tmp_path / f"s_{out}"), "--cache", str(cache)]
+        return [
+            *podyn_exe(),
+            "judge",
+            "--config",
+            stage_config(cfg, "judge"),
+            "--run",
+            "dpo",
+            "--seed",
+            "0",
+            "--generations",
+            str(tmp_path / "gens.jsonl"),
+            "--baseline",
+            str(tmp_path / "sft.jsonl"),
+            "--out",
+            str(tmp_path / out),
+            "--scores-out",
+            str(tmp_path / f"s_{out}"),
+            "--cache",
+            str(cache),
+        ]
 
     proc = subprocess.Popen(stage("j.csv"), env=stage_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
@@ -319,7 +389,16 @@ def test_kill_and_rerun_asks_nothing_cached(judge_server, tiny_raw, tiny_cfg, tm
     asked = set(server.stats()["attempts"])
     assert not asked & cached_texts  # nothing that was cached was asked again
     assert len(asked) == len(requests) - len(cached)
-    gold = judge_run(tiny_cfg, run="dpo", seed=0, generations=tmp_path / "gens.jsonl", baseline=tmp_path / "sft.jsonl", out=tmp_path / "g.csv", cache=tmp_path / "u.jsonl", scores_out=tmp_path / "s_g.csv")
+    gold = judge_run(
+        tiny_cfg,
+        run="dpo",
+        seed=0,
+        generations=tmp_path / "gens.jsonl",
+        baseline=tmp_path / "sft.jsonl",
+        out=tmp_path / "g.csv",
+        cache=tmp_path / "u.jsonl",
+        scores_out=tmp_path / "s_g.csv",
+    )
     table = pd.read_csv(tmp_path / "j.csv")
     cols = ["step", "n_prompts", "n_invalid", "win_rate", "ci_low", "ci_high", "lc_win_rate"]
     pd.testing.assert_frame_equal(table[cols], gold[cols])

@@ -14,12 +14,31 @@ from .judges import Comparison, GoldJudge, JudgeError, make_judge
 from .length_control import length_controlled_win_rate
 from .statistics import bootstrap_ci
 
-WINRATE_COLUMNS = ["run", "seed", "step", "judge", "n_prompts", "n_invalid", "win_rate", "ci_low", "ci_high", "lc_win_rate"]
+WINRATE_COLUMNS = [
+    "run",
+    "seed",
+    "step",
+    "judge",
+    "n_prompts",
+    "n_invalid",
+    "win_rate",
+    "ci_low",
+    "ci_high",
+    "lc_win_rate",
+]
 GENERATION_FIELDS = {"step": int, "prompt_index": int, "prompt": str, "response": str}
 
 
 def judge_run(
-    cfg: Config, *, run: str, seed: int, generations: Path, baseline: Path, out: Path, cache: Path, scores_out: Path | None = None
+    cfg: Config,
+    *,
+    run: str,
+    seed: int,
+    generations: Path,
+    baseline: Path,
+    out: Path,
+    cache: Path,
+    scores_out: Path | None = None,
 ) -> pd.DataFrame:
     """Win rate of every judged step of a run against the SFT baseline's responses.
 
@@ -34,7 +53,10 @@ def judge_run(
     rows = sorted(read_jsonl(generations, GENERATION_FIELDS), key=lambda r: (r["step"], r["prompt_index"]))
     for r in rows:
         if r["prompt_index"] not in base or base[r["prompt_index"]]["prompt"] != r["prompt"]:
-            raise DataError(f"{generations}: prompt {r['prompt_index']} at step {r['step']} has no matching baseline response in {baseline}")
+            raise DataError(
+                f"{generations}: prompt {r['prompt_index']} at step {r['step']} has no matching baseline response "
+                f"in {baseline}"
+            )
     comparisons = [Comparison(r["prompt"], r["response"], base[r["prompt_index"]]["response"]) for r in rows]
     all_scores = np.array([np.nan if s is None else s for s in judge.judge(comparisons)], dtype=float)
     length_diff = np.array([len(c.response.strip()) - len(c.baseline.strip()) for c in comparisons], dtype=float)
@@ -45,15 +67,37 @@ def judge_run(
     for step in sorted(set(steps.tolist())):
         at = np.flatnonzero(steps == step)
         scores, valid = all_scores[at], ~np.isnan(all_scores[at])
-        per_prompt += [{"step": step, "prompt_index": rows[i]["prompt_index"], "score": all_scores[i], "length_diff": length_diff[i]} for i in at]
+        per_prompt += [
+            {
+                "step": step,
+                "prompt_index": rows[i]["prompt_index"],
+                "score": all_scores[i],
+                "length_diff": length_diff[i],
+            }
+            for i in at
+        ]
         win, low, high = (np.nan,) * 3
         if valid.any():
-            win, low, high = bootstrap_ci(scores[valid], cfg.winrate.bootstrap_samples, cfg.winrate.confidence, seed=seed * 100003 + step)
-        record = {"run": run, "seed": seed, "step": step, "judge": judge.name, "n_prompts": int(valid.sum()), "n_invalid": int((~valid).sum()),
-                  "win_rate": win, "ci_low": low, "ci_high": high, "lc_win_rate": length_controlled_win_rate(scores, length_diff[at])}
+            win, low, high = bootstrap_ci(
+                scores[valid], cfg.winrate.bootstrap_samples, cfg.winrate.confidence, seed=seed * 100003 + step
+            )
+        record = {
+            "run": run,
+            "seed": seed,
+            "step": step,
+            "judge": judge.name,
+            "n_prompts": int(valid.sum()),
+            "n_invalid": int((~valid).sum()),
+            "win_rate": win,
+            "ci_low": low,
+            "ci_high": high,
+            "lc_win_rate": length_controlled_win_rate(scores, length_diff[at]),
+        }
         if isinstance(judge, GoldJudge):
             record["gold_reward"] = float(np.mean([judge.reward(rows[i]["prompt"], rows[i]["response"]) for i in at]))
-            record["sft_gold_reward"] = float(np.mean([judge.reward(rows[i]["prompt"], base[rows[i]["prompt_index"]]["response"]) for i in at]))
+            record["sft_gold_reward"] = float(
+                np.mean([judge.reward(rows[i]["prompt"], base[rows[i]["prompt_index"]]["response"]) for i in at])
+            )
         records.append(record)
     frame = pd.DataFrame(records)
     write_csv(out, frame)
@@ -71,9 +115,9 @@ def check_invalid_share(cfg: Config, run: str, seed: int, scores: np.ndarray) ->
     print(f"judge: {n_invalid} of {len(scores)} comparisons invalid (left out of the win rates)", flush=True)
     if n_invalid / len(scores) > limit:
         raise JudgeError(
-            f"run {run} seed {seed}: {n_invalid} of {len(scores)} comparisons ({n_invalid / len(scores):.1%}) have no valid "
-            f"judgement, more than judge.max_invalid_fraction = {limit}. The valid answers are cached; see the log for "
-            "the failures, then rerun (or raise judge.max_invalid_fraction)."
+            f"run {run} seed {seed}: {n_invalid} of {len(scores)} comparisons ({n_invalid / len(scores):.1%}) have "
+            f"no valid judgement, more than judge.max_invalid_fraction = {limit}. The valid answers are cached; see "
+            "the log for the failures, then rerun (or raise judge.max_invalid_fraction)."
         )
 
 

@@ -67,8 +67,16 @@ class JudgeServerState:
     def __init__(self, **options: Any) -> None:
         self.lock = threading.Lock()
         self.options = {
-            "latency_s": 0.0, "fault_rate": 0.0, "faults": list(TRANSIENT_FAULTS), "persistent": False, "seed": 0,
-            "stall_s": 5.0, "retry_after_s": 1, "length_penalty": 0.2, "tie_margin": 1e-9, "models": None,
+            "latency_s": 0.0,
+            "fault_rate": 0.0,
+            "faults": list(TRANSIENT_FAULTS),
+            "persistent": False,
+            "seed": 0,
+            "stall_s": 5.0,
+            "retry_after_s": 1,
+            "length_penalty": 0.2,
+            "tie_margin": 1e-9,
+            "models": None,
             "api_key": None,
         }
         self.configure(**options)
@@ -95,8 +103,13 @@ class JudgeServerState:
 
     def stats(self) -> dict[str, Any]:
         with self.lock:
-            return {"requests": self.requests, "outcomes": dict(self.outcomes), "answered": dict(self.answered),
-                    "attempts": dict(self.attempts), "events": list(self.events)}
+            return {
+                "requests": self.requests,
+                "outcomes": dict(self.outcomes),
+                "answered": dict(self.answered),
+                "attempts": dict(self.attempts),
+                "events": list(self.events),
+            }
 
     def decide(self, prompt_sha: str) -> str | None:
         """The fault for this request (None: answer it), and count the attempt."""
@@ -123,11 +136,23 @@ class JudgeServerState:
 
 
 def _completion(model: str, content: str, logprobs: list[dict] | None = None) -> dict[str, Any]:
-    choice: dict[str, Any] = {"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": content}}
+    choice: dict[str, Any] = {
+        "index": 0,
+        "finish_reason": "stop",
+        "message": {"role": "assistant", "content": content},
+    }
     if logprobs is not None:
-        choice["logprobs"] = {"content": [{"token": content, "logprob": logprobs[0]["logprob"], "bytes": None, "top_logprobs": logprobs}]}
-    return {"id": "chatcmpl-local", "object": "chat.completion", "created": int(time.time()), "model": model,
-            "choices": [choice], "usage": {"prompt_tokens": 0, "completion_tokens": 1, "total_tokens": 1}}
+        choice["logprobs"] = {
+            "content": [{"token": content, "logprob": logprobs[0]["logprob"], "bytes": None, "top_logprobs": logprobs}]
+        }
+    return {
+        "id": "chatcmpl-local",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [choice],
+        "usage": {"prompt_tokens": 0, "completion_tokens": 1, "total_tokens": 1},
+    }
 
 
 def gold_verdict(text: str, length_penalty: float, tie_margin: float) -> tuple[str, float]:
@@ -151,7 +176,9 @@ class JudgeHandler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:  # quiet: the counters are the log
         pass
 
-    def _send_json(self, status: int, body: Any, headers: dict[str, str] | None = None, raw: bytes | None = None) -> None:
+    def _send_json(
+        self, status: int, body: Any, headers: dict[str, str] | None = None, raw: bytes | None = None
+    ) -> None:
         data = raw if raw is not None else json.dumps(body).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
@@ -165,7 +192,9 @@ class JudgeHandler(BaseHTTPRequestHandler):
             pass
 
     def _error(self, status: int, message: str, code: str, headers: dict[str, str] | None = None) -> None:
-        self._send_json(status, {"error": {"message": message, "type": "invalid_request_error", "code": code}}, headers)
+        self._send_json(
+            status, {"error": {"message": message, "type": "invalid_request_error", "code": code}}, headers
+        )
 
     def do_GET(self) -> None:
         if self.path == "/_stats":
@@ -277,12 +306,15 @@ class JudgeServer:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m podyn.judge_server", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m podyn.judge_server", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--port", type=int, default=0, help="0: any free port")
     parser.add_argument("--latency", type=float, default=0.0, help="seconds added to every request")
     parser.add_argument("--fault-rate", type=float, default=0.0, help="share of distinct requests that are faulted")
-    parser.add_argument("--faults", default=",".join(TRANSIENT_FAULTS), help=f"comma-separated kinds among {FAULT_KINDS}")
+    parser.add_argument(
+        "--faults", default=",".join(TRANSIENT_FAULTS), help=f"comma-separated kinds among {FAULT_KINDS}"
+    )
     parser.add_argument("--persistent", action="store_true", help="a faulted request is faulted on every attempt")
     parser.add_argument("--seed", type=int, default=0, help="seed of the hash that picks faulted requests")
     parser.add_argument("--stall", type=float, default=5.0, help="seconds a 'stall' fault waits before answering")
@@ -295,9 +327,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.api_key_env and not api_key:
         parser.error(f"--api-key-env {args.api_key_env}: that environment variable is not set")
     server = JudgeServer(
-        args.port, latency_s=args.latency, fault_rate=args.fault_rate, faults=[f for f in args.faults.split(",") if f],
-        persistent=args.persistent, seed=args.seed, stall_s=args.stall, retry_after_s=args.retry_after,
-        length_penalty=args.length_penalty, models=args.models.split(",") if args.models else None, api_key=api_key,
+        args.port,
+        latency_s=args.latency,
+        fault_rate=args.fault_rate,
+        faults=[f for f in args.faults.split(",") if f],
+        persistent=args.persistent,
+        seed=args.seed,
+        stall_s=args.stall,
+        retry_after_s=args.retry_after,
+        length_penalty=args.length_penalty,
+        models=args.models.split(",") if args.models else None,
+        api_key=api_key,
     )
     print(f"listening on {server.url}", flush=True)
     try:

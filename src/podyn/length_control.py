@@ -22,7 +22,9 @@ def _sigmoid(z: np.ndarray) -> np.ndarray:
     return 0.5 * (1.0 + np.tanh(0.5 * z))
 
 
-def length_controlled_win_rate(scores: np.ndarray, length_diff: np.ndarray, ridge: float = 1e-3, iterations: int = 100) -> float:
+def length_controlled_win_rate(
+    scores: np.ndarray, length_diff: np.ndarray, ridge: float = 1e-3, iterations: int = 100
+) -> float:
     """sigmoid(b) of the fitted model; NaN scores (invalid prompts) are left out."""
     scores, length_diff = np.asarray(scores, dtype=float), np.asarray(length_diff, dtype=float)
     keep = ~np.isnan(scores)

@@ -46,6 +46,7 @@ from .config import JudgeConfig
 from .judge_cache import JudgeCache
 from .judges import Comparison, JudgeError
 
+# the DPO paper's GPT-4 prompt (its appendix), verbatim: long lines are kept as they are
 DPO_TEMPLATE = """For the following query to a chatbot, which response is more helpful?
 
 Query: {prompt}
@@ -60,7 +61,9 @@ FIRST provide a one-sentence comparison of the two responses and explain which y
 Comparison: <one-sentence comparison and explanation>
 More helpful: <"A" or "B">"""
 
-WEIGHTED_TEMPLATE = """You compare two responses of an AI assistant to the same query and decide which one is more helpful: more accurate, more complete and better suited to what the query asks. Ignore which response comes first, and do not prefer a response for being longer.
+WEIGHTED_TEMPLATE = """You compare two responses of an AI assistant to the same query and decide which one is more
+helpful: more accurate, more complete and better suited to what the query asks. Ignore which response comes first,
+and do not prefer a response for being longer.
 
 Query: {prompt}
 
@@ -179,7 +182,9 @@ class OpenAIJudge:
         env = judge_cfg.api_key_env
         self._api_key = os.environ.get(env)
         if not self._api_key:
-            raise JudgeError(f"judge.type is 'openai' but the environment variable {env} (judge.api_key_env) is not set")
+            raise JudgeError(
+                f"judge.type is 'openai' but the environment variable {env} (judge.api_key_env) is not set"
+            )
         self._client = None
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -195,7 +200,15 @@ class OpenAIJudge:
 
     def request(self, prompt: str, first: str, second: str) -> Request:
         text = self.template.text.format(prompt=prompt.strip(), first=first.strip(), second=second.strip())
-        ident = [self.model, self.template.name, self.template.version, self.cfg.temperature, prompt.strip(), first.strip(), second.strip()]
+        ident = [
+            self.model,
+            self.template.name,
+            self.template.version,
+            self.cfg.temperature,
+            prompt.strip(),
+            first.strip(),
+            second.strip(),
+        ]
         return Request(hashlib.sha256(json.dumps(ident).encode()).hexdigest(), text)
 
     def plan(self, comparison: Comparison) -> list[tuple[Request, bool]]:
@@ -235,9 +248,9 @@ class OpenAIJudge:
             return None
         # P(the method's response preferred) in each order asked
         if self.template.weighted:
-            wins = [v if forward else 1.0 - v for v, (_, forward) in zip(verdicts, plan)]
+            wins = [v if forward else 1.0 - v for v, (_, forward) in zip(verdicts, plan, strict=True)]
             return float(sum(wins) / len(wins))
-        wins = [(v == "A") == forward for v, (_, forward) in zip(verdicts, plan)]
+        wins = [(v == "A") == forward for v, (_, forward) in zip(verdicts, plan, strict=True)]
         if len(wins) == 1:
             return float(wins[0])
         return 1.0 if all(wins) else 0.0 if not any(wins) else 0.5  # inconsistent pair: a tie
@@ -245,18 +258,20 @@ class OpenAIJudge:
     def _announce(self, n_comparisons: int, n_identical: int, n_requests: int, needed: list[Request]) -> None:
         tokens_in = sum(len(r.text) // CHARS_PER_TOKEN + 8 for r in needed)
         tokens_out = len(needed) * (1 if self.template.weighted else self.cfg.max_tokens or DPO_REPLY_TOKENS)
+        cached = n_requests - len(needed)
         print(
-            f"judge {self.model} (template {self.template.name}, order {self.cfg.order}): {n_comparisons} comparisons, "
-            f"{n_identical} identical (ties, no call); {n_requests} distinct requests, {n_requests - len(needed)} in the cache; "
-            f"{len(needed)} calls still needed (before retries), about {tokens_in:,} input + {tokens_out:,} output tokens "
-            f"(at ~{CHARS_PER_TOKEN} characters a token)",
+            f"judge {self.model} (template {self.template.name}, order {self.cfg.order}): "
+            f"{n_comparisons} comparisons, {n_identical} identical (ties, no call); "
+            f"{n_requests} distinct requests, {cached} in the cache; "
+            f"{len(needed)} calls still needed (before retries), "
+            f"about {tokens_in:,} input + {tokens_out:,} output tokens (at ~{CHARS_PER_TOKEN} characters a token)",
             flush=True,
         )
         limit = self.cfg.max_calls
         if limit is not None and len(needed) > limit:
             raise JudgeError(
-                f"judge.max_calls = {limit}, but {len(needed)} calls are still needed (after {n_requests - len(needed)} "
-                "cached answers); nothing was sent. Raise judge.max_calls to go ahead."
+                f"judge.max_calls = {limit}, but {len(needed)} calls are still needed (after {cached} cached "
+                "answers); nothing was sent. Raise judge.max_calls to go ahead."
             )
 
     def _ask_all(self, needed: list[Request]) -> dict[str, Any]:
@@ -298,7 +313,9 @@ class OpenAIJudge:
         if self._client is None:
             from openai import OpenAI
 
-            self._client = OpenAI(api_key=self._api_key, base_url=self.cfg.base_url, max_retries=0, timeout=self.cfg.timeout)
+            self._client = OpenAI(
+                api_key=self._api_key, base_url=self.cfg.base_url, max_retries=0, timeout=self.cfg.timeout
+            )
         return self._client
 
     def _count_call(self) -> None:
@@ -345,7 +362,11 @@ class OpenAIJudge:
             return verdict
 
     def _call(self, text: str) -> Any:
-        kwargs: dict[str, Any] = {"model": self.model, "messages": [{"role": "user", "content": text}], "temperature": self.cfg.temperature}
+        kwargs: dict[str, Any] = {
+            "model": self.model,
+            "messages": [{"role": "user", "content": text}],
+            "temperature": self.cfg.temperature,
+        }
         if self.template.weighted:
             kwargs.update(max_tokens=1, logprobs=True, top_logprobs=self.cfg.top_logprobs)
         elif self.cfg.max_tokens:
@@ -376,20 +397,32 @@ class OpenAIJudge:
         message = self._redact(str(err))
         lowered = message.lower()
         model_problem = code in ("model_not_found", "invalid_model") or (
-            "model" in lowered and any(p in lowered for p in ("does not exist", "not found", "invalid model", "unknown model")))
+            "model" in lowered
+            and any(p in lowered for p in ("does not exist", "not found", "invalid model", "unknown model"))
+        )
         if isinstance(err, openai.AuthenticationError):
-            raise JudgeError(f"judge: {where} answered 401: the key in the environment variable {self.cfg.api_key_env} "
-                             f"(judge.api_key_env) was rejected. Set it to a valid key for this endpoint. ({message})") from None
+            raise JudgeError(
+                f"judge: {where} answered 401: the key in the environment variable {self.cfg.api_key_env} "
+                f"(judge.api_key_env) was rejected. Set it to a valid key for this endpoint. ({message})"
+            ) from None
         if isinstance(err, openai.PermissionDeniedError):
-            raise JudgeError(f"judge: {where} answered 403: the key in {self.cfg.api_key_env} (judge.api_key_env) may not "
-                             f"use judge.model = {self.model!r}. ({message})") from None
+            raise JudgeError(
+                f"judge: {where} answered 403: the key in {self.cfg.api_key_env} (judge.api_key_env) may not "
+                f"use judge.model = {self.model!r}. ({message})"
+            ) from None
         if isinstance(err, openai.NotFoundError):
             if model_problem:
-                raise JudgeError(f"judge: judge.model = {self.model!r} is not served by {where} (404). ({message})") from None
-            raise JudgeError(f"judge: {where} answered 404: check that it is the API root (often ending in /v1). ({message})") from None
+                raise JudgeError(
+                    f"judge: judge.model = {self.model!r} is not served by {where} (404). ({message})"
+                ) from None
+            raise JudgeError(
+                f"judge: {where} answered 404: check that it is the API root (often ending in /v1). ({message})"
+            ) from None
         if isinstance(err, openai.RateLimitError):
             if code == "insufficient_quota":
-                raise JudgeError(f"judge: the account behind {self.cfg.api_key_env} has no quota left at {where}. ({message})") from None
+                raise JudgeError(
+                    f"judge: the account behind {self.cfg.api_key_env} has no quota left at {where}. ({message})"
+                ) from None
             return "429", parse_retry_after(err.response.headers)
         if isinstance(err, openai.BadRequestError):
             if model_problem:
@@ -415,11 +448,14 @@ class OpenAIJudge:
         events = ", ".join(f"{k}: {v}" for k, v in sorted(self.events.items())) or "none"
         print(f"judge: {self.calls} requests sent; failures and retries by kind: {events}", flush=True)
         if invalid:
-            print(f"judge: {sum(invalid.values())} requests without a valid answer: {dict(invalid)}", file=sys.stderr, flush=True)
+            print(
+                f"judge: {sum(invalid.values())} requests without a valid answer: {dict(invalid)}",
+                file=sys.stderr,
+                flush=True,
+            )
         if self.cache.skipped_lines:
             print(f"judge: skipped {self.cache.skipped_lines} torn line(s) in the cache", flush=True)
 
 
 class MalformedReply(ValueError):
     """A reply that parsed as JSON but lacks the chat-completion fields."""
-
