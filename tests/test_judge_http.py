@@ -279,7 +279,7 @@ def test_experiment_wide_cache_torn_lines_and_cost_estimate(srv, tiny_raw, tmp_p
     srv.reset()
     # another job (its own file, same folder) asks only what is not cached yet
     judge = make_judge(llm_cfg(tiny_raw, srv.url), folder / "ppo_seed0.jsonl")
-    assert judge.cache.skipped_lines == 1
+    assert "0123ab" not in judge.cache.answers and judge.cache.skipped_lines == 0  # a partial last line waits
     second = judge.judge(comparisons)
     assert second[:30] == first and second == GoldJudge().judge(comparisons)
     out = capsys.readouterr().out
@@ -296,6 +296,22 @@ def test_experiment_wide_cache_torn_lines_and_cost_estimate(srv, tiny_raw, tmp_p
     again = make_judge(llm_cfg(tiny_raw, srv.url), folder / "new.jsonl")
     assert again.judge(comparisons) == second and srv.stats()["requests"] == 0
     assert again.cache.skipped_lines == 1
+
+
+def test_parallel_jobs_reuse_each_others_answers(srv, tiny_raw, tmp_path):
+    """A job that started before another job answered a shared comparison reads that answer
+    from the other job's file before asking (re-read at most every second)."""
+    gens, baseline = synthetic_generations()
+    comparisons = comparisons_of(gens, baseline)
+    folder = tmp_path / "cache" / "judge"
+    late = make_judge(llm_cfg(tiny_raw, srv.url), folder / "ppo_seed0.jsonl")  # its start-up read finds nothing
+    early = make_judge(llm_cfg(tiny_raw, srv.url), folder / "dpo_seed0.jsonl")
+    assert early.judge(comparisons) == GoldJudge().judge(comparisons)
+    asked = srv.stats()["requests"]
+    time.sleep(1.1)
+    assert late.judge(comparisons) == GoldJudge().judge(comparisons)
+    assert srv.stats()["requests"] == asked and late.events["answered by a parallel job"] == asked
+    assert not (folder / "ppo_seed0.jsonl").exists()  # nothing new to write
 
 
 def test_max_calls(srv, tiny_raw, tmp_path):

@@ -134,6 +134,7 @@ def test_e2e_llm_judge_over_http_with_faults(e2e, env, tiny_raw, tmp_path, judge
     shutil.copytree(workdir, copy, symlinks=True)  # the gold run's outputs, left as they are
     run_env = {**env, key_env: secret}
     server = judge_server("--fault-rate", "0.2", "--stall", "3", "--api-key-env", key_env, env=run_env)
+    server.fault_next("429", "500", "503", "stall", "drop", "malformed", "no_verdict")  # each kind at least once
     judge = {"type": "openai", "base_url": server.url, "api_key_env": key_env, "timeout": 1.5, "backoff_base": 0.05, "backoff_max": 0.5}
     config = write_config(tmp_path / "llm.yaml", dict(tiny_raw, judge=judge))
     cmd = snakemake(copy, "--cores", "2", "--forcerun", "judge", "--config", f"results_dir={copy / 'out'}", configfile=config)

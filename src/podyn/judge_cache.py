@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import json
 import os
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -26,21 +28,45 @@ class JudgeCache:
         self.answers: dict[str, Any] = {}
         self.skipped_lines = 0
         self._handle = None
+        self._offsets: dict[Path, int] = {}
+        self._lock = threading.Lock()
+        self._last_refresh = 0.0
         self.reload()
 
     def reload(self) -> None:
-        """Read every ``*.jsonl`` file of the folder (the other jobs' answers included)."""
+        """Read what every ``*.jsonl`` file of the folder gained since the last read (the other
+        jobs' answers included). A last line without its newline (being written, or torn by a
+        kill) waits for the next read; once sealed by a later append, a torn line is skipped."""
         if not self.folder.exists():
             return
-        for path in sorted(self.folder.glob("*.jsonl")):
-            for line in path.read_bytes().split(b"\n"):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                    self.answers[row["key"]] = row["verdict"]
-                except (ValueError, KeyError, TypeError):
-                    self.skipped_lines += 1  # a line torn by a kill mid-write
+        with self._lock:
+            for path in sorted(self.folder.glob("*.jsonl")):
+                start = self._offsets.get(path, 0)
+                with open(path, "rb") as handle:
+                    handle.seek(start)
+                    data = handle.read()
+                end = data.rfind(b"\n") + 1
+                self._offsets[path] = start + end
+                for line in data[:end].split(b"\n"):
+                    if line.strip():
+                        self._parse(line)
+            self._last_refresh = time.monotonic()
+
+    def _parse(self, line: bytes) -> None:
+        try:
+            row = json.loads(line)
+            self.answers[row["key"]] = row["verdict"]
+        except (ValueError, KeyError, TypeError):
+            self.skipped_lines += 1  # a line torn by a kill mid-write
+
+    def lookup_fresh(self, key: str, every_s: float = 1.0) -> tuple[bool, Any]:
+        """(found, verdict) for ``key``, first reading what parallel jobs appended if the last
+        read is older than ``every_s``: a comparison that another running job has answered
+        meanwhile is not asked again."""
+        if key not in self.answers and time.monotonic() - self._last_refresh > every_s:
+            self.reload()
+        with self._lock:
+            return (True, self.answers[key]) if key in self.answers else (False, None)
 
     def __contains__(self, key: str) -> bool:
         return key in self.answers
@@ -54,7 +80,8 @@ class JudgeCache:
     def add(self, key: str, verdict: Any, flush: bool = True) -> None:
         """Record an answer in memory and append it to this job's file (flushed at once unless
         the caller flushes later; a kill between flushes can leave a torn last line)."""
-        self.answers[key] = verdict
+        with self._lock:
+            self.answers[key] = verdict
         if self._handle is None:
             self.folder.mkdir(parents=True, exist_ok=True)
             self._handle = open(self.own_file, "ab")

@@ -163,6 +163,13 @@ class Invalid:
         self.reason = reason
 
 
+@dataclass(frozen=True)
+class Cached:
+    """A verdict found in the cache after the job started (another job's answer)."""
+
+    verdict: Any
+
+
 @dataclass
 class Request:
     key: str
@@ -298,9 +305,11 @@ class OpenAIJudge:
                 if error is not None:
                     self._stop.set()
                     raise error
-                results[req.key] = outcome
-                if not isinstance(outcome, Invalid):
+                if isinstance(outcome, Cached):
+                    outcome = outcome.verdict
+                elif not isinstance(outcome, Invalid):
                     self.cache.add(req.key, outcome, flush=answers.empty())
+                results[req.key] = outcome
                 if count % progress_every == 0:
                     print(f"judge: {count}/{len(needed)} answered, {self.calls} requests sent", flush=True)
         finally:
@@ -335,6 +344,10 @@ class OpenAIJudge:
     def _ask(self, req: Request) -> Any:
         """The verdict for one request, after retries; or :class:`Invalid`; or a raised
         :class:`JudgeError` for a failure that no retry can fix."""
+        found, verdict = self.cache.lookup_fresh(req.key)
+        if found:  # answered meanwhile by a judging job running beside this one
+            self._note("answered by a parallel job")
+            return Cached(verdict)
         errors = unparsed = 0
         while True:
             if self._stop.is_set():
