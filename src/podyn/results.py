@@ -29,5 +29,7 @@ def read_scores(paths: Sequence[Path], runs: Sequence[str], seeds: Sequence[int]
     (run, seed) pair, with ``run`` and ``seed`` columns."""
     _check_lengths(paths, runs, "scores")
     _check_lengths(paths, seeds, "scores")
-    return pd.concat([pd.read_csv(path).assign(run=run, seed=int(seed)) for path, run, seed in zip(paths, runs, seeds)], ignore_index=True)
-
+    return pd.concat(
+        [pd.read_csv(path).assign(run=run, seed=int(seed)) for path, run, seed in zip(paths, runs, seeds)],
+        ignore_index=True,
+    )
