@@ -81,8 +81,11 @@ def stage_config(stage: Stage, source: str, run: str | None) -> Any:
     except json.JSONDecodeError as err:
         raise ConfigError(f"--config: not valid JSON: {err}") from None
     objective = None
-    if stage.per_run:
-        objective = ((raw.get("runs") or {}).get(run) or {}).get("objective") if isinstance(raw, dict) else None
+    if stage.per_run:  # the run's objective names the section the excerpt must hold
+        try:
+            objective = raw["runs"][run]["objective"]
+        except (KeyError, TypeError):
+            raise ConfigError(f"--config: missing 'runs.{run}.objective'") from None
         if objective not in OBJECTIVES:
             raise ConfigError(
                 f"--config: invalid value at 'runs.{run}.objective': "
