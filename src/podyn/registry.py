@@ -96,7 +96,6 @@ STAGES: dict[str, Stage] = {
             "podyn.stages.prepare_data:prepare_data",
             "Generate (synthetic) or load (paper) every data split as JSON lines.",
             reads=("seed", "data"),
-            torch=True,
             args=(Arg("--out", "output directory of the splits"),),
         ),
         Stage(
