@@ -30,7 +30,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def test_committed_schema_is_generated_from_the_models():
-    assert SCHEMA_PATH.read_text() == schema_text(), "run `python -m podyn.config --write-schema` and commit the schema"
+    assert SCHEMA_PATH.read_text() == schema_text(), (
+        "run `python -m podyn.config --write-schema` and commit the schema"
+    )
 
 
 def _documented_defaults(schema: dict[str, Any], node: dict[str, Any]) -> Any:
@@ -67,8 +69,13 @@ def test_defaults_that_used_to_disagree():
 def test_beta_reaches_the_objective_under_its_name(tiny_raw):
     """YAML ``dpo.beta`` -> typed ``DPOConfig.beta`` -> ``dpo_terms(..., beta=...)``; a run's
     override is validated as the objective's section."""
-    cfg = validate_config({**tiny_raw, "runs": {"dpo": {"objective": "dpo"}, "hot": {"objective": "dpo", "overrides": {"beta": 0.9}}},
-                           "select": None})
+    cfg = validate_config(
+        {
+            **tiny_raw,
+            "runs": {"dpo": {"objective": "dpo"}, "hot": {"objective": "dpo", "overrides": {"beta": 0.9}}},
+            "select": None,
+        }
+    )
     assert isinstance(resolve_run(cfg, "dpo").hyper, DPOConfig)
     assert resolve_run(cfg, "dpo").hyper.beta == tiny_raw["dpo"]["beta"]
     assert resolve_run(cfg, "hot").hyper.beta == 0.9
@@ -111,7 +118,9 @@ def test_every_stage_entry_point_and_keys_exist(tiny_cfg):
             params = inspect.signature(entry).parameters
             assert {a.dest for a in stage.args} <= set(params), stage.name
         keys = stage.keys("dpo", "dpo") if stage.per_run else stage.keys()
-        assert json.loads(stage_config(tiny_cfg, stage.name, "dpo" if stage.per_run else None)) == excerpt(tiny_cfg, keys)
+        assert json.loads(stage_config(tiny_cfg, stage.name, "dpo" if stage.per_run else None)) == excerpt(
+            tiny_cfg, keys
+        )
 
 
 def test_cli_help_per_stage(capsys):
@@ -126,10 +135,28 @@ def test_cli_help_per_stage(capsys):
 
 def test_cli_rejects_an_excerpt_with_a_bad_value(tmp_path, capsys):
     cfg = json.dumps({"judge": {"type": "oracle"}})
-    argv = ["judge", "--config", cfg, "--run", "dpo", "--seed", "0", "--generations", "g", "--baseline", "b", "--out", str(tmp_path / "o.csv"),
-            "--cache", "c"]
+    argv = [
+        "judge",
+        "--config",
+        cfg,
+        "--run",
+        "dpo",
+        "--seed",
+        "0",
+        "--generations",
+        "g",
+        "--baseline",
+        "b",
+        "--out",
+        str(tmp_path / "o.csv"),
+        "--cache",
+        "c",
+    ]
     assert main(argv) == 2
-    assert "podyn judge: error: --config: invalid value at 'judge.type': Input should be 'gold' or 'openai', got 'oracle'" in capsys.readouterr().err
+    assert (
+        "podyn judge: error: --config: invalid value at 'judge.type': Input should be 'gold' or 'openai', got 'oracle'"
+        in capsys.readouterr().err
+    )
 
 
 def test_seeds_from_the_snakemake_command_line():
@@ -143,4 +170,7 @@ def test_snakefile_imports_no_torch():
     import sys
 
     code = "import sys, podyn.config, podyn.registry; print('torch' in sys.modules)"
-    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"
+    assert (
+        subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+        == "False"
+    )

@@ -32,8 +32,12 @@ def _quiet_libraries() -> None:
 
 
 _ARG_TYPES: dict[str, dict[str, Any]] = {
-    "path": {}, "str": {}, "int": {"type": int},
-    "paths": {"nargs": "+"}, "strs": {"nargs": "+"}, "ints": {"nargs": "+", "type": int},
+    "path": {},
+    "str": {},
+    "int": {"type": int},
+    "paths": {"nargs": "+"},
+    "strs": {"nargs": "+"},
+    "ints": {"nargs": "+", "type": int},
 }
 
 
@@ -42,16 +46,22 @@ def _add_argument(parser: argparse.ArgumentParser, arg: Arg) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="podyn", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="podyn", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="stage", required=True, metavar="<stage>")
     for stage in STAGES.values():
         reads = ", ".join(stage.reads) if stage.reads else "nothing"
         description = f"{stage.help}\n\nConfig keys read: {reads}."
-        parser_ = sub.add_parser(stage.name, help=stage.help, description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+        parser_ = sub.add_parser(
+            stage.name, help=stage.help, description=description, formatter_class=argparse.RawDescriptionHelpFormatter
+        )
         if stage.reads:
             parser_.add_argument("--config", required=True, help="a config file, or the JSON excerpt a rule passes")
         if stage.torch:
-            parser_.add_argument("--threads", type=int, default=None, help="torch threads (default: the config file's `threads`)")
+            parser_.add_argument(
+                "--threads", type=int, default=None, help="torch threads (default: the config file's `threads`)"
+            )
         for arg in stage.args:
             _add_argument(parser_, arg)
     return parser
@@ -71,10 +81,16 @@ def stage_config(stage: Stage, source: str, run: str | None) -> Any:
     except json.JSONDecodeError as err:
         raise ConfigError(f"--config: not valid JSON: {err}") from None
     objective = None
-    if stage.per_run:
-        objective = ((raw.get("runs") or {}).get(run) or {}).get("objective") if isinstance(raw, dict) else None
+    if stage.per_run:  # the run's objective names the section the excerpt must hold
+        try:
+            objective = raw["runs"][run]["objective"]
+        except (KeyError, TypeError):
+            raise ConfigError(f"--config: missing 'runs.{run}.objective'") from None
         if objective not in OBJECTIVES:
-            raise ConfigError(f"--config: invalid value at 'runs.{run}.objective': expected one of {', '.join(OBJECTIVES)}, got {objective!r}")
+            raise ConfigError(
+                f"--config: invalid value at 'runs.{run}.objective': "
+                f"expected one of {', '.join(OBJECTIVES)}, got {objective!r}"
+            )
     return validate_excerpt(raw, stage.keys(objective, run), "--config")
 
 

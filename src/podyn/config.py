@@ -88,16 +88,24 @@ class SyntheticDataConfig(Section):
         description="Per family, the probability that the SFT demonstrator copies the list instead of transforming it "
         "(a family not listed: 0).",
     )
-    sft_token_noise: float = Field(0.05, ge=0, le=1, description="Probability that the SFT demonstrator replaces a word.")
+    sft_token_noise: float = Field(
+        0.05, ge=0, le=1, description="Probability that the SFT demonstrator replaces a word."
+    )
     pref_lazy_prob_range: list[float] = Field(
-        default_factory=lambda: [0.2, 0.9], min_length=2, max_length=2,
+        default_factory=lambda: [0.2, 0.9],
+        min_length=2,
+        max_length=2,
         description="Range of a preference demonstrator's lazy probability (drawn per response).",
     )
     pref_token_noise_range: list[float] = Field(
-        default_factory=lambda: [0.0, 0.2], min_length=2, max_length=2,
+        default_factory=lambda: [0.0, 0.2],
+        min_length=2,
+        max_length=2,
         description="Range of a preference demonstrator's word-replacement probability (drawn per response).",
     )
-    pref_length_noise: float = Field(0.3, ge=0, le=1, description="Probability that a preference demonstrator drops or adds one word.")
+    pref_length_noise: float = Field(
+        0.3, ge=0, le=1, description="Probability that a preference demonstrator drops or adds one word."
+    )
     bt_temperature: float = Field(0.1, gt=0, description="Bradley-Terry annotator noise.")
     length_penalty: float = Field(0.2, ge=0, description="Gold reward's penalty per missing or extra word.")
 
@@ -113,11 +121,15 @@ class SyntheticDataConfig(Section):
 class PaperDataConfig(Section):
     """The paper setting's data (UltraFeedback for SFT and preferences, HH-RLHF helpfulness test prompts)."""
 
-    prefs_dataset: str = Field("HuggingFaceH4/ultrafeedback_binarized", description="Hub dataset of SFT and preference splits.")
+    prefs_dataset: str = Field(
+        "HuggingFaceH4/ultrafeedback_binarized", description="Hub dataset of SFT and preference splits."
+    )
     sft_split: str = Field("train_sft", description="Split of the SFT demonstrations.")
     prefs_split: str = Field("train_prefs", description="Split of the training preference pairs.")
     heldout_split: str = Field("test_prefs", description="Split of the held-out preference pairs.")
-    test_path: str | None = Field(None, description="A local HH-RLHF helpful-base test.jsonl(.gz); null loads test_dataset.")
+    test_path: str | None = Field(
+        None, description="A local HH-RLHF helpful-base test.jsonl(.gz); null loads test_dataset."
+    )
     test_dataset: str = Field("Anthropic/hh-rlhf", description="Hub dataset of the test prompts.")
     test_data_dir: str = Field("helpful-base", description="Its subset.")
     n_sft: int | None = Field(None, description="SFT demonstrations (null: all).")
@@ -144,17 +156,24 @@ class ArchConfig(Section):
     intermediate_size: int | None = Field(None, ge=1, description="MLP width (null: 4 * hidden_size).")
     max_position_embeddings: int = Field(64, ge=1, description="Longest sequence.")
     rotary_pct: float = Field(
-        1.0, gt=0, le=1,
-        description="Fraction of each head's dimensions that get rotary position embeddings (Pythia: 0.25; tiny heads need more).",
+        1.0,
+        gt=0,
+        le=1,
+        description="Fraction of each head's dimensions that get rotary position embeddings "
+        "(Pythia: 0.25; tiny heads need more).",
     )
 
 
 class ModelConfig(Section):
-    init: Literal["scratch", "pretrained"] = Field("scratch", description="Build a tiny model, or load `name_or_path`.")
+    init: Literal["scratch", "pretrained"] = Field(
+        "scratch", description="Build a tiny model, or load `name_or_path`."
+    )
     name_or_path: str = Field("EleutherAI/pythia-2.8b", description="Hub name or local path of a pretrained model.")
     arch: ArchConfig = Field(default_factory=ArchConfig)
     dtype: Literal["float32", "bfloat16", "float16", "float64"] = Field("float32", description="Parameter dtype.")
-    attn_implementation: Literal["eager", "sdpa", "flash_attention_2"] = Field("eager", description="transformers' attention kernel.")
+    attn_implementation: Literal["eager", "sdpa", "flash_attention_2"] = Field(
+        "eager", description="transformers' attention kernel."
+    )
 
 
 class TrainerConfig(Section):
@@ -170,9 +189,13 @@ class TrainerConfig(Section):
 
 
 class GenerationConfig(Section):
-    max_new_tokens: int = Field(8, ge=1, description="[choice] longest generated response; also the length of D' responses.")
+    max_new_tokens: int = Field(
+        8, ge=1, description="[choice] longest generated response; also the length of D' responses."
+    )
     max_prompt_tokens: int | None = Field(None, description="Prompts are cut to their last N tokens (null: no limit).")
-    max_response_tokens: int | None = Field(None, description="Training responses are cut to N tokens (null: no limit).")
+    max_response_tokens: int | None = Field(
+        None, description="Training responses are cut to N tokens (null: no limit)."
+    )
     eval_batch_size: int = Field(128, ge=1, description="Prompts per generation batch.")
 
 
@@ -183,7 +206,9 @@ class SupervisedConfig(Section):
     batch_size: int = Field(64, ge=1, description="Rows (SFT) or pairs (reward model) per step.")
     max_steps: int = Field(1000, ge=1, description="Optimiser steps.")
     warmup_steps: int = Field(0, ge=0, description="Linear warm-up steps.")
-    lr_schedule: Literal["constant", "cosine"] = Field("cosine", description="After warm-up: constant, or cosine decay to 0.")
+    lr_schedule: Literal["constant", "cosine"] = Field(
+        "cosine", description="After warm-up: constant, or cosine decay to 0."
+    )
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
 
 
@@ -195,9 +220,13 @@ class DPOConfig(Section):
     batch_size: int = Field(64, ge=1, description="Preference pairs per step (also the reference log-prob batch).")
     max_steps: int = Field(300, ge=1, description="Optimiser steps.")
     warmup_steps: int = Field(0, ge=0, description="Linear warm-up steps.")
-    lr_schedule: Literal["constant", "cosine"] = Field("constant", description="After warm-up: constant, or cosine decay to 0.")
+    lr_schedule: Literal["constant", "cosine"] = Field(
+        "constant", description="After warm-up: constant, or cosine decay to 0."
+    )
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
-    checkpoint_every: int = Field(30, ge=0, description="Analysis checkpoints (weights + batch) every K steps; 0 = none.")
+    checkpoint_every: int = Field(
+        30, ge=0, description="Analysis checkpoints (weights + batch) every K steps; 0 = none."
+    )
     eval_every: int = Field(30, ge=0, description="Judge the policy every K steps (the final step is always judged).")
     step_scale: float = Field(1.0, gt=0, description="Multiplies every step-valued schedule key (the paper's steps).")
 
@@ -210,7 +239,9 @@ class PPOConfig(Section):
     rollout_batch_size: int = Field(64, ge=1, description="Prompts per iteration (rollout batch).")
     mini_batch_size: int = Field(32, ge=1, description="Rollouts per optimiser step.")
     ppo_epochs: int = Field(2, ge=1, description="Passes over each rollout batch.")
-    iterations: int = Field(100, ge=1, description="PPO iterations (rollout batches); a training step is one iteration.")
+    iterations: int = Field(
+        100, ge=1, description="PPO iterations (rollout batches); a training step is one iteration."
+    )
     kl_coef: float = Field(0.05, ge=0, description="Per-token KL penalty to the reference.")
     gamma: float = Field(1.0, ge=0, le=1, description="GAE discount.")
     lam: float = Field(0.95, ge=0, le=1, description="GAE lambda.")
@@ -218,11 +249,15 @@ class PPOConfig(Section):
     cliprange_value: float = Field(0.2, gt=0, description="Value clip range.")
     vf_coef: float = Field(0.1, ge=0, description="Value-loss coefficient.")
     temperature: float = Field(1.0, gt=0, description="Rollout sampling temperature.")
-    missing_eos_penalty: float = Field(1.0, ge=0, description="Subtracted from the score of a response cut at max_new_tokens without EOS.")
+    missing_eos_penalty: float = Field(
+        1.0, ge=0, description="Subtracted from the score of a response cut at max_new_tokens without EOS."
+    )
     max_grad_norm: float | None = Field(1.0, description="Gradient clipping norm (null: none).")
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
     checkpoint_every: int = Field(10, ge=0, description="Analysis checkpoints every K iterations; 0 = none.")
-    eval_every: int = Field(10, ge=0, description="Judge the policy every K iterations (the final one is always judged).")
+    eval_every: int = Field(
+        10, ge=0, description="Judge the policy every K iterations (the final one is always judged)."
+    )
     step_scale: float = Field(1.0, gt=0, description="Multiplies every step-valued schedule key (the paper's steps).")
 
 
@@ -234,9 +269,12 @@ class RunConfig(Section):
 
     objective: Literal["dpo", "ppo"] = Field(description="The objective; its section holds the hyper-parameters.")
     label: str | None = Field(None, description="Legend label in figures (null: the run's name).")
-    weights: Weights = Field(default_factory=Weights, description="Component-weight schedules (see src/podyn/schedules.py).")
+    weights: Weights = Field(
+        default_factory=Weights, description="Component-weight schedules (see src/podyn/schedules.py)."
+    )
     overrides: dict[str, Any] = Field(
-        default_factory=dict, description="Keys of the objective's section overridden for this run (validated as that section)."
+        default_factory=dict,
+        description="Keys of the objective's section overridden for this run (validated as that section).",
     )
 
 
@@ -309,7 +347,9 @@ class DynamicsConfig(Section):
         description="Directional derivatives by forward-mode AD, by a central finite difference along gbar, "
         "or the direct reference (a backward pass per component).",
     )
-    fd_eps: float = Field(1.0e-3, gt=0, description="Finite-difference step as a length in parameter space (h = fd_eps / |gbar|).")
+    fd_eps: float = Field(
+        1.0e-3, gt=0, description="Finite-difference step as a length in parameter space (h = fd_eps / |gbar|)."
+    )
     dtype: Literal["float32", "float64", "bfloat16"] = Field("float32", description="dtype of the analysis.")
     chunk_rows: int | None = Field(None, description="Sequences per forward-mode pass (memory bound on large models).")
     per_layer: bool = Field(False, description="Also report G restricted to each layer's parameters.")
@@ -339,7 +379,9 @@ def _default_panels() -> dict[str, AblationPanel]:
 class FiguresConfig(Section):
     dpo_run: str = Field("dpo", description="The run drawn as DPO in figures 1 and 5.")
     ppo_run: str = Field("ppo", description="The run drawn as PPO in figures 2, 3 and 5.")
-    formats: list[Literal["png", "pdf", "svg"]] = Field(default_factory=lambda: ["png", "pdf"], description="File formats of every figure.")
+    formats: list[Literal["png", "pdf", "svg"]] = Field(
+        default_factory=lambda: ["png", "pdf"], description="File formats of every figure."
+    )
     symlog_linthresh: float | None = Field(
         None, description="[choice] linear range of the symmetric-log G axis (null: 10th percentile of |G|)."
     )
@@ -352,13 +394,21 @@ class FiguresConfig(Section):
 class ClaimsConfig(Section):
     """Thresholds of the paper-claims report, fixed before looking at the data."""
 
-    stable_fraction: float = Field(0.7, description="DPO is stable if at least this fraction of its checkpoints have G(TOT) > 0.")
-    offset_fraction: float = Field(0.5, description="POS and NEG offset if at least this fraction of checkpoints have opposite signs.")
+    stable_fraction: float = Field(
+        0.7, description="DPO is stable if at least this fraction of its checkpoints have G(TOT) > 0."
+    )
+    offset_fraction: float = Field(
+        0.5, description="POS and NEG offset if at least this fraction of checkpoints have opposite signs."
+    )
     joint_share_range: list[float] = Field(
-        default_factory=lambda: [0.2, 0.8], min_length=2, max_length=2,
+        default_factory=lambda: [0.2, 0.8],
+        min_length=2,
+        max_length=2,
         description="POS and NEG shape the targets jointly if NEG's median share of |G| lies in this range.",
     )
-    group_spread: float = Field(0.1, description="TOP/MID/BOT differ if their mean shares of |G| spread at least this much.")
+    group_spread: float = Field(
+        0.1, description="TOP/MID/BOT differ if their mean shares of |G| spread at least this much."
+    )
 
 
 # ----------------------------------------------------------------------------- the whole config
@@ -373,10 +423,14 @@ class Config(Section):
     that names the key. Keys marked [choice] are where the paper is silent and the method
     fixed an interpretation (the default is that choice)."""
 
-    experiment: str = Field("default", pattern=r"^[A-Za-z0-9_.-]+$", description="Results go to <results_dir>/<experiment>/.")
+    experiment: str = Field(
+        "default", pattern=r"^[A-Za-z0-9_.-]+$", description="Results go to <results_dir>/<experiment>/."
+    )
     results_dir: str = Field("results", description="Root of every output.")
     seed: int = Field(0, description="Seed of data generation, initialisation, SFT and reward model.")
-    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1, description="One preference-optimization run per seed.")
+    seeds: list[int] = Field(
+        default_factory=lambda: [0], min_length=1, description="One preference-optimization run per seed."
+    )
     threads: int = Field(1, ge=1, description="torch threads per job.")
     select: list[str] | None = Field(None, description="Train only these runs (null: all of `runs`).")
     data: DataConfig = Field(default_factory=DataConfig)
@@ -388,7 +442,8 @@ class Config(Section):
     dpo: DPOConfig = Field(default_factory=DPOConfig)
     ppo: PPOConfig = Field(default_factory=PPOConfig)
     runs: dict[str, RunConfig] = Field(
-        default_factory=_default_runs, min_length=1,
+        default_factory=_default_runs,
+        min_length=1,
         description="The runs: name -> objective, component-weight schedules, overrides.",
     )
     judge: JudgeConfig = Field(default_factory=JudgeConfig)
@@ -462,7 +517,9 @@ def resolve_run(cfg: Any, name: str) -> ResolvedRun:
         hyper = OBJECTIVES[run.objective].model_validate({**section.model_dump(by_alias=True), **run.overrides})
     except ValidationError as err:
         raise ConfigError(format_errors(err, f"runs.{name}.overrides")) from None
-    return ResolvedRun(name=name, objective=run.objective, hyper=hyper, weights=scale_steps(run.weights, hyper.step_scale))
+    return ResolvedRun(
+        name=name, objective=run.objective, hyper=hyper, weights=scale_steps(run.weights, hyper.step_scale)
+    )
 
 
 # ----------------------------------------------------------------------------- errors
@@ -487,7 +544,10 @@ def _describe(error: dict[str, Any]) -> tuple[str, str]:
 
 def format_errors(err: ValidationError, source: str) -> str:
     """One line per error: ``<source>: invalid value at '<key path>': <message>``."""
-    lines = dict.fromkeys(f"{source}: invalid value at '{path}': {message}" for path, message in map(_describe, err.errors(include_url=False)))
+    lines = dict.fromkeys(
+        f"{source}: invalid value at '{path}': {message}"
+        for path, message in map(_describe, err.errors(include_url=False))
+    )
     return "\n".join(lines)
 
 
@@ -606,7 +666,9 @@ class _DocumentedDefaults(GenerateJsonSchema):
 
     def default_schema(self, schema):
         if "default_factory" in schema and not schema.get("default_factory_takes_data"):
-            schema = {k: v for k, v in schema.items() if k != "default_factory"} | {"default": schema["default_factory"]()}
+            schema = {k: v for k, v in schema.items() if k != "default_factory"} | {
+                "default": schema["default_factory"]()
+            }
         return super().default_schema(schema)
 
 
@@ -623,7 +685,9 @@ def schema_text() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m podyn.config", description="The config's JSON schema and defaults.")
+    parser = argparse.ArgumentParser(
+        prog="python -m podyn.config", description="The config's JSON schema and defaults."
+    )
     action = parser.add_mutually_exclusive_group(required=True)
     action.add_argument("--write-schema", action="store_true", help=f"regenerate {SCHEMA_PATH.relative_to(REPO)}")
     action.add_argument("--check-schema", action="store_true", help="exit 1 if the committed schema is out of date")

@@ -38,8 +38,12 @@ def build_word_tokenizer(words: list[str]) -> PreTrainedTokenizerFast:
     )
 
 
-def build_gpt_neox(vocab_size: int, tokenizer: PreTrainedTokenizerBase, arch: ArchConfig, seed: int) -> GPTNeoXForCausalLM:
-    """A Pythia-architecture model with random weights."""
+def build_gpt_neox(
+    vocab_size: int, tokenizer: PreTrainedTokenizerBase, arch: ArchConfig | dict, seed: int
+) -> GPTNeoXForCausalLM:
+    """A Pythia-architecture model with random weights; ``arch`` is the config's
+    ``model.arch`` (typed, or its YAML form, which is validated)."""
+    arch = ArchConfig.model_validate(arch)
     torch.manual_seed(seed)
     config = GPTNeoXConfig(
         vocab_size=vocab_size,

@@ -30,6 +30,8 @@ def read_scores(paths: Sequence[Path], runs: Sequence[str], seeds: Sequence[int]
     are left out."""
     _check_lengths(paths, runs, "scores")
     _check_lengths(paths, seeds, "scores")
-    frame = pd.concat([pd.read_csv(path).assign(run=run, seed=int(seed)) for path, run, seed in zip(paths, runs, seeds)], ignore_index=True)
+    frame = pd.concat(
+        [pd.read_csv(path).assign(run=run, seed=int(seed)) for path, run, seed in zip(paths, runs, seeds)],
+        ignore_index=True,
+    )
     return frame.dropna(subset=["score"]).reset_index(drop=True)
-

@@ -78,7 +78,9 @@ class RampSpec(_Spec):
 class Wave(_Spec):
     period: float = Field(gt=0, description="Period in steps (the paper's).")
     amplitude: float = Field(description="tau in 1 + tau * s(t).")
-    shape: Literal["sine", "square"] = Field("sine", description="s(t): a sine, or the square wave of the same period.")
+    shape: Literal["sine", "square"] = Field(
+        "sine", description="s(t): a sine, or the square wave of the same period."
+    )
     phase: float = Field(0.0, description="Shift of t in steps (the paper's).")
 
 

@@ -10,7 +10,9 @@ import pandas as pd
 from scipy import stats as scipy_stats
 
 
-def bootstrap_ci(scores: np.ndarray, samples: int = 2000, confidence: float = 0.95, seed: int = 0) -> tuple[float, float, float]:
+def bootstrap_ci(
+    scores: np.ndarray, samples: int = 2000, confidence: float = 0.95, seed: int = 0
+) -> tuple[float, float, float]:
     """Mean of ``scores`` and its percentile-bootstrap confidence interval over prompts."""
     scores = np.asarray(scores, dtype=float)
     rng = np.random.default_rng(seed)
@@ -28,7 +30,12 @@ def seed_interval(values: np.ndarray, confidence: float) -> tuple[float, float]:
 
 
 def paired_difference(
-    scores: pd.DataFrame, variant: str, baseline: str, samples: int, confidence: float, step: Literal["final", "best"] = "final"
+    scores: pd.DataFrame,
+    variant: str,
+    baseline: str,
+    samples: int,
+    confidence: float,
+    step: Literal["final", "best"] = "final",
 ) -> dict[str, float]:
     """Win-rate difference variant - baseline at each run's final (or best) step, paired by
     prompt and seed, with a bootstrap interval over prompts. ``scores`` holds per-prompt judge
@@ -43,7 +50,13 @@ def paired_difference(
     common = a.index.intersection(b.index)
     diff = (a[common] - b[common]).groupby(level="prompt_index").mean().to_numpy()
     mean, lo, hi = bootstrap_ci(diff, samples, confidence, seed=0)
-    return {"difference": mean, "ci_low": lo, "ci_high": hi, "n_prompts": len(diff), "n_seeds": common.get_level_values("seed").nunique()}
+    return {
+        "difference": mean,
+        "ci_low": lo,
+        "ci_high": hi,
+        "n_prompts": len(diff),
+        "n_seeds": common.get_level_values("seed").nunique(),
+    }
 
 
 def verdict(low: float, high: float) -> str:

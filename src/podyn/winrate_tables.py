@@ -24,9 +24,18 @@ def _summary(scores: pd.DataFrame, step: int, winrate: WinrateConfig, prefix: st
     mean, lo, hi = bootstrap_ci(per_prompt, winrate.bootstrap_samples, winrate.confidence, seed=step)
     s_lo, s_hi = seed_interval(per_seed, winrate.confidence)
     # the length-controlled win rate over every (seed, prompt) judgement at this step
-    lc = length_controlled_win_rate(at["score"].to_numpy(), at["length_diff"].to_numpy()) if "length_diff" in at else float("nan")
-    return {f"{prefix}_step": step, f"{prefix}_win_rate": mean, f"{prefix}_seed_ci_low": s_lo, f"{prefix}_seed_ci_high": s_hi,
-            f"{prefix}_prompt_ci_low": lo, f"{prefix}_prompt_ci_high": hi, f"{prefix}_lc_win_rate": lc}
+    lc = float("nan")
+    if "length_diff" in at:
+        lc = length_controlled_win_rate(at["score"].to_numpy(), at["length_diff"].to_numpy())
+    return {
+        f"{prefix}_step": step,
+        f"{prefix}_win_rate": mean,
+        f"{prefix}_seed_ci_low": s_lo,
+        f"{prefix}_seed_ci_high": s_hi,
+        f"{prefix}_prompt_ci_low": lo,
+        f"{prefix}_prompt_ci_high": hi,
+        f"{prefix}_lc_win_rate": lc,
+    }
 
 
 def panel_order(panels: dict[str, AblationPanel], runs: Iterable[str]) -> list[str]:
@@ -35,7 +44,9 @@ def panel_order(panels: dict[str, AblationPanel], runs: Iterable[str]) -> list[s
     return list(dict.fromkeys([*ordered, *sorted(runs)]))
 
 
-def winrate_table(scores: pd.DataFrame, runs: dict[str, RunConfig], winrate: WinrateConfig, order: list[str] | None = None) -> pd.DataFrame:
+def winrate_table(
+    scores: pd.DataFrame, runs: dict[str, RunConfig], winrate: WinrateConfig, order: list[str] | None = None
+) -> pd.DataFrame:
     """Per run: the final and the best judged step's win rate (mean over seeds), with a 95%
     t-interval across seeds and a bootstrap interval over prompts. A run with scores but no
     entry in ``runs`` is labelled with its name."""
@@ -44,7 +55,12 @@ def winrate_table(scores: pd.DataFrame, runs: dict[str, RunConfig], winrate: Win
         curve = frame.groupby("step")["score"].mean()
         spec = runs.get(run)
         label = run if spec is None or spec.label is None else spec.label
-        row = {"run": run, "label": label, "objective": "" if spec is None else spec.objective, "n_seeds": frame["seed"].nunique()}
+        row = {
+            "run": run,
+            "label": label,
+            "objective": "" if spec is None else spec.objective,
+            "n_seeds": frame["seed"].nunique(),
+        }
         row.update(_summary(frame, int(curve.index.max()), winrate, "final"))
         row.update(_summary(frame, int(curve.idxmax()), winrate, "best"))
         rows.append(row)
@@ -61,10 +77,31 @@ def comparisons(scores: pd.DataFrame, panels: dict[str, AblationPanel], winrate:
             continue
         for variant in (r for r in spec.runs if r in present):
             for step in ("final", "best"):
-                result = paired_difference(scores, variant, spec.baseline, winrate.bootstrap_samples, winrate.confidence, step)
-                rows.append({"panel": panel, "variant": variant, "baseline": spec.baseline, "step": step, **result,
-                             "verdict": verdict(result["ci_low"], result["ci_high"])})
-    columns = ["panel", "variant", "baseline", "step", "difference", "ci_low", "ci_high", "n_prompts", "n_seeds", "verdict"]
+                result = paired_difference(
+                    scores, variant, spec.baseline, winrate.bootstrap_samples, winrate.confidence, step
+                )
+                rows.append(
+                    {
+                        "panel": panel,
+                        "variant": variant,
+                        "baseline": spec.baseline,
+                        "step": step,
+                        **result,
+                        "verdict": verdict(result["ci_low"], result["ci_high"]),
+                    }
+                )
+    columns = [
+        "panel",
+        "variant",
+        "baseline",
+        "step",
+        "difference",
+        "ci_low",
+        "ci_high",
+        "n_prompts",
+        "n_seeds",
+        "verdict",
+    ]
     return pd.DataFrame(rows, columns=columns)
 
 
@@ -75,15 +112,23 @@ def _fmt(mean: float, low: float, high: float) -> str:
 def write_tables(table: pd.DataFrame, out_stem: Path) -> None:
     """``winrates.csv`` (every number), ``winrates.md`` and ``winrates.tex`` (formatted)."""
     write_csv(out_stem.with_suffix(".csv"), table)
-    display = pd.DataFrame({
-        "run": table["run"],
-        "final win rate (seed CI)": [_fmt(*r) for r in table[["final_win_rate", "final_seed_ci_low", "final_seed_ci_high"]].to_numpy()],
-        "final (prompt CI)": [_fmt(*r) for r in table[["final_win_rate", "final_prompt_ci_low", "final_prompt_ci_high"]].to_numpy()],
-        "final LC win rate": [f"{v:.3f}" for v in table["final_lc_win_rate"]],
-        "best win rate (prompt CI)": [_fmt(*r) for r in table[["best_win_rate", "best_prompt_ci_low", "best_prompt_ci_high"]].to_numpy()],
-        "best step": table["best_step"],
-        "seeds": table["n_seeds"],
-    })
+    display = pd.DataFrame(
+        {
+            "run": table["run"],
+            "final win rate (seed CI)": [
+                _fmt(*r) for r in table[["final_win_rate", "final_seed_ci_low", "final_seed_ci_high"]].to_numpy()
+            ],
+            "final (prompt CI)": [
+                _fmt(*r) for r in table[["final_win_rate", "final_prompt_ci_low", "final_prompt_ci_high"]].to_numpy()
+            ],
+            "final LC win rate": [f"{v:.3f}" for v in table["final_lc_win_rate"]],
+            "best win rate (prompt CI)": [
+                _fmt(*r) for r in table[["best_win_rate", "best_prompt_ci_low", "best_prompt_ci_high"]].to_numpy()
+            ],
+            "best step": table["best_step"],
+            "seeds": table["n_seeds"],
+        }
+    )
     write_text(out_stem.with_suffix(".md"), display.to_markdown(index=False) + "\n")
     write_text(out_stem.with_suffix(".tex"), display.to_latex(index=False, escape=True))
 

@@ -20,5 +20,13 @@ def generate_responses(cfg: Config, *, data: Path, model: Path, out: Path) -> No
     policy = load_policy(model, cfg.model).eval().to(inference_device(cfg.trainer))
     prompts = data_mod.load_split(data, "test")["prompt"]
     gen = cfg.generation
-    responses = greedy_responses(policy, tokenizer, prompts, gen.max_new_tokens, gen.eval_batch_size, gen.max_prompt_tokens)
-    write_jsonl(out, [{"step": 0, "prompt_index": i, "prompt": p, "response": r} for i, (p, r) in enumerate(zip(prompts, responses))])
+    responses = greedy_responses(
+        policy, tokenizer, prompts, gen.max_new_tokens, gen.eval_batch_size, gen.max_prompt_tokens
+    )
+    write_jsonl(
+        out,
+        [
+            {"step": 0, "prompt_index": i, "prompt": p, "response": r}
+            for i, (p, r) in enumerate(zip(prompts, responses))
+        ],
+    )

@@ -27,7 +27,12 @@ def reference_logps(cfg: Config, *, data: Path, sft: Path, out: Path) -> None:
     chosen, rejected = [], []
     for batch in loader:
         batch = {k: v.to(device) for k, v in batch.items()}
-        c, r = sequence_logps(model, batch["input_ids"], batch["attention_mask"], batch["response_mask"]).double().cpu().chunk(2)
+        c, r = (
+            sequence_logps(model, batch["input_ids"], batch["attention_mask"], batch["response_mask"])
+            .double()
+            .cpu()
+            .chunk(2)
+        )
         chosen.append(c)
         rejected.append(r)
     with atomic_path(out) as tmp:

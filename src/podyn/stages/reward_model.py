@@ -20,7 +20,10 @@ from ..training.reward import RewardModule, pairwise_hits
 
 
 def reward_model(cfg: Config, *, data: Path, sft: Path, out: Path, metrics: Path, workdir: Path) -> None:
-    settings = {"seed": cfg.seed, **{k: getattr(cfg, k).model_dump(mode="json") for k in ("model", "trainer", "generation", "reward_model")}}
+    settings = {
+        "seed": cfg.seed,
+        **{k: getattr(cfg, k).model_dump(mode="json") for k in ("model", "trainer", "generation", "reward_model")},
+    }
     prepare_workdir(workdir, settings, [Path(data) / "prefs_train.jsonl", sft])
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     tokenizer = load_tokenizer(sft)

@@ -16,7 +16,10 @@ from ..training.sft import SFTModule
 
 
 def sft(cfg: Config, *, data: Path, base: Path, out: Path, workdir: Path) -> None:
-    settings = {"seed": cfg.seed, **{k: getattr(cfg, k).model_dump(mode="json") for k in ("model", "trainer", "generation", "sft")}}
+    settings = {
+        "seed": cfg.seed,
+        **{k: getattr(cfg, k).model_dump(mode="json") for k in ("model", "trainer", "generation", "sft")},
+    }
     prepare_workdir(workdir, settings, [Path(data) / "sft.jsonl", base])
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     tokenizer = load_tokenizer(base)

@@ -23,16 +23,32 @@ from ..training.ppo import PPOModule
 
 
 def train_run(
-    cfg: Config, *, run: str, seed: int, data: Path, sft: Path, reward: Path, ref_logps: Path, workdir: Path,
-    generations: Path, checkpoints: Path, records: Path, metrics: Path,
+    cfg: Config,
+    *,
+    run: str,
+    seed: int,
+    data: Path,
+    sft: Path,
+    reward: Path,
+    ref_logps: Path,
+    workdir: Path,
+    generations: Path,
+    checkpoints: Path,
+    records: Path,
+    metrics: Path,
 ) -> None:
     resolved = resolve_run(cfg, run)
     hyper = resolved.hyper
     workdir = Path(workdir)
     settings = {
-        "run": {"name": run, "objective": resolved.objective, "hyper": hyper.model_dump(mode="json"),
-                "weights": resolved.weights.model_dump(mode="json", by_alias=True)},
-        "seed": seed, **{k: getattr(cfg, k).model_dump(mode="json") for k in ("model", "trainer", "generation")},
+        "run": {
+            "name": run,
+            "objective": resolved.objective,
+            "hyper": hyper.model_dump(mode="json"),
+            "weights": resolved.weights.model_dump(mode="json", by_alias=True),
+        },
+        "seed": seed,
+        **{k: getattr(cfg, k).model_dump(mode="json") for k in ("model", "trainer", "generation")},
     }
     prepare_workdir(workdir, settings, [data, sft, reward, ref_logps])
     L.seed_everything(seed, workers=True, verbose=False)
@@ -41,8 +57,17 @@ def train_run(
     gen = cfg.generation
     prompts = data_mod.load_split(data, "test")["prompt"]
     total = hyper.max_steps if resolved.objective == "dpo" else hyper.iterations
-    recorder = RunRecorder(workdir, tokenizer, prompts, total, hyper.checkpoint_every, hyper.eval_every,
-                           gen.max_new_tokens, gen.max_prompt_tokens, gen.eval_batch_size)
+    recorder = RunRecorder(
+        workdir,
+        tokenizer,
+        prompts,
+        total,
+        hyper.checkpoint_every,
+        hyper.eval_every,
+        gen.max_new_tokens,
+        gen.max_prompt_tokens,
+        gen.eval_batch_size,
+    )
     if resolved.objective == "dpo":
         module, loader, max_steps = _dpo_setup(cfg, resolved, policy, tokenizer, recorder, data, ref_logps, seed)
     else:
@@ -59,19 +84,36 @@ def dpo_dataset(data: Path, ref_logps: Path) -> Dataset:
     ref = torch.load(ref_logps)
     dataset = data_mod.load_split(data, "prefs_train")
     if len(ref["chosen"]) != len(dataset):
-        raise DataError(f"{ref_logps}: {len(ref['chosen'])} reference log-probs for {len(dataset)} pairs; rerun the reference_logps rule")
+        raise DataError(
+            f"{ref_logps}: {len(ref['chosen'])} reference log-probs for {len(dataset)} pairs; "
+            "rerun the reference_logps rule"
+        )
     dataset = dataset.add_column("index", list(range(len(dataset))))
-    return dataset.add_column("ref_chosen", ref["chosen"].tolist()).add_column("ref_rejected", ref["rejected"].tolist())
+    return dataset.add_column("ref_chosen", ref["chosen"].tolist()).add_column(
+        "ref_rejected", ref["rejected"].tolist()
+    )
 
 
-def _dpo_setup(cfg: Config, run: ResolvedRun, policy, tokenizer, recorder: RunRecorder, data: Path, ref_logps: Path, seed: int):
+def _dpo_setup(
+    cfg: Config, run: ResolvedRun, policy, tokenizer, recorder: RunRecorder, data: Path, ref_logps: Path, seed: int
+):
     gen = cfg.generation
     collate = pair_collator(tokenizer, gen.max_prompt_tokens, gen.max_response_tokens)
     loader = shuffled_loader(dpo_dataset(data, ref_logps), run.hyper.batch_size, collate, seed)
     return DPOModule(policy, run.hyper, run.weights, recorder), loader, run.hyper.max_steps
 
 
-def _ppo_setup(cfg: Config, run: ResolvedRun, policy, tokenizer, recorder: RunRecorder, data: Path, sft: Path, reward: Path, seed: int):
+def _ppo_setup(
+    cfg: Config,
+    run: ResolvedRun,
+    policy,
+    tokenizer,
+    recorder: RunRecorder,
+    data: Path,
+    sft: Path,
+    reward: Path,
+    seed: int,
+):
     gen, hyper = cfg.generation, run.hyper
     prompts = data_mod.load_split(data, "prefs_train")["prompt"]
 

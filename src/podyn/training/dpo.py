@@ -19,7 +19,9 @@ class DPOModule(L.LightningModule):
     """DPO's training step; ``hyper`` is the run's ``dpo`` section (with its overrides) and
     ``weights`` its component-weight schedules."""
 
-    def __init__(self, policy: torch.nn.Module, hyper: DPOConfig, weights: Weights, recorder: RunRecorder | None) -> None:
+    def __init__(
+        self, policy: torch.nn.Module, hyper: DPOConfig, weights: Weights, recorder: RunRecorder | None
+    ) -> None:
         super().__init__()
         self.policy = policy.train()  # from_pretrained returns eval mode
         self.hyper = hyper
