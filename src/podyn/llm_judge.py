@@ -297,6 +297,7 @@ class OpenAIJudge:
 
         progress_every = max(1, len(needed) // 10)
         pool = ThreadPoolExecutor(max_workers=self.cfg.concurrency, thread_name_prefix="judge")
+        self.client  # noqa: B018 - made once here, shared by the worker threads
         try:
             for req in needed:
                 pool.submit(work, req)
