@@ -1,5 +1,5 @@
 """The run grid's results: win-rate tables with confidence intervals across seeds and over
-prompts, and paired comparisons of each variant with its baseline (method.md §4-§6)."""
+prompts, and paired comparisons of each variant with its baseline (docs/method.md §4-§6)."""
 
 from __future__ import annotations
 

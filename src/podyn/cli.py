@@ -58,6 +58,15 @@ STAGES: dict[str, tuple[str, list[tuple[str, dict]]]] = {
     "ablations": ("Win-rate tables, paired comparisons with baselines, and figure 4.", [("--winrates", {"required": True}), ("--scores", {"nargs": "+", "required": True}), ("--tables", {"required": True}), ("--figures", {"required": True})]),
     "concat": ("Concatenate CSV tables with the same columns.", [("--inputs", {"nargs": "+", "required": True}), ("--out", {"required": True})]),
     "winrates": ("Collect per-run judgements into winrates.csv.", [("--inputs", {"nargs": "+", "required": True}), ("--out", {"required": True}), ("--gold-out", {})]),
+    "report-pages": (
+        "HTML views of the win-rate table, the paired comparisons and the claims report, for `snakemake --report`.",
+        [
+            ("--winrates", {"required": True, "help": "tables/winrates.md"}),
+            ("--comparisons", {"required": True, "help": "tables/comparisons.csv"}),
+            ("--claims", {"required": True, "help": "claims.md"}),
+            ("--out", {"required": True, "help": "output directory"}),
+        ],
+    ),
 }
 
 
@@ -66,7 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="stage", required=True)
     for name, (help_text, arguments) in STAGES.items():
         stage = sub.add_parser(name, help=help_text, description=help_text)
-        stage.add_argument("--config", required=name not in ("winrates", "concat"), help="config file, or the JSON a rule passes")
+        needs_config = name not in ("winrates", "concat", "report-pages")
+        stage.add_argument("--config", required=needs_config, help="config file, or the JSON a rule passes")
         stage.add_argument("--threads", type=int, default=None, help="torch threads (default: config's `threads`)")
         for flag, kwargs in arguments:
             stage.add_argument(flag, **kwargs)
@@ -149,6 +159,10 @@ def run_stage(args: argparse.Namespace) -> None:
         from .evaluation import collect_winrates
 
         collect_winrates([Path(p) for p in args.inputs], paths["out"], paths.get("gold_out"))
+    elif stage == "report-pages":
+        from .report_pages import write_report_pages
+
+        write_report_pages(paths["winrates"], paths["comparisons"], paths["claims"], paths["out"])
 
 
 def main(argv: list[str] | None = None) -> int:

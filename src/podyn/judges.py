@@ -1,4 +1,4 @@
-"""Judges compare a method's response with the SFT model's (method.md §6): win 1, tie 0.5,
+"""Judges compare a method's response with the SFT model's (docs/method.md §6): win 1, tie 0.5,
 loss 0. The gold judge uses the synthetic task's known reward; the OpenAI judge asks an LLM
 in both orders, counts an inconsistent pair as a tie, and caches every answer on disk."""
 

@@ -24,6 +24,18 @@ RUNS = selected_runs(config)
 SEEDS = config["seeds"]
 SERIAL_THREADS = min(workflow.cores, 8)  # stages with nothing beside them in the DAG
 
+# `snakemake --report`: its categories (numbered: the report sorts them by name)
+REPORT_DYNAMICS = "1. Learning dynamics"
+REPORT_WINRATES = "2. Win rates"
+REPORT_CLAIMS = "3. Paper claims"
+
+
+def report_file(path, what, caption, category):
+    """``path`` marked for `snakemake --report`, with the caption workflow/report/<caption>.rst.
+    The report shows images and HTML pages inline and offers other files as downloads."""
+    labels = {"result": what, "file": path.removeprefix(f"{RESULTS}/")}
+    return report(path, caption=f"../report/{caption}.rst", category=category, labels=labels)
+
 
 wildcard_constraints:
     run="|".join(RUNS),
@@ -65,4 +77,5 @@ def final_targets():
         *rules.dynamics_figures.output,
         *rules.ablations.output,
         f"{RESULTS}/claims.md",
+        *rules.report_pages.output,
     ]

@@ -1,5 +1,14 @@
 DPO_FIG_RUN = config["figures"]["dpo_run"]
 PPO_FIG_RUN = config["figures"]["ppo_run"]
+FIGURE_FORMATS = config["figures"]["formats"]
+# `snakemake --report` shows one file of each figure inline: the raster one if there is one
+REPORT_FORMAT = next(fmt for fmt in ("png", "svg", "pdf") if fmt in FIGURE_FORMATS)
+
+
+def figure_files(name, what, category):
+    """A figure's files, one per configured format; the report shows the REPORT_FORMAT one."""
+    paths = {fmt: f"{RESULTS}/figures/{name}.{fmt}" for fmt in FIGURE_FORMATS}
+    return [report_file(path, what, name, category) if fmt == REPORT_FORMAT else path for fmt, path in paths.items()]
 
 
 def records_of(run):
@@ -14,7 +23,10 @@ rule dynamics_figures:
         dpo_records=records_of(DPO_FIG_RUN),
         ppo_records=records_of(PPO_FIG_RUN),
     output:
-        expand(f"{RESULTS}/figures/{{name}}.{{fmt}}", name=["fig1_dpo_dynamics", "fig2_ppo_dynamics", "fig3_ppo_advantages", "fig5_grad_magnitudes"], fmt=config["figures"]["formats"]),
+        figure_files("fig1_dpo_dynamics", "Figure 1: DPO dynamics", REPORT_DYNAMICS),
+        figure_files("fig2_ppo_dynamics", "Figure 2: PPO dynamics", REPORT_DYNAMICS),
+        figure_files("fig3_ppo_advantages", "Figure 3: PPO advantages", REPORT_DYNAMICS),
+        figure_files("fig5_grad_magnitudes", "Figure 5: gradient norms", REPORT_DYNAMICS),
     params:
         cfg=stage_config("figures"),
         out=f"{RESULTS}/figures",
@@ -32,9 +44,15 @@ rule ablations:
         winrates=rules.winrates.output.winrates,
         scores=expand(f"{RESULTS}/eval/judgements/{{run}}/seed{{seed}}_scores.csv", run=RUNS, seed=SEEDS),
     output:
-        tables=expand(f"{RESULTS}/tables/winrates.{{ext}}", ext=["csv", "md", "tex"]),
-        comparisons=f"{RESULTS}/tables/comparisons.csv",
-        figure=expand(f"{RESULTS}/figures/fig4_ablations.{{fmt}}", fmt=config["figures"]["formats"]),
+        tables=[
+            report_file(f"{RESULTS}/tables/winrates.csv", "Win-rate table (CSV)", "winrates", REPORT_WINRATES),
+            f"{RESULTS}/tables/winrates.md",
+            f"{RESULTS}/tables/winrates.tex",
+        ],
+        comparisons=report_file(
+            f"{RESULTS}/tables/comparisons.csv", "Paired comparisons (CSV)", "comparisons", REPORT_WINRATES
+        ),
+        figure=figure_files("fig4_ablations", "Figure 4: ablations and coordinated variants", REPORT_WINRATES),
     params:
         cfg=stage_config("figures", "winrate", runs=config["runs"]),
         tables=f"{RESULTS}/tables",
@@ -55,7 +73,7 @@ rule claims:
         comparisons=rules.ablations.output.comparisons,
     output:
         md=f"{RESULTS}/claims.md",
-        csv=f"{RESULTS}/claims.csv",
+        csv=report_file(f"{RESULTS}/claims.csv", "Paper claims (CSV)", "claims", REPORT_CLAIMS),
     params:
         cfg=stage_config("claims"),
     log:

@@ -33,7 +33,9 @@ rule reward_model:
         sft=rules.sft.output,
     output:
         model=directory(f"{RESULTS}/models/reward"),
-        metrics=f"{RESULTS}/eval/reward_model.csv",
+        metrics=report_file(
+            f"{RESULTS}/eval/reward_model.csv", "Reward model: held-out accuracy (CSV)", "reward_model", REPORT_WINRATES
+        ),
     params:
         cfg=stage_config("seed", "model", "trainer", "generation", "reward_model", "winrate"),
         data=f"{RESULTS}/data",
