@@ -7,7 +7,6 @@ from __future__ import annotations
 import re
 
 from conftest import REPO
-
 from podyn import config_docs
 from podyn.config import SCHEMA_PATH
 
@@ -23,7 +22,8 @@ def test_every_config_key_has_a_description():
     docs.render()
     undocumented = [key for key, text in docs.descriptions.items() if not text.strip()]
     assert not undocumented, f"keys without a description in the schema: {undocumented}"
-    assert {"dpo.beta", "ppo.kl_coef", "dynamics.method", "runs.<name>.weights.pos", "winrate.confidence"} <= set(docs.descriptions)
+    expected = {"dpo.beta", "ppo.kl_coef", "dynamics.method", "runs.<name>.weights.pos", "winrate.confidence"}
+    assert expected <= set(docs.descriptions)
     assert docs.named_types.keys() >= {"weight_spec"}
 
 
@@ -38,11 +38,21 @@ def test_check_fails_on_a_stale_page(tmp_path, capsys):
 def test_docs_and_docstrings_stay_inside_the_repository():
     """The spec lives in docs/method.md; nothing a user reads may point to a file beside the checkout."""
     outside = re.compile(r"\.\./shared|shared/docs|(?<![\w/])\.\./\.\.")
-    files = [REPO / "README.md", *sorted((REPO / "docs").rglob("*.md")), *sorted((REPO / "config").glob("*.md")),
-             *sorted((REPO / "src").rglob("*.py")), *sorted((REPO / "workflow").rglob("*.smk")),
-             *sorted((REPO / "workflow").rglob("*.rst")), SCHEMA_PATH]
-    hits = [f"{path.relative_to(REPO)}:{n}: {line.strip()}" for path in files
-            for n, line in enumerate(path.read_text().splitlines(), 1) if outside.search(line)]
+    files = [
+        REPO / "README.md",
+        *sorted((REPO / "docs").rglob("*.md")),
+        *sorted((REPO / "config").glob("*.md")),
+        *sorted((REPO / "src").rglob("*.py")),
+        *sorted((REPO / "workflow").rglob("*.smk")),
+        *sorted((REPO / "workflow").rglob("*.rst")),
+        SCHEMA_PATH,
+    ]
+    hits = [
+        f"{path.relative_to(REPO)}:{n}: {line.strip()}"
+        for path in files
+        for n, line in enumerate(path.read_text().splitlines(), 1)
+        if outside.search(line)
+    ]
     assert not hits, "\n".join(hits)
     assert (REPO / "docs" / "method.md").exists()
     # every section the docstrings cite exists

@@ -44,7 +44,6 @@ def page(title: str, body_html: str) -> str:
     return f'<!DOCTYPE html>\n<html lang="en">\n<head>\n{head}\n</head>\n<body>\n{body_html}\n</body>\n</html>\n'
 
 
-
 def markdown_to_html(text: str) -> str:
     """CommonMark with GitHub-style tables (the format of ``winrates.md`` and ``claims.md``)."""
     return MarkdownIt("commonmark", {"html": False}).enable("table").render(text)
@@ -68,9 +67,11 @@ def frame_to_html(frame: pd.DataFrame, digits: int = 3) -> str:
 
 
 def markdown_page(markdown_file: Path, title: str, note: str = "") -> str:
-    """A Markdown output as an HTML page; ``note`` is shown above it."""
+    """A Markdown output as an HTML page, headed by ``title`` unless it has a heading; ``note`` is shown above it."""
+    text = Path(markdown_file).read_text()
+    heading = "" if text.lstrip().startswith("# ") else f"<h1>{html.escape(title)}</h1>\n"
     intro = f'<p class="note">{html.escape(note)}</p>\n' if note else ""
-    return page(title, intro + markdown_to_html(Path(markdown_file).read_text()))
+    return page(title, heading + intro + markdown_to_html(text))
 
 
 def csv_page(csv_file: Path, title: str, note: str = "") -> str:
@@ -88,7 +89,7 @@ def write_report_pages(winrates_md: Path, comparisons_csv: Path, claims_md: Path
     """``winrates.html``, ``comparisons.html`` and ``claims.html`` in ``out_dir``."""
     out_dir = Path(out_dir)
     winrates_note = (
-        "Final and best judged step of every run: win rate against the SFT model (mean over seeds), the 95% "
+        "Final and best judged step of every run: win rate against the SFT model (mean over seeds), the "
         "t-interval across seeds (empty with one seed) and the bootstrap interval over prompts."
     )
     write_text(out_dir / "winrates.html", markdown_page(winrates_md, "Win rates against SFT", winrates_note))

@@ -22,12 +22,16 @@ os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get(
 RESULTS = f"{config['results_dir']}/{config['experiment']}"
 RUNS = selected_runs(config)
 SEEDS = config["seeds"]
-SERIAL_THREADS = min(workflow.cores, 8)  # stages with nothing beside them in the DAG
+try:
+    SERIAL_THREADS = min(workflow.cores, 8)  # stages with nothing beside them in the DAG
+except WorkflowError:  # no --cores: a command that runs no job, such as `snakemake --report`
+    SERIAL_THREADS = 1
 
 # `snakemake --report`: its categories (numbered: the report sorts them by name)
 REPORT_DYNAMICS = "1. Learning dynamics"
 REPORT_WINRATES = "2. Win rates"
 REPORT_CLAIMS = "3. Paper claims"
+REPORT_DATA = "4. Data"  # CSV files, offered as downloads
 
 
 def report_file(path, what, caption, category):

@@ -38,7 +38,7 @@ rule winrates:
         expand(f"{RESULTS}/eval/judgements/{{run}}/seed{{seed}}.csv", run=RUNS, seed=SEEDS),
     output:
         winrates=report_file(
-            f"{RESULTS}/eval/winrates.csv", "Win rate at every judged step (CSV)", "winrates_per_step", REPORT_WINRATES
+            f"{RESULTS}/eval/winrates.csv", "Win rate at every judged step", "winrates_per_step", REPORT_DATA
         ),
         gold=f"{RESULTS}/eval/gold_rewards.csv",
     log:

@@ -45,13 +45,11 @@ rule ablations:
         scores=expand(f"{RESULTS}/eval/judgements/{{run}}/seed{{seed}}_scores.csv", run=RUNS, seed=SEEDS),
     output:
         tables=[
-            report_file(f"{RESULTS}/tables/winrates.csv", "Win-rate table (CSV)", "winrates", REPORT_WINRATES),
+            report_file(f"{RESULTS}/tables/winrates.csv", "Win-rate table", "winrates", REPORT_DATA),
             f"{RESULTS}/tables/winrates.md",
             f"{RESULTS}/tables/winrates.tex",
         ],
-        comparisons=report_file(
-            f"{RESULTS}/tables/comparisons.csv", "Paired comparisons (CSV)", "comparisons", REPORT_WINRATES
-        ),
+        comparisons=report_file(f"{RESULTS}/tables/comparisons.csv", "Paired comparisons", "comparisons", REPORT_DATA),
         figure=figure_files("fig4_ablations", "Figure 4: ablations and coordinated variants", REPORT_WINRATES),
     params:
         cfg=stage_config("figures", "winrate", runs=config["runs"]),
@@ -73,7 +71,7 @@ rule claims:
         comparisons=rules.ablations.output.comparisons,
     output:
         md=f"{RESULTS}/claims.md",
-        csv=report_file(f"{RESULTS}/claims.csv", "Paper claims (CSV)", "claims", REPORT_CLAIMS),
+        csv=report_file(f"{RESULTS}/claims.csv", "Paper claims", "claims", REPORT_DATA),
     params:
         cfg=stage_config("claims"),
     log:

@@ -34,7 +34,7 @@ rule reward_model:
     output:
         model=directory(f"{RESULTS}/models/reward"),
         metrics=report_file(
-            f"{RESULTS}/eval/reward_model.csv", "Reward model: held-out accuracy (CSV)", "reward_model", REPORT_WINRATES
+            f"{RESULTS}/eval/reward_model.csv", "Reward model: held-out accuracy", "reward_model", REPORT_DATA
         ),
     params:
         cfg=stage_config("seed", "model", "trainer", "generation", "reward_model", "winrate"),
