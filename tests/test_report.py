@@ -34,7 +34,8 @@ def _merged_config(files):
     cfg = {}
     for path in files:
         cfg.update(yaml.safe_load(path.read_text()))
-    return validate_config(copy.deepcopy(cfg), ", ".join(map(str, files)))
+    # as workflow/rules/common.smk hands the captions `config`: every key, defaults included
+    return validate_config(copy.deepcopy(cfg), ", ".join(map(str, files))).model_dump(mode="json", by_alias=True)
 
 
 CONFIGS = {
@@ -113,7 +114,10 @@ def test_report_pages(tmp_path):
         "| ppo_neg | \\|2 P(G>0) - 1\\| of NEG | **no** |\n"
     )
     write_report_pages(
-        tmp_path / "winrates.md", tmp_path / "comparisons.csv", tmp_path / "claims.md", tmp_path / "out"
+        winrates=tmp_path / "winrates.md",
+        comparisons=tmp_path / "comparisons.csv",
+        claims=tmp_path / "claims.md",
+        out=tmp_path / "out",
     )
     winrates = (tmp_path / "out" / "winrates.html").read_text()
     assert "<table>" in winrates and "<td>0.748 [0.711, 0.787]</td>" in winrates

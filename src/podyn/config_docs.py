@@ -62,8 +62,9 @@ class SchemaDocs:
         return {**merged, **{k: v for k, v in node.items() if k != "$ref"}}, name
 
     def is_named_type(self, target: dict[str, Any]) -> bool:
-        """A referenced type worth its own paragraph: it has a description and is not a record."""
-        return "description" in target and "properties" not in target
+        """A referenced type worth its own section: a union (such as the recursive weight spec), or a
+        described type that is not a record."""
+        return "oneOf" in target or "anyOf" in target or ("description" in target and "properties" not in target)
 
     def type_text(self, node: dict[str, Any]) -> str:
         if "$ref" in node:
@@ -135,14 +136,36 @@ class SchemaDocs:
             if description:
                 lines += [textwrap.fill(description, WIDTH), ""]
             lines += list(self.entries(resolved, key))
-        if self.named_types:
-            lines += ["", "## Value types", ""]
-            for name, node in self.named_types.items():
-                lines += [f"### `{name}`", "", textwrap.fill(node["description"], WIDTH), ""]
-                alternatives = node.get("oneOf") or node.get("anyOf") or []
-                lines += [bullet(alt["description"]) for alt in alternatives if "description" in alt]
-                lines += [""] if alternatives else []
+        lines += self.render_named_types()
         return "\n".join(lines).rstrip() + "\n"
+
+    def render_named_types(self) -> list[str]:
+        """The "Value types" section: each named type with its alternatives and their keys."""
+        if not self.named_types:
+            return []
+        lines, done = ["", "## Value types", ""], set()
+        while len(done) < len(self.named_types):  # rendering may name further types
+            name = next(n for n in self.named_types if n not in done)
+            done.add(name)
+            node = self.named_types[name]
+            lines += [f"### `{name}`", ""]
+            if node.get("description"):
+                lines += [textwrap.fill(node["description"], WIDTH), ""]
+            alternatives = node.get("oneOf") or node.get("anyOf") or []
+            if alternatives:
+                lines += ["One of:", ""]
+            for alternative in alternatives:
+                resolved, alt_name = self.resolve(alternative)
+                if "properties" in resolved:
+                    head = f"`{alt_name}`: " if alt_name else ""
+                    lines.append(bullet(head + resolved.get("description", "a mapping with these keys:")))
+                    nested = SchemaDocs(self.schema)
+                    nested.named_types = self.named_types
+                    lines += ["  " + line for entry in nested.entries(resolved, "") for line in entry.splitlines()]
+                else:
+                    lines.append(bullet(alternative.get("description") or self.type_text(alternative)))
+            lines.append("")
+        return lines
 
 
 def bounds_text(node: dict[str, Any]) -> str:

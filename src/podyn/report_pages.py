@@ -85,14 +85,15 @@ def csv_page(csv_file: Path, title: str, note: str = "") -> str:
     return page(title, body)
 
 
-def write_report_pages(winrates_md: Path, comparisons_csv: Path, claims_md: Path, out_dir: Path) -> None:
-    """``winrates.html``, ``comparisons.html`` and ``claims.html`` in ``out_dir``."""
-    out_dir = Path(out_dir)
+def write_report_pages(*, winrates: Path, comparisons: Path, claims: Path, out: Path) -> None:
+    """``winrates.html``, ``comparisons.html`` and ``claims.html`` in ``out``, from the win-rate table
+    (``tables/winrates.md``), the paired comparisons (``tables/comparisons.csv``) and ``claims.md``."""
+    out_dir = Path(out)
     winrates_note = (
         "Final and best judged step of every run: win rate against the SFT model (mean over seeds), the "
         "t-interval across seeds (empty with one seed) and the bootstrap interval over prompts."
     )
-    write_text(out_dir / "winrates.html", markdown_page(winrates_md, "Win rates against SFT", winrates_note))
-    comparisons = csv_page(comparisons_csv, "Paired comparisons with the baselines", COMPARISONS_NOTE)
-    write_text(out_dir / "comparisons.html", comparisons)
-    write_text(out_dir / "claims.html", markdown_page(claims_md, "Paper claims"))
+    write_text(out_dir / "winrates.html", markdown_page(winrates, "Win rates against SFT", winrates_note))
+    comparisons_page = csv_page(comparisons, "Paired comparisons with the baselines", COMPARISONS_NOTE)
+    write_text(out_dir / "comparisons.html", comparisons_page)
+    write_text(out_dir / "claims.html", markdown_page(claims, "Paper claims"))

@@ -1,18 +1,23 @@
-DPO_FIG_RUN = config["figures"]["dpo_run"]
-PPO_FIG_RUN = config["figures"]["ppo_run"]
-FIGURE_FORMATS = config["figures"]["formats"]
+DPO_FIG_RUN = CFG.figures.dpo_run
+PPO_FIG_RUN = CFG.figures.ppo_run
+FORMATS = CFG.figures.formats
 # `snakemake --report` shows one file of each figure inline: the raster one if there is one
-REPORT_FORMAT = next(fmt for fmt in ("png", "svg", "pdf") if fmt in FIGURE_FORMATS)
+REPORT_FORMAT = next(fmt for fmt in ("png", "svg", "pdf") if fmt in FORMATS)
 
 
 def figure_files(name, what, category):
     """A figure's files, one per configured format; the report shows the REPORT_FORMAT one."""
-    paths = {fmt: f"{RESULTS}/figures/{name}.{fmt}" for fmt in FIGURE_FORMATS}
+    paths = {fmt: f"{RESULTS}/figures/{name}.{fmt}" for fmt in FORMATS}
     return [report_file(path, what, name, category) if fmt == REPORT_FORMAT else path for fmt, path in paths.items()]
 
 
 def records_of(run):
-    return expand(f"{RESULTS}/runs/{run}/seed{{seed}}/records.csv", seed=SEEDS)
+    """The run's records, one per seed, in the order of SEEDS (passed as --seeds)."""
+    return [f"{RESULTS}/runs/{run}/seed{seed}/records.csv" for seed in SEEDS]
+
+
+# every (run, seed) pair, in one order for the scores files and their --runs/--seeds labels
+RUN_SEEDS = [(run, seed) for run in RUNS for seed in SEEDS]
 
 
 rule dynamics_figures:
@@ -29,12 +34,13 @@ rule dynamics_figures:
         figure_files("fig5_grad_magnitudes", "Figure 5: gradient norms", REPORT_DYNAMICS),
     params:
         cfg=stage_config("figures"),
+        seeds=SEEDS,
         out=f"{RESULTS}/figures",
     log:
         f"{RESULTS}/logs/figures/dynamics.log",
     shell:
-        "podyn figures --config {params.cfg:q} --dpo {input.dpo} --ppo {input.ppo} --dpo-records {input.dpo_records}"
-        " --ppo-records {input.ppo_records} --out {params.out} > {log} 2>&1"
+        "podyn figures --config {params.cfg:q} --dpo {input.dpo} --ppo {input.ppo} --seeds {params.seeds}"
+        " --dpo-records {input.dpo_records} --ppo-records {input.ppo_records} --out {params.out} > {log} 2>&1"
 
 
 rule ablations:
@@ -42,7 +48,7 @@ rule ablations:
     comparisons of each variant with its baseline, and figure 4."""
     input:
         winrates=rules.winrates.output.winrates,
-        scores=expand(f"{RESULTS}/eval/judgements/{{run}}/seed{{seed}}_scores.csv", run=RUNS, seed=SEEDS),
+        scores=[f"{RESULTS}/eval/judgements/{run}/seed{seed}_scores.csv" for run, seed in RUN_SEEDS],
     output:
         tables=[
             report_file(f"{RESULTS}/tables/winrates.csv", "Win-rate table", "winrates", REPORT_DATA),
@@ -52,14 +58,16 @@ rule ablations:
         comparisons=report_file(f"{RESULTS}/tables/comparisons.csv", "Paired comparisons", "comparisons", REPORT_DATA),
         figure=figure_files("fig4_ablations", "Figure 4: ablations and coordinated variants", REPORT_WINRATES),
     params:
-        cfg=stage_config("figures", "winrate", runs=config["runs"]),
+        cfg=stage_config("ablations"),
+        runs=[run for run, _ in RUN_SEEDS],
+        seeds=[seed for _, seed in RUN_SEEDS],
         tables=f"{RESULTS}/tables",
         figures=f"{RESULTS}/figures",
     log:
         f"{RESULTS}/logs/figures/ablations.log",
     shell:
-        "podyn ablations --config {params.cfg:q} --winrates {input.winrates} --scores {input.scores}"
-        " --tables {params.tables} --figures {params.figures} > {log} 2>&1"
+        "podyn ablations --config {params.cfg:q} --winrates {input.winrates} --runs {params.runs} --seeds {params.seeds}"
+        " --scores {input.scores} --tables {params.tables} --figures {params.figures} > {log} 2>&1"
 
 
 rule claims:
@@ -74,8 +82,9 @@ rule claims:
         csv=report_file(f"{RESULTS}/claims.csv", "Paper claims", "claims", REPORT_DATA),
     params:
         cfg=stage_config("claims"),
+        seeds=SEEDS,
     log:
         f"{RESULTS}/logs/claims.log",
     shell:
-        "podyn claims --config {params.cfg:q} --dpo {input.dpo} --ppo {input.ppo} --ppo-records {input.ppo_records} --comparisons {input.comparisons}"
-        " --out {output.md} --csv-out {output.csv} > {log} 2>&1"
+        "podyn claims --config {params.cfg:q} --dpo {input.dpo} --ppo {input.ppo} --seeds {params.seeds}"
+        " --ppo-records {input.ppo_records} --comparisons {input.comparisons} --out {output.md} --csv-out {output.csv} > {log} 2>&1"

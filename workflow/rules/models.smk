@@ -2,7 +2,7 @@ rule base_model:
     output:
         directory(f"{RESULTS}/models/base"),
     params:
-        cfg=stage_config("seed", "data", "model"),
+        cfg=stage_config("base-model"),
     log:
         f"{RESULTS}/logs/base_model.log",
     shell:
@@ -16,7 +16,7 @@ rule sft:
     output:
         directory(f"{RESULTS}/models/sft"),
     params:
-        cfg=stage_config("seed", "model", "trainer", "generation", "sft"),
+        cfg=stage_config("sft"),
         data=f"{RESULTS}/data",
         workdir=f"{RESULTS}/work/sft",
     threads: SERIAL_THREADS
@@ -37,7 +37,7 @@ rule reward_model:
             f"{RESULTS}/eval/reward_model.csv", "Reward model: held-out accuracy", "reward_model", REPORT_DATA
         ),
     params:
-        cfg=stage_config("seed", "model", "trainer", "generation", "reward_model", "winrate"),
+        cfg=stage_config("reward-model"),
         data=f"{RESULTS}/data",
         workdir=f"{RESULTS}/work/reward_model",
     threads: SERIAL_THREADS
@@ -55,7 +55,7 @@ rule reference_logps:
     output:
         f"{RESULTS}/cache/ref_logps.pt",
     params:
-        cfg=stage_config("model", "trainer", "generation", dpo={"batch_size": config["dpo"]["batch_size"]}),
+        cfg=stage_config("reference-logps"),
         data=f"{RESULTS}/data",
     threads: SERIAL_THREADS
     log:
