@@ -71,6 +71,7 @@ def test_caption_renders(caption, name):
     cfg = merged_config(*CONFIGS[name])
     html = render_caption(caption, cfg)
     assert cfg["experiment"] in html
+    assert "None" not in html, "a null config value leaked into the caption"
     if caption.stem.startswith("fig"):
         assert re.search(r"seeds? " + ", ".join(map(str, cfg["seeds"])), html), "a figure's caption names its seeds"
 

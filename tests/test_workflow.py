@@ -130,7 +130,7 @@ def test_e2e_report(e2e, env, tiny_cfg):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "WARNING/" not in proc.stdout + proc.stderr, "an RST caption did not render cleanly"
     html = report.read_text()
-    root = results / tiny_cfg["experiment"]
+    root = results / tiny_cfg.experiment
     shown = [
         *(f"figures/{name}.png" for name in ("fig1_dpo_dynamics", "fig2_ppo_dynamics", "fig3_ppo_advantages")),
         "figures/fig4_ablations.png",
@@ -153,7 +153,7 @@ def test_e2e_report(e2e, env, tiny_cfg):
                   "Figure 4: performance under ablation", "Figure 5: gradient magnitudes.", "Win-rate table.",
                   "Paired comparisons with the baselines.", "Paper claims.", "Reward model."):
         assert title in html, title
-    assert f"beta = {tiny_cfg['dpo']['beta']}, lr = {tiny_cfg['dpo']['lr']}" in html
+    assert f"beta = {tiny_cfg.dpo.beta}, lr = {tiny_cfg.dpo.lr}" in html
     # self-contained: results are embedded, nothing is fetched from elsewhere
     assert html.count("data:image/png") >= 5
     assert not re.search(r"""(src|href)=["'](https?:)?//""", html)
