@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Set up .venv (if needed) and run the test suite offline.
+# Set up .venv (if needed), lint, and run the test suite offline.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh dev,bench  # bench: trl, for the DPO parity test
+.venv/bin/python -m ruff check .  # rules in pyproject.toml [tool.ruff]
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 exec .venv/bin/python -m pytest "$@"

@@ -1,4 +1,4 @@
-"""Exact decomposition (method.md §2, §3): with a real (tiny) GPT-NeoX in float64, the parameter
+"""Exact decomposition (docs/method.md §2, §3): with a real (tiny) GPT-NeoX in float64, the parameter
 gradients of POS + NEG and of TOP + MID + BOT equal the total objective's, and the total
 surrogate's gradient equals the true loss's (-mean log sigmoid for DPO, the clipped PPO
 objective written out by hand for PPO)."""

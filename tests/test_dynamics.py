@@ -1,4 +1,4 @@
-"""Gradient alignment G (method.md §1): the fast paths against the direct method, the exact
+"""Gradient alignment G (docs/method.md §1): the fast paths against the direct method, the exact
 component sums, and G's first-order meaning, on a tiny float64 GPT-NeoX."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Judges and win-rate arithmetic (method.md §6): the gold judge, the bootstrap CI, the
+"""Judges and win-rate arithmetic (docs/method.md §6): the gold judge, the bootstrap CI, the
 per-run judgement table and the winrates.csv contract, the length-controlled win rate and
 the LLM judge's reply parsing."""
 

@@ -1,4 +1,4 @@
-"""Component-weight schedules (method.md §4, §5) and step scaling."""
+"""Component-weight schedules (docs/method.md §4, §5) and step scaling."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """Stages of the dynamics analysis: the final responses D' of a run, and G at each of its
-analysis checkpoints (method.md §1), written as tidy tables."""
+analysis checkpoints (docs/method.md §1), written as tidy tables."""
 
 from __future__ import annotations
 

@@ -228,7 +228,9 @@ class DPOConfig(Section):
         30, ge=0, description="Analysis checkpoints (weights + batch) every K steps; 0 = none."
     )
     eval_every: int = Field(30, ge=0, description="Judge the policy every K steps (the final step is always judged).")
-    step_scale: float = Field(1.0, gt=0, description="Multiplies every step-valued schedule key (the paper's steps).")
+    step_scale: float = Field(
+        1.0, gt=0, description="[choice] Multiplies every step-valued schedule key (the paper's steps)."
+    )
 
 
 class PPOConfig(Section):
@@ -250,7 +252,7 @@ class PPOConfig(Section):
     vf_coef: float = Field(0.1, ge=0, description="Value-loss coefficient.")
     temperature: float = Field(1.0, gt=0, description="Rollout sampling temperature.")
     missing_eos_penalty: float = Field(
-        1.0, ge=0, description="Subtracted from the score of a response cut at max_new_tokens without EOS."
+        1.0, ge=0, description="[choice] Subtracted from the score of a response cut at max_new_tokens without EOS."
     )
     max_grad_norm: float | None = Field(1.0, description="Gradient clipping norm (null: none).")
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
@@ -258,7 +260,9 @@ class PPOConfig(Section):
     eval_every: int = Field(
         10, ge=0, description="Judge the policy every K iterations (the final one is always judged)."
     )
-    step_scale: float = Field(1.0, gt=0, description="Multiplies every step-valued schedule key (the paper's steps).")
+    step_scale: float = Field(
+        1.0, gt=0, description="[choice] Multiplies every step-valued schedule key (the paper's steps)."
+    )
 
 
 OBJECTIVES: dict[str, type[Section]] = {"dpo": DPOConfig, "ppo": PPOConfig}
@@ -337,7 +341,7 @@ class WinrateConfig(Section):
 
 
 class DynamicsConfig(Section):
-    """Gradient alignment G at analysis checkpoints (method.md §1)."""
+    """Gradient alignment G at analysis checkpoints (docs/method.md §1)."""
 
     runs: list[str] = Field(default_factory=lambda: ["dpo", "ppo"], description="Runs whose dynamics are computed.")
     n_prompts: int = Field(64, ge=1, description="[choice] number of evaluation prompts in D'.")
@@ -360,6 +364,8 @@ class DynamicsConfig(Section):
 
 
 class AblationPanel(Section):
+    """One panel of figure 4: a baseline run and the variants drawn beside it and compared with it."""
+
     title: str = Field(description="Panel title.")
     baseline: str = Field(description="The baseline run.")
     runs: list[str] = Field(description="The variants drawn beside it.")

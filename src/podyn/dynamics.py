@@ -1,4 +1,4 @@
-"""Gradient alignment G (method.md §1):
+"""Gradient alignment G (docs/method.md §1):
 
     G(L; theta_t) = < gbar_D'(theta_t), grad L(B_t; theta_t) >,
     gbar_D'(theta) = mean_{(x', y') in D'} -grad logp(y'|x'; theta).

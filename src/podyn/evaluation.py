@@ -1,4 +1,4 @@
-"""Judged win rates against the SFT model, per run, seed and judged step (method.md §6)."""
+"""Judged win rates against the SFT model, per run, seed and judged step (docs/method.md §6)."""
 
 from __future__ import annotations
 

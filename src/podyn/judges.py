@@ -1,4 +1,4 @@
-"""Judges compare a method's response with the SFT model's (method.md §6): win 1, tie 0.5,
+"""Judges compare a method's response with the SFT model's (docs/method.md §6): win 1, tie 0.5,
 loss 0 (or, for a weighted judge, the probability that the method's response is preferred).
 
 Judge types are plugged in by name (``judge.type``) through :data:`JUDGE_TYPES`: a class with

@@ -1,4 +1,4 @@
-"""Preference-optimization objectives as pure functions on tensors (method.md §2, §3).
+"""Preference-optimization objectives as pure functions on tensors (docs/method.md §2, §3).
 
 Every objective is written as a weighted sum of *components* whose gradients add up
 exactly to the objective's gradient:

@@ -274,6 +274,17 @@ STAGES: dict[str, Stage] = {
                 Arg("--gold-out", "output CSV of gold rewards", required=False),
             ),
         ),
+        Stage(
+            "report-pages",
+            "podyn.report_pages:write_report_pages",
+            "HTML views of the win-rate table, paired comparisons and claims report, for `snakemake --report`.",
+            args=(
+                Arg("--winrates", "the win-rate table (tables/winrates.md)"),
+                Arg("--comparisons", "paired comparisons with the baselines (tables/comparisons.csv)"),
+                Arg("--claims", "the claims report (claims.md)"),
+                Arg("--out", "output directory of the pages"),
+            ),
+        ),
     )
 }
 

@@ -1,5 +1,5 @@
 """The statistics of the evaluation: bootstrap confidence intervals over prompts, t-intervals
-across seeds, and paired comparisons of a variant with its baseline (method.md §6)."""
+across seeds, and paired comparisons of a variant with its baseline (docs/method.md §6)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """The run grid's win-rate tables: per run, the final and best judged step's win rate with
 confidence intervals across seeds and over prompts, and paired comparisons of each variant
-with its panel's baseline (method.md §4-§6); the ``ablations`` stage also draws figure 4."""
+with its panel's baseline (docs/method.md §4-§6); the ``ablations`` stage also draws figure 4."""
 
 from __future__ import annotations
 

@@ -11,6 +11,8 @@ try:
     CFG = validate_config(config, source=", ".join(map(str, workflow.configfiles)) or "config")
 except ConfigError as err:
     raise WorkflowError(str(err)) from None
+# the report's captions (workflow/report/) read `snakemake.config`: give it every key, defaults included
+config.update(CFG.model_dump(mode="json", by_alias=True))
 
 # The rules call `podyn`: find it beside the interpreter running Snakemake, activated or not.
 os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
@@ -18,7 +20,23 @@ os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get(
 RESULTS = f"{CFG.results_dir}/{CFG.experiment}"
 RUNS = selected_runs(CFG)
 SEEDS = CFG.seeds
-SERIAL_THREADS = min(workflow.cores, 8)  # stages with nothing beside them in the DAG
+try:
+    SERIAL_THREADS = min(workflow.cores, 8)  # stages with nothing beside them in the DAG
+except WorkflowError:  # no --cores: a command that runs no job, such as `snakemake --report`
+    SERIAL_THREADS = 1
+
+# `snakemake --report`: its categories (numbered: the report sorts them by name)
+REPORT_DYNAMICS = "1. Learning dynamics"
+REPORT_WINRATES = "2. Win rates"
+REPORT_CLAIMS = "3. Paper claims"
+REPORT_DATA = "4. Data"  # CSV files, offered as downloads
+
+
+def report_file(path, what, caption, category):
+    """``path`` marked for `snakemake --report`, with the caption workflow/report/<caption>.rst.
+    The report shows images and HTML pages inline and offers other files as downloads."""
+    labels = {"result": what, "file": path.removeprefix(f"{RESULTS}/")}
+    return report(path, caption=f"../report/{caption}.rst", category=category, labels=labels)
 
 
 wildcard_constraints:
@@ -52,4 +70,5 @@ def final_targets():
         *rules.dynamics_figures.output,
         *rules.ablations.output,
         f"{RESULTS}/claims.md",
+        *rules.report_pages.output,
     ]

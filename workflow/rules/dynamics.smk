@@ -1,5 +1,5 @@
 rule final_responses:
-    """D': the final policy's responses to the evaluation prompts (method.md §1)."""
+    """D': the final policy's responses to the evaluation prompts (docs/method.md §1)."""
     input:
         data=rules.prepare_data.output,
         checkpoints=f"{RESULTS}/runs/{{run}}/seed{{seed}}/checkpoints.json",

@@ -37,7 +37,9 @@ rule winrates:
     input:
         expand(f"{RESULTS}/eval/judgements/{{run}}/seed{{seed}}.csv", run=RUNS, seed=SEEDS),
     output:
-        winrates=f"{RESULTS}/eval/winrates.csv",
+        winrates=report_file(
+            f"{RESULTS}/eval/winrates.csv", "Win rate at every judged step", "winrates_per_step", REPORT_DATA
+        ),
         gold=f"{RESULTS}/eval/gold_rewards.csv",
     log:
         f"{RESULTS}/logs/winrates.log",

@@ -1,6 +1,14 @@
 DPO_FIG_RUN = CFG.figures.dpo_run
 PPO_FIG_RUN = CFG.figures.ppo_run
 FORMATS = CFG.figures.formats
+# `snakemake --report` shows one file of each figure inline: the raster one if there is one
+REPORT_FORMAT = next(fmt for fmt in ("png", "svg", "pdf") if fmt in FORMATS)
+
+
+def figure_files(name, what, category):
+    """A figure's files, one per configured format; the report shows the REPORT_FORMAT one."""
+    paths = {fmt: f"{RESULTS}/figures/{name}.{fmt}" for fmt in FORMATS}
+    return [report_file(path, what, name, category) if fmt == REPORT_FORMAT else path for fmt, path in paths.items()]
 
 
 def records_of(run):
@@ -20,7 +28,10 @@ rule dynamics_figures:
         dpo_records=records_of(DPO_FIG_RUN),
         ppo_records=records_of(PPO_FIG_RUN),
     output:
-        expand(f"{RESULTS}/figures/{{name}}.{{fmt}}", name=["fig1_dpo_dynamics", "fig2_ppo_dynamics", "fig3_ppo_advantages", "fig5_grad_magnitudes"], fmt=FORMATS),
+        figure_files("fig1_dpo_dynamics", "Figure 1: DPO dynamics", REPORT_DYNAMICS),
+        figure_files("fig2_ppo_dynamics", "Figure 2: PPO dynamics", REPORT_DYNAMICS),
+        figure_files("fig3_ppo_advantages", "Figure 3: PPO advantages", REPORT_DYNAMICS),
+        figure_files("fig5_grad_magnitudes", "Figure 5: gradient norms", REPORT_DYNAMICS),
     params:
         cfg=stage_config("figures"),
         seeds=SEEDS,
@@ -39,9 +50,13 @@ rule ablations:
         winrates=rules.winrates.output.winrates,
         scores=[f"{RESULTS}/eval/judgements/{run}/seed{seed}_scores.csv" for run, seed in RUN_SEEDS],
     output:
-        tables=expand(f"{RESULTS}/tables/winrates.{{ext}}", ext=["csv", "md", "tex"]),
-        comparisons=f"{RESULTS}/tables/comparisons.csv",
-        figure=expand(f"{RESULTS}/figures/fig4_ablations.{{fmt}}", fmt=FORMATS),
+        tables=[
+            report_file(f"{RESULTS}/tables/winrates.csv", "Win-rate table", "winrates", REPORT_DATA),
+            f"{RESULTS}/tables/winrates.md",
+            f"{RESULTS}/tables/winrates.tex",
+        ],
+        comparisons=report_file(f"{RESULTS}/tables/comparisons.csv", "Paired comparisons", "comparisons", REPORT_DATA),
+        figure=figure_files("fig4_ablations", "Figure 4: ablations and coordinated variants", REPORT_WINRATES),
     params:
         cfg=stage_config("ablations"),
         runs=[run for run, _ in RUN_SEEDS],
@@ -64,7 +79,7 @@ rule claims:
         comparisons=rules.ablations.output.comparisons,
     output:
         md=f"{RESULTS}/claims.md",
-        csv=f"{RESULTS}/claims.csv",
+        csv=report_file(f"{RESULTS}/claims.csv", "Paper claims", "claims", REPORT_DATA),
     params:
         cfg=stage_config("claims"),
         seeds=SEEDS,

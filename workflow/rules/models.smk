@@ -33,7 +33,9 @@ rule reward_model:
         sft=rules.sft.output,
     output:
         model=directory(f"{RESULTS}/models/reward"),
-        metrics=f"{RESULTS}/eval/reward_model.csv",
+        metrics=report_file(
+            f"{RESULTS}/eval/reward_model.csv", "Reward model: held-out accuracy", "reward_model", REPORT_DATA
+        ),
     params:
         cfg=stage_config("reward-model"),
         data=f"{RESULTS}/data",

@@ -13,7 +13,7 @@ prompts a "lazy" demonstrator copies the list instead of transforming it. When
 the lazy answer is the demonstrator's mode, the SFT model's greedy answer is
 wrong too, which leaves headroom that preference optimization can recover
 (i.i.d. token noise would not: greedy decoding removes it on its own; see
-``shared/docs/calibration.md``).
+``docs/method.md`` §11).
 """
 
 from __future__ import annotations

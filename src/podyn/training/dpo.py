@@ -1,4 +1,4 @@
-"""DPO as a weighted sum of its components (method.md §2). Plain DPO, the ablations and cDPO
+"""DPO as a weighted sum of its components (docs/method.md §2). Plain DPO, the ablations and cDPO
 differ only in the run's weight schedule."""
 
 from __future__ import annotations

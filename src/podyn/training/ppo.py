@@ -1,4 +1,4 @@
-"""RLHF PPO (method.md §3), as in InstructGPT / TRL: sampled rollouts, reward-model score at
+"""RLHF PPO (docs/method.md §3), as in InstructGPT / TRL: sampled rollouts, reward-model score at
 the last response token, per-token KL penalty to the reference, a value model, GAE, whitened
 advantages and several clipped-objective epochs per rollout batch. The policy loss is the
 weighted component sum of :func:`podyn.objectives.ppo_policy_loss`, so PPO ablations, cPPO and
