@@ -104,17 +104,24 @@ def run_dynamics(cfg: dict[str, Any], run_name: str, seed: int, data_dir: Path, 
             batch, indices = PPOBatch.from_record(record), None
         moved = {k: v.to(device, model.dtype if v.is_floating_point() else v.dtype) for k, v in vars(batch).items() if torch.is_tensor(v)}
         batch = type(batch)(**{**vars(batch), **moved})
+        clipfrac = float("nan")
+        if run["objective"] == "ppo":
+            if dyn["ppo_old_logps"] == "recompute":
+                batch = batch.with_own_old_logps(model)
+            with torch.no_grad():
+                clipfrac = batch.clip_fraction(batch.logps(model))
         if dyn["method"] == "direct":
             G, gbar_norm = gradient_alignment_direct(model, batch, final_batches), float("nan")
         else:
             alignment = gradient_alignment(model, batch, final_batches, dyn["method"], dyn["fd_eps"], dyn["chunk_rows"])
             G, gbar_norm = alignment.G, alignment.gbar_norm
             samples.append(_sample_rows(run["objective"], step, alignment, batch, indices))
-        records += [{"run": run_name, "seed": seed, "step": step, "component": c, "layer": "all", "G": g, "gbar_norm": gbar_norm} for c, g in G.items()]
+        records += [{"run": run_name, "seed": seed, "step": step, "component": c, "layer": "all", "G": g, "gbar_norm": gbar_norm, "clipfrac": clipfrac} for c, g in G.items()]
         if dyn["per_layer"]:
             for layer, per in per_layer_alignment(model, batch, final_batches, "jvp" if dyn["method"] == "direct" else dyn["method"], dyn["fd_eps"], dyn["chunk_rows"]).items():
-                records += [{"run": run_name, "seed": seed, "step": step, "component": c, "layer": layer, "G": g, "gbar_norm": gbar_norm} for c, g in per.items()]
-        print(f"[podyn] {run_name} seed {seed} step {step}: " + ", ".join(f"{c}={g:+.3e}" for c, g in G.items()), flush=True)
+                records += [{"run": run_name, "seed": seed, "step": step, "component": c, "layer": layer, "G": g, "gbar_norm": gbar_norm, "clipfrac": clipfrac} for c, g in per.items()]
+        clipped = "" if clipfrac != clipfrac else f", clipfrac={clipfrac:.4f}"
+        print(f"[podyn] {run_name} seed {seed} step {step}: " + ", ".join(f"{c}={g:+.3e}" for c, g in G.items()) + clipped, flush=True)
     frame = pd.DataFrame(records)
     write_csv(out_csv, frame)
     write_csv(samples_csv, pd.concat(samples, ignore_index=True) if samples else pd.DataFrame())

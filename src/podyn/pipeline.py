@@ -220,6 +220,7 @@ def _ppo_setup(cfg, hyper, run, policy, tokenizer, recorder, paths, seed):
         return [encode_prompt(tokenizer, p, gen["max_prompt_tokens"]) for p in rows]
 
     loader = _loader(prompts, hyper["rollout_batch_size"], collate, seed)
+    norm_rows = torch.randperm(len(prompts), generator=torch.Generator().manual_seed(seed))[: hyper["reward_norm_prompts"]]
     module = PPOModule(
         policy=policy,
         value_model=load_scalar_model(paths["reward"], cfg["model"]),
@@ -229,6 +230,7 @@ def _ppo_setup(cfg, hyper, run, policy, tokenizer, recorder, paths, seed):
         cfg={**hyper, "max_new_tokens": gen["max_new_tokens"]},
         weight_specs=run["weights"],
         recorder=recorder,
+        reward_norm_prompts=collate([prompts[int(i)] for i in norm_rows]) if hyper["normalize_reward"] else None,
     )
     steps_per_iteration = hyper["ppo_epochs"] * math.ceil(hyper["rollout_batch_size"] / hyper["mini_batch_size"])
     return module, loader, hyper["iterations"] * steps_per_iteration
