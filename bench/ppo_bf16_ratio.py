@@ -21,6 +21,7 @@ import os
 for _var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
     os.environ.setdefault(_var, "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("TQDM_DISABLE", "1")  # training and model-loading progress bars
 
 import argparse
 import copy
@@ -45,14 +46,30 @@ from podyn.objectives import COMPONENTS  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="bench/ppo_bf16_ratio.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", type=Path, default=ROOT / "tests" / "configs" / "tiny.yaml", help="default: the test suite's tiny config")
+    parser = argparse.ArgumentParser(
+        prog="bench/ppo_bf16_ratio.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=ROOT / "tests" / "configs" / "tiny.yaml",
+        help="default: the test suite's tiny config",
+    )
     parser.add_argument("--iterations", type=int, default=6, help="PPO iterations (default: %(default)s)")
-    parser.add_argument("--checkpoint-every", type=int, default=2, help="analysis checkpoints every K iterations (default: %(default)s)")
-    parser.add_argument("--precision", default="bf16-mixed", help="trainer.precision of the PPO run (default: %(default)s)")
+    parser.add_argument(
+        "--checkpoint-every",
+        type=int,
+        default=2,
+        help="analysis checkpoints every K iterations (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--precision", default="bf16-mixed", help="trainer.precision of the PPO run (default: %(default)s)"
+    )
     parser.add_argument("--accelerator", default="cpu", help="trainer.accelerator (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0, help="default: %(default)s")
-    parser.add_argument("--keep", type=Path, default=None, help="work in this folder and keep it (default: a temporary one)")
+    parser.add_argument(
+        "--keep", type=Path, default=None, help="work in this folder and keep it (default: a temporary one)"
+    )
     return parser.parse_args(argv)
 
 
@@ -87,9 +104,17 @@ def main(argv: list[str] | None = None) -> None:
         trained = copy.deepcopy(cfg)
         trained["trainer"]["precision"] = args.precision
         run = root / "ppo"
-        paths = {"data": p["data"], "sft": p["sft"], "reward": p["reward"], "ref_logps": ref_logps, "workdir": run / "work",
-                 "generations": run / "generations.jsonl", "checkpoints": run / "checkpoints.json", "records": run / "records.csv",
-                 "metrics": run / "metrics.csv"}
+        paths = {
+            "data": p["data"],
+            "sft": p["sft"],
+            "reward": p["reward"],
+            "ref_logps": ref_logps,
+            "workdir": run / "work",
+            "generations": run / "generations.jsonl",
+            "checkpoints": run / "checkpoints.json",
+            "records": run / "records.csv",
+            "metrics": run / "metrics.csv",
+        }
         pipeline.train_run(trained, "ppo", args.seed, paths)
         final = run / "final_responses.jsonl"
         final_responses(cfg, p["data"], paths["checkpoints"], args.seed, final)
@@ -97,22 +122,39 @@ def main(argv: list[str] | None = None) -> None:
         for choice in ("recorded", "recompute"):
             analysed = copy.deepcopy(cfg)
             analysed["dynamics"]["ppo_old_logps"] = choice
-            tables[choice] = run_dynamics(analysed, "ppo", args.seed, p["data"], ref_logps, paths["checkpoints"], final,
-                                          run / f"G_{choice}.csv", run / f"samples_{choice}.csv")
+            tables[choice] = run_dynamics(
+                analysed,
+                "ppo",
+                args.seed,
+                p["data"],
+                ref_logps,
+                paths["checkpoints"],
+                final,
+                run / f"G_{choice}.csv",
+                run / f"samples_{choice}.csv",
+            )
         log_ratio = {}
         for step_dir in sorted((run / "work" / "analysis").iterdir(), key=lambda d: int(d.name.split("_")[1])):
             batch = PPOBatch.from_record(torch.load(step_dir / "batch.pt", weights_only=False))
-            model = load_policy(step_dir, {**cfg["model"], "dtype": cfg["dynamics"]["dtype"], "attn_implementation": "sdpa"})
+            model = load_policy(
+                step_dir, {**cfg["model"], "dtype": cfg["dynamics"]["dtype"], "attn_implementation": "sdpa"}
+            )
             with torch.no_grad():
                 diff = (batch.logps(model) - batch.old_logps.to(torch.float32))[batch.response_mask.bool()]
             log_ratio[int(step_dir.name.split("_")[1])] = float(diff.abs().max())
 
-    print(f"PPO {args.iterations} iterations, trainer.precision {args.precision} on {args.accelerator}; analysis dtype "
-          f"{cfg['dynamics']['dtype']}, method {cfg['dynamics']['method']}, clip_eps {cfg['ppo']['clip_eps']}, "
-          f"temperature {cfg['ppo']['temperature']}, torch {torch.__version__}")
-    head = "| step | pi_old    | max abs log rho | clipfrac | " + " | ".join(f"G {c.upper():<9}" for c in COMPONENTS) + " |"
+    print(
+        f"PPO {args.iterations} iterations, trainer.precision {args.precision} on {args.accelerator}; analysis dtype "
+        f"{cfg['dynamics']['dtype']}, method {cfg['dynamics']['method']}, clip_eps {cfg['ppo']['clip_eps']}, "
+        f"temperature {cfg['ppo']['temperature']}, torch {torch.__version__}"
+    )
+    head = (
+        "| step | pi_old    | max abs log rho | clipfrac | "
+        + " | ".join(f"G {c.upper():<9}" for c in COMPONENTS)
+        + " |"
+    )
     print(head)
-    print("|" + "|".join("-" * (len(cell) + 2) for cell in head.strip("|").split("|")[:-1]) + "|")
+    print("|" + "|".join("-" * len(cell) for cell in head[1:-1].split("|")) + "|")
     for step in sorted(log_ratio):
         for choice in ("recorded", "recompute"):
             frame = tables[choice]

@@ -59,7 +59,14 @@ sys.path.insert(0, str(ROOT / "src"))  # run from a checkout without installing 
 from podyn.batching import encode_prompt, left_padded_prompts  # noqa: E402
 from podyn.data.synthetic import TaskConfig, generate_task, vocabulary  # noqa: E402
 from podyn.models import build_gpt_neox, build_word_tokenizer, load_policy, load_scalar_model  # noqa: E402
-from podyn.objectives import ComponentWeights, gae, kl_penalty, masked_whiten, ppo_policy_loss, value_loss  # noqa: E402
+from podyn.objectives import (  # noqa: E402
+    ComponentWeights,
+    gae,
+    kl_penalty,
+    masked_whiten,
+    ppo_policy_loss,
+    value_loss,
+)
 from podyn.training import ppo as podyn_ppo  # noqa: E402
 from podyn.training.ppo import PPOModule, response_logps, response_values  # noqa: E402
 
@@ -67,16 +74,25 @@ TRL_TEMPERATURE_EPS = 1e-7  # TRL divides the logits by temperature + 1e-7
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="bench/trl_ppo.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="bench/trl_ppo.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--rows", type=int, default=16, help="prompts in the rollout batch (default: %(default)s)")
     parser.add_argument("--response-length", type=int, default=12, help="max_new_tokens (default: %(default)s)")
     parser.add_argument("--temperature", type=float, default=0.7, help="sampling temperature (default: %(default)s)")
     parser.add_argument("--kl-estimator", choices=["k1", "k3"], default="k1", help="default: %(default)s")
     parser.add_argument("--kl-coef", type=float, default=0.2, help="default: %(default)s")
-    parser.add_argument("--noise", type=float, default=0.05, help="policy = reference + noise x mean |weight| (default: %(default)s)")
+    parser.add_argument(
+        "--noise", type=float, default=0.05, help="policy = reference + noise x mean |weight| (default: %(default)s)"
+    )
     parser.add_argument("--eos-logit", type=float, default=0.3, help="extra logit given to EOS (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0, help="default: %(default)s")
-    parser.add_argument("--config", type=Path, default=ROOT / "config.yaml", help="tiny architecture and PPO settings (default: config.yaml)")
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=ROOT / "config.yaml",
+        help="tiny architecture and PPO settings (default: config.yaml)",
+    )
     return parser.parse_args(argv)
 
 
@@ -97,18 +113,32 @@ def settings(args: argparse.Namespace) -> dict[str, Any]:
     cfg = yaml.safe_load(args.config.read_text())
     ppo = dict(cfg["ppo"])
     ppo.update(
-        rollout_batch_size=args.rows, mini_batch_size=args.rows, ppo_epochs=1, iterations=1, max_grad_norm=None,
-        temperature=args.temperature, kl_coef=args.kl_coef, kl_estimator=args.kl_estimator,
-        max_new_tokens=args.response_length, normalize_reward=False, lr_schedule="constant",
+        rollout_batch_size=args.rows,
+        mini_batch_size=args.rows,
+        ppo_epochs=1,
+        iterations=1,
+        max_grad_norm=None,
+        temperature=args.temperature,
+        kl_coef=args.kl_coef,
+        kl_estimator=args.kl_estimator,
+        max_new_tokens=args.response_length,
+        normalize_reward=False,
+        lr_schedule="constant",
     )
     ppo.setdefault("missing_eos_penalty", 1.0)
-    return {"ppo": ppo, "arch": dict(cfg["model"]["arch"]), "model": {"dtype": "float32", "attn_implementation": "eager"}}
+    return {
+        "ppo": ppo,
+        "arch": dict(cfg["model"]["arch"]),
+        "model": {"dtype": "float32", "attn_implementation": "eager"},
+    }
 
 
 def build_models(folder: Path, tokenizer, arch: dict[str, Any], args: argparse.Namespace) -> None:
     """reference (= the base), policy (base + noise), reward and value models, saved to ``folder``."""
     base = build_gpt_neox(len(tokenizer), tokenizer, arch, args.seed)
-    with torch.no_grad():  # coordinate 0 of the final layer norm's output is a constant 1 that feeds EOS (+) and padding (-)
+    with (
+        torch.no_grad()
+    ):  # coordinate 0 of the final layer norm's output is a constant 1 that feeds EOS (+) and padding (-)
         base.gpt_neox.final_layer_norm.weight[0] = 0.0
         base.gpt_neox.final_layer_norm.bias[0] = 1.0
         base.get_output_embeddings().weight[:, 0] = 0.0
@@ -131,15 +161,19 @@ def build_models(folder: Path, tokenizer, arch: dict[str, Any], args: argparse.N
 
 def load_four(folder: Path, model_cfg: dict[str, Any]) -> dict[str, torch.nn.Module]:
     return {
-        "policy": load_policy(folder / "policy", model_cfg), "reference": load_policy(folder / "reference", model_cfg),
-        "reward": load_scalar_model(folder / "reward", model_cfg), "value": load_scalar_model(folder / "value", model_cfg),
+        "policy": load_policy(folder / "policy", model_cfg),
+        "reference": load_policy(folder / "reference", model_cfg),
+        "reward": load_scalar_model(folder / "reward", model_cfg),
+        "value": load_scalar_model(folder / "value", model_cfg),
     }
 
 
 # ----------------------------------------------------------------------------- TRL
 
 
-def run_trl(folder: Path, tokenizer, prompt_ids: list[list[int]], s: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
+def run_trl(
+    folder: Path, tokenizer, prompt_ids: list[list[int]], s: dict[str, Any], args: argparse.Namespace
+) -> dict[str, Any]:
     """TRL's ``train()`` for one iteration; its locals and gradients at the first optimizer step."""
     from datasets import Dataset
     from trl.experimental.ppo import PPOConfig, PPOTrainer
@@ -149,18 +183,45 @@ def run_trl(folder: Path, tokenizer, prompt_ids: list[list[int]], s: dict[str, A
     left = type(tokenizer).from_pretrained(folder / "reference")
     left.padding_side = "left"
     config = PPOConfig(
-        output_dir=str(folder / "trl"), per_device_train_batch_size=args.rows, gradient_accumulation_steps=1,
-        num_mini_batches=1, num_ppo_epochs=1, total_episodes=args.rows, local_rollout_forward_batch_size=args.rows,
-        response_length=args.response_length, temperature=args.temperature, stop_token="eos",
-        missing_eos_penalty=ppo["missing_eos_penalty"], kl_coef=ppo["kl_coef"], kl_estimator=args.kl_estimator,
-        cliprange=ppo["clip_eps"], cliprange_value=ppo["cliprange_value"], vf_coef=ppo["vf_coef"],
-        gamma=ppo["gamma"], lam=ppo["lam"], learning_rate=ppo["lr"], num_sample_generations=0, seed=args.seed,
-        report_to=[], save_strategy="no", use_cpu=True, bf16=False, fp16=False, disable_tqdm=True, logging_steps=1,
+        output_dir=str(folder / "trl"),
+        per_device_train_batch_size=args.rows,
+        gradient_accumulation_steps=1,
+        num_mini_batches=1,
+        num_ppo_epochs=1,
+        total_episodes=args.rows,
+        local_rollout_forward_batch_size=args.rows,
+        response_length=args.response_length,
+        temperature=args.temperature,
+        stop_token="eos",
+        missing_eos_penalty=ppo["missing_eos_penalty"],
+        kl_coef=ppo["kl_coef"],
+        kl_estimator=args.kl_estimator,
+        cliprange=ppo["clip_eps"],
+        cliprange_value=ppo["cliprange_value"],
+        vf_coef=ppo["vf_coef"],
+        gamma=ppo["gamma"],
+        lam=ppo["lam"],
+        learning_rate=ppo["lr"],
+        num_sample_generations=0,
+        seed=args.seed,
+        report_to=[],
+        save_strategy="no",
+        use_cpu=True,
+        bf16=False,
+        fp16=False,
+        disable_tqdm=True,
+        logging_steps=1,
     )
     dataset = Dataset.from_dict({"input_ids": prompt_ids})
     trainer = PPOTrainer(
-        args=config, processing_class=left, model=models["policy"], ref_model=models["reference"],
-        reward_model=models["reward"], value_model=models["value"], train_dataset=dataset, eval_dataset=dataset,
+        args=config,
+        processing_class=left,
+        model=models["policy"],
+        ref_model=models["reference"],
+        reward_model=models["reward"],
+        value_model=models["value"],
+        train_dataset=dataset,
+        eval_dataset=dataset,
     )
     captured: dict[str, Any] = {}
 
@@ -168,8 +229,16 @@ def run_trl(folder: Path, tokenizer, prompt_ids: list[list[int]], s: dict[str, A
         if captured:
             return
         frame = sys._getframe(1)  # TRL's train()
-        captured.update({k: (v.detach().clone() if torch.is_tensor(v) else v) for k, v in frame.f_locals.items() if not k.startswith("_")})
-        captured["grads"] = {n: p.grad.detach().clone() for n, p in trainer.model.named_parameters() if p.grad is not None}
+        captured.update(
+            {
+                k: (v.detach().clone() if torch.is_tensor(v) else v)
+                for k, v in frame.f_locals.items()
+                if not k.startswith("_")
+            }
+        )
+        captured["grads"] = {
+            n: p.grad.detach().clone() for n, p in trainer.model.named_parameters() if p.grad is not None
+        }
 
     trainer.optimizer.step = capture_instead_of_step
     trainer.train()
@@ -179,10 +248,14 @@ def run_trl(folder: Path, tokenizer, prompt_ids: list[list[int]], s: dict[str, A
 # ----------------------------------------------------------------------------- podyn
 
 
-def run_podyn(folder: Path, tokenizer, prompt_ids: list[list[int]], trl: dict[str, Any], s: dict[str, Any]) -> dict[str, Any]:
+def run_podyn(
+    folder: Path, tokenizer, prompt_ids: list[list[int]], trl: dict[str, Any], s: dict[str, Any]
+) -> dict[str, Any]:
     """podyn's rollout on TRL's sampled sequences, then its optimisation step (gradients kept)."""
     models = load_four(folder, s["model"])
-    module = PPOModule(models["policy"], models["value"], models["reference"], models["reward"], tokenizer, dict(s["ppo"]), {}, None)
+    module = PPOModule(
+        models["policy"], models["value"], models["reference"], models["reward"], tokenizer, dict(s["ppo"]), {}, None
+    )
     sequences = trl["query_responses"]
 
     def replay(input_ids, attention_mask, **kwargs):
@@ -195,8 +268,10 @@ def run_podyn(folder: Path, tokenizer, prompt_ids: list[list[int]], trl: dict[st
     opt = module.configure_optimizers()["optimizer"]
 
     def keep_grads(*_, **__) -> None:
-        out["grads"] = {**{f"policy.{n}": p.grad.detach().clone() for n, p in module.policy.named_parameters()},
-                        **{f"value_model.{n}": p.grad.detach().clone() for n, p in module.value_model.named_parameters()}}
+        out["grads"] = {
+            **{f"policy.{n}": p.grad.detach().clone() for n, p in module.policy.named_parameters()},
+            **{f"value_model.{n}": p.grad.detach().clone() for n, p in module.value_model.named_parameters()},
+        }
 
     opt.step = keep_grads
     module.optimizers = lambda: opt
@@ -213,7 +288,9 @@ def run_podyn(folder: Path, tokenizer, prompt_ids: list[list[int]], trl: dict[st
     return out
 
 
-def replay_on_trl_conventions(folder: Path, trl: dict[str, Any], s: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
+def replay_on_trl_conventions(
+    folder: Path, trl: dict[str, Any], s: dict[str, Any], args: argparse.Namespace
+) -> dict[str, Any]:
     """podyn's functions with TRL's conventions: score on the first slot after EOS (the last slot
     of a cut response), the value at that slot in GAE and the value loss, TRL's old log-probs
     (the sampler's), the logits divided by T + 1e-7."""
@@ -238,13 +315,32 @@ def replay_on_trl_conventions(folder: Path, trl: dict[str, Any], s: dict[str, An
     advantages = masked_whiten(raw, mask)
     logps = response_logps(models["policy"], roll, temperature)
     vpred = response_values(models["value"], roll)
-    policy_loss = ppo_policy_loss(logps, old.float(), advantages.float(), mask.float(), torch.zeros_like(sequences[:, width:]), ComponentWeights(), ppo["clip_eps"])
+    policy_loss = ppo_policy_loss(
+        logps,
+        old.float(),
+        advantages.float(),
+        mask.float(),
+        torch.zeros_like(sequences[:, width:]),
+        ComponentWeights(),
+        ppo["clip_eps"],
+    )
     v_loss = value_loss(vpred, values.float(), returns.float(), mask_p1.float(), ppo["cliprange_value"])
     (policy_loss + ppo["vf_coef"] * v_loss).backward()
-    grads = {**{f"policy.{n}": p.grad for n, p in models["policy"].named_parameters()},
-             **{f"value_model.{n}": p.grad for n, p in models["value"].named_parameters()}}
-    return {"ref": ref, "kl": kl, "rewards": rewards, "values": values, "advantages": advantages, "returns": returns,
-            "policy_loss": policy_loss.detach(), "value_loss": v_loss.detach(), "grads": grads}
+    grads = {
+        **{f"policy.{n}": p.grad for n, p in models["policy"].named_parameters()},
+        **{f"value_model.{n}": p.grad for n, p in models["value"].named_parameters()},
+    }
+    return {
+        "ref": ref,
+        "kl": kl,
+        "rewards": rewards,
+        "values": values,
+        "advantages": advantages,
+        "returns": returns,
+        "policy_loss": policy_loss.detach(),
+        "value_loss": v_loss.detach(),
+        "grads": grads,
+    }
 
 
 # ----------------------------------------------------------------------------- comparison
@@ -266,7 +362,11 @@ def grad_diffs(ours: dict[str, torch.Tensor], theirs: dict[str, torch.Tensor], p
 
 
 def table(title: str, rows: list[tuple[str, float, float, str]]) -> str:
-    lines = [title, f"| {'quantity':<24} | {'max |podyn - TRL|':>17} | {'max |TRL|':>10} | note", f"|{'-' * 26}|{'-' * 19}|{'-' * 12}|------"]
+    lines = [
+        title,
+        f"| {'quantity':<24} | {'max |podyn - TRL|':>17} | {'max |TRL|':>10} | note",
+        f"|{'-' * 26}|{'-' * 19}|{'-' * 12}|------",
+    ]
     lines += [f"| {name:<24} | {d:17.3e} | {s:10.3e} | {note}" for name, d, s, note in rows]
     return "\n".join(lines)
 
@@ -279,12 +379,22 @@ def main(argv: list[str] | None = None) -> None:
     import trl as trl_pkg
 
     s = settings(args)
-    print(f"TRL {trl_pkg.__version__}, transformers {transformers.__version__}, torch {torch.__version__}, float32, CPU")
-    print(f"rows {args.rows}, response_length {args.response_length}, T {args.temperature}, kl {args.kl_estimator} x {args.kl_coef}, "
-          f"gamma {s['ppo']['gamma']}, lam {s['ppo']['lam']}, clip {s['ppo']['clip_eps']}, vclip {s['ppo']['cliprange_value']}, "
-          f"vf_coef {s['ppo']['vf_coef']}, missing_eos_penalty {s['ppo']['missing_eos_penalty']}")
+    print(
+        f"TRL {trl_pkg.__version__}, transformers {transformers.__version__}, torch {torch.__version__}, float32, CPU"
+    )
+    print(
+        f"rows {args.rows}, response_length {args.response_length}, T {args.temperature}, "
+        f"kl {args.kl_estimator} x {args.kl_coef}, gamma {s['ppo']['gamma']}, lam {s['ppo']['lam']}, "
+        f"clip {s['ppo']['clip_eps']}, vclip {s['ppo']['cliprange_value']}, "
+        f"vf_coef {s['ppo']['vf_coef']}, missing_eos_penalty {s['ppo']['missing_eos_penalty']}"
+    )
     tokenizer = build_word_tokenizer(vocabulary())
-    prompts = [row["prompt"] for row in generate_task(TaskConfig(seed=args.seed, n_sft=0, n_pref_train=args.rows, n_pref_heldout=0, n_test=0))["prefs_train"]]
+    prompts = [
+        row["prompt"]
+        for row in generate_task(
+            TaskConfig(seed=args.seed, n_sft=0, n_pref_train=args.rows, n_pref_heldout=0, n_test=0)
+        )["prefs_train"]
+    ]
     prompt_ids = [encode_prompt(tokenizer, p) for p in prompts]
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
@@ -303,18 +413,34 @@ def main(argv: list[str] | None = None) -> None:
     responses = trl["query_responses"][:, trl["context_length"] :]
     ended = batch["ended"]
     sampled_pad = int(((responses == tokenizer.pad_token_id) & mask.bool()).sum())
-    print(f"rollout: {int(ended.sum())} of {len(ended)} responses end with EOS, {int(mask.sum())} response tokens, "
-          f"{sampled_pad} sampled padding tokens; response masks equal: {torch.equal(mask, trl_mask)}")
+    print(
+        f"rollout: {int(ended.sum())} of {len(ended)} responses end with EOS, {int(mask.sum())} response tokens, "
+        f"{sampled_pad} sampled padding tokens; response masks equal: {torch.equal(mask, trl_mask)}"
+    )
     trl_values = trl["values"]
-    pg, vg = grad_diffs(ours["grads"], trl["grads"], "policy."), grad_diffs(ours["grads"], trl["grads"], "value_model.")
+    pg, vg = (
+        grad_diffs(ours["grads"], trl["grads"], "policy."),
+        grad_diffs(ours["grads"], trl["grads"], "value_model."),
+    )
     slot = "score slot: TRL's first slot after EOS, podyn's EOS"
     rows_a = [
         ("scores", *max_diff(batch["scores"], trl["scores"]), "same index (last response token), same penalty"),
-        ("old log-probs", *max_diff(batch["old_logps"], trl["logprobs"], mask), "TRL: generate's scores (KV cache); podyn: a full forward"),
+        (
+            "old log-probs",
+            *max_diff(batch["old_logps"], trl["logprobs"], mask),
+            "TRL: generate's scores (KV cache); podyn: a full forward",
+        ),
         ("reference log-probs", *max_diff(batch["ref_logps"], trl["ref_logprobs"], mask), "T + 1e-7 in TRL"),
         ("KL per token", *max_diff(batch["kl"], trl["kl"], mask), "follows the old log-probs"),
         ("rewards", *max_diff(batch["rewards"], trl["rewards"]), slot),
-        ("rewards, score slots out", *max_diff(batch["rewards"] - _score_matrix(batch["scores"], mask), trl["rewards"] - _score_matrix(trl["scores"], trl["padding_mask_p1"], trl["sequence_lengths"])), "the KL part"),
+        (
+            "rewards, score slots out",
+            *max_diff(
+                batch["rewards"] - _score_matrix(batch["scores"], mask),
+                trl["rewards"] - _score_matrix(trl["scores"], trl["padding_mask_p1"], trl["sequence_lengths"]),
+            ),
+            "the KL part",
+        ),
         ("values", *max_diff(batch["values"], trl_values, mask), ""),
         ("advantages (whitened)", *max_diff(batch["advantages"], trl["advantages"], mask), slot + " + V there"),
         ("returns", *max_diff(batch["returns"], trl["returns"], mask), slot + " + V there"),
@@ -325,7 +451,10 @@ def main(argv: list[str] | None = None) -> None:
     ]
     print()
     print(table("podyn (as configured) vs TRL 1.12 PPOTrainer, one iteration", rows_a))
-    pgr, vgr = grad_diffs(replay["grads"], trl["grads"], "policy."), grad_diffs(replay["grads"], trl["grads"], "value_model.")
+    pgr, vgr = (
+        grad_diffs(replay["grads"], trl["grads"], "policy."),
+        grad_diffs(replay["grads"], trl["grads"], "value_model."),
+    )
     rows_b = [
         ("reference log-probs", *max_diff(replay["ref"], trl["ref_logprobs"], trl_mask), ""),
         ("KL per token", *max_diff(replay["kl"], trl["kl"], trl_mask), ""),

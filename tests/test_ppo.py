@@ -68,10 +68,26 @@ def hand_logp(table: list[list[float]], prev: int, token: int, temperature: floa
 
 
 PPO_CFG = {
-    "max_new_tokens": 3, "temperature": T, "missing_eos_penalty": 0.5, "kl_coef": 0.1, "kl_estimator": "k1",
-    "gamma": 1.0, "lam": 0.95, "clip_eps": 0.2, "cliprange_value": 0.2, "vf_coef": 0.1, "ppo_epochs": 1,
-    "mini_batch_size": 2, "max_grad_norm": None, "lr": 1e-2, "iterations": 4, "lr_schedule": "constant",
-    "normalize_reward": False, "rollout_batch_size": 2, "reward_norm_mean": 0.0, "reward_norm_std": 1.0,
+    "max_new_tokens": 3,
+    "temperature": T,
+    "missing_eos_penalty": 0.5,
+    "kl_coef": 0.1,
+    "kl_estimator": "k1",
+    "gamma": 1.0,
+    "lam": 0.95,
+    "clip_eps": 0.2,
+    "cliprange_value": 0.2,
+    "vf_coef": 0.1,
+    "ppo_epochs": 1,
+    "mini_batch_size": 2,
+    "max_grad_norm": None,
+    "lr": 1e-2,
+    "iterations": 4,
+    "lr_schedule": "constant",
+    "normalize_reward": False,
+    "rollout_batch_size": 2,
+    "reward_norm_mean": 0.0,
+    "reward_norm_std": 1.0,
 }
 
 # Two left-padded prompts, width 2, and 3 response slots:
@@ -92,9 +108,14 @@ PAIRS = [[(3, 5), (5, EOS)], [(4, 3), (3, 4), (4, 5)]]
 
 def table_module(cfg: dict | None = None, reward_table=REWARD_TABLE) -> PPOModule:
     return PPOModule(
-        policy=TableLM(POLICY_TABLE), value_model=TableScalar(VALUE_TABLE), reference=TableLM(REF_TABLE),
-        reward_model=TableScalar(reward_table), tokenizer=SimpleNamespace(pad_token_id=PAD, eos_token_id=EOS),
-        cfg={**PPO_CFG, **(cfg or {})}, weight_specs={}, recorder=None,
+        policy=TableLM(POLICY_TABLE),
+        value_model=TableScalar(VALUE_TABLE),
+        reference=TableLM(REF_TABLE),
+        reward_model=TableScalar(reward_table),
+        tokenizer=SimpleNamespace(pad_token_id=PAD, eos_token_id=EOS),
+        cfg={**PPO_CFG, **(cfg or {})},
+        weight_specs={},
+        recorder=None,
     )
 
 
@@ -145,7 +166,9 @@ def test_rollout_values_returns_and_advantages_by_hand(hand_rollout):
             adv = rewards[t] + gamma * next_value - values[t] + gamma * lam * adv
             expected[t] = adv
         assert batch["raw_advantages"][row].tolist() == pytest.approx(expected, abs=1e-12)
-        assert batch["returns"][row, : len(pairs)].tolist() == pytest.approx([a + v for a, v in zip(expected, values)], abs=1e-12)
+        assert batch["returns"][row, : len(pairs)].tolist() == pytest.approx(
+            [a + v for a, v in zip(expected, values)], abs=1e-12
+        )
     adv = batch["raw_advantages"][RESPONSE_MASK.bool()]
     whitened = (adv - adv.mean()) / torch.sqrt(adv.var() + 1e-8)  # unbiased variance, over the 5 response tokens
     assert batch["advantages"][RESPONSE_MASK.bool()].tolist() == pytest.approx(whitened.tolist(), abs=1e-12)
@@ -184,13 +207,15 @@ class FixedGenerator(torch.nn.Module):
 
 
 def test_generate_response_mask_and_ended():
-    responses = torch.tensor([
-        [5, EOS, PAD, PAD],  # EOS mid-way: the EOS is kept, the padding after it is not
-        [5, 5, 5, 5],  # cut at max_new_tokens
-        [EOS, PAD, PAD, PAD],  # EOS first
-        [5, 5, 5, EOS],  # EOS in the last slot
-        [5, EOS, 5, EOS],  # only the first EOS counts
-    ])
+    responses = torch.tensor(
+        [
+            [5, EOS, PAD, PAD],  # EOS mid-way: the EOS is kept, the padding after it is not
+            [5, 5, 5, 5],  # cut at max_new_tokens
+            [EOS, PAD, PAD, PAD],  # EOS first
+            [5, 5, 5, EOS],  # EOS in the last slot
+            [5, EOS, 5, EOS],  # only the first EOS counts
+        ]
+    )
     tokenizer = SimpleNamespace(pad_token_id=PAD, eos_token_id=EOS)
     roll = generate(FixedGenerator(responses), tokenizer, [[2, 3], [4], [2, 2], [3], [4, 4]], 4, do_sample=False)
     assert roll.prompt_width == 2
@@ -206,9 +231,19 @@ def test_generate_response_mask_and_ended():
 
 def tiny_neox(**dropout) -> GPTNeoXConfig:
     return GPTNeoXConfig(
-        vocab_size=VOCAB + 10, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
-        max_position_embeddings=32, rotary_pct=1.0, eos_token_id=EOS, pad_token_id=PAD, bos_token_id=EOS,
-        attn_implementation="eager", tie_word_embeddings=False, **dropout,
+        vocab_size=VOCAB + 10,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=32,
+        rotary_pct=1.0,
+        eos_token_id=EOS,
+        pad_token_id=PAD,
+        bos_token_id=EOS,
+        attn_implementation="eager",
+        tie_word_embeddings=False,
+        **dropout,
     )
 
 
@@ -242,8 +277,14 @@ def test_stored_old_logps_equal_the_samplers_at_the_tiny_config_temperature(tiny
     policy = load_policy(assets["base"], tiny_cfg["model"])
     cfg = {**tiny_cfg["ppo"], "max_new_tokens": tiny_cfg["generation"]["max_new_tokens"]}
     module = PPOModule(
-        policy, load_scalar_model(assets["reward"], tiny_cfg["model"]), load_policy(assets["base"], tiny_cfg["model"]),
-        load_scalar_model(assets["reward"], tiny_cfg["model"]), tokenizer, cfg, {}, None,
+        policy,
+        load_scalar_model(assets["reward"], tiny_cfg["model"]),
+        load_policy(assets["base"], tiny_cfg["model"]),
+        load_scalar_model(assets["reward"], tiny_cfg["model"]),
+        tokenizer,
+        cfg,
+        {},
+        None,
     )
     prompts = data_mod.load_split(assets["data"], "prefs_train")["prompt"][:6]
     prompt_ids = [encode_prompt(tokenizer, p, tiny_cfg["generation"]["max_prompt_tokens"]) for p in prompts]
@@ -254,13 +295,23 @@ def test_stored_old_logps_equal_the_samplers_at_the_tiny_config_temperature(tiny
     inputs = left_padded_prompts(prompt_ids, tokenizer.pad_token_id)
     policy.eval()
     out = policy.generate(
-        **inputs, max_new_tokens=cfg["max_new_tokens"], pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=tokenizer.eos_token_id, do_sample=True, temperature=temperature, top_k=0, top_p=1.0,
-        output_scores=True, return_dict_in_generate=True,
+        **inputs,
+        max_new_tokens=cfg["max_new_tokens"],
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        do_sample=True,
+        temperature=temperature,
+        top_k=0,
+        top_p=1.0,
+        output_scores=True,
+        return_dict_in_generate=True,
     )
     assert torch.equal(out.sequences, batch["sequences"])
     chosen = out.sequences[:, batch["prompt_width"] :]
-    sampler = torch.stack([torch.log_softmax(s.float(), -1).gather(1, chosen[:, j, None]).squeeze(1) for j, s in enumerate(out.scores)], 1)
+    sampler = torch.stack(
+        [torch.log_softmax(s.float(), -1).gather(1, chosen[:, j, None]).squeeze(1) for j, s in enumerate(out.scores)],
+        1,
+    )
     mask = batch["response_mask"].bool()
     assert mask.sum() > 20
     torch.testing.assert_close(batch["old_logps"][mask], sampler[mask], rtol=0, atol=2e-5)
@@ -276,8 +327,10 @@ def test_dropout_is_disabled_in_policy_reference_and_value_models():
     dropout = {"hidden_dropout": 0.5, "attention_dropout": 0.5, "classifier_dropout": 0.5}
     torch.manual_seed(0)
     models = {
-        "policy": GPTNeoXForCausalLM(tiny_neox(**dropout)), "reference": GPTNeoXForCausalLM(tiny_neox(**dropout)),
-        "value": GPTNeoXForSequenceClassification(tiny_neox(**dropout)), "reward": GPTNeoXForSequenceClassification(tiny_neox(**dropout)),
+        "policy": GPTNeoXForCausalLM(tiny_neox(**dropout)),
+        "reference": GPTNeoXForCausalLM(tiny_neox(**dropout)),
+        "value": GPTNeoXForSequenceClassification(tiny_neox(**dropout)),
+        "reward": GPTNeoXForSequenceClassification(tiny_neox(**dropout)),
     }
     ids = torch.tensor([[2, 7, 3, 9, 4, 5]])
 
@@ -287,8 +340,16 @@ def test_dropout_is_disabled_in_policy_reference_and_value_models():
     for model in models.values():  # the config's dropout is live in train mode
         a, b = twice(model.train())
         assert not torch.equal(a, b)
-    module = PPOModule(models["policy"], models["value"], models["reference"], models["reward"],
-                       SimpleNamespace(pad_token_id=PAD, eos_token_id=EOS), dict(PPO_CFG), {}, None)
+    module = PPOModule(
+        models["policy"],
+        models["value"],
+        models["reference"],
+        models["reward"],
+        SimpleNamespace(pad_token_id=PAD, eos_token_id=EOS),
+        dict(PPO_CFG),
+        {},
+        None,
+    )
     assert module.policy.training and module.value_model.training
     for name, model in models.items():
         a, b = twice(model.train())
@@ -309,8 +370,13 @@ def crafted_batch(module: PPOModule, ratios: list[list[float]], advantages: list
         values = response_values(module.value_model, rollout) * mask
     adv = torch.tensor(advantages, dtype=torch.float64)
     return {
-        **rollout, "response_mask": mask, "old_logps": (logps - torch.tensor(ratios, dtype=torch.float64).log()) * mask,
-        "advantages": adv * mask, "values": values, "returns": values + 0.3, "groups": tertile_groups(adv.abs(), mask),
+        **rollout,
+        "response_mask": mask,
+        "old_logps": (logps - torch.tensor(ratios, dtype=torch.float64).log()) * mask,
+        "advantages": adv * mask,
+        "values": values,
+        "returns": values + 0.3,
+        "groups": tertile_groups(adv.abs(), mask),
     }
 
 
@@ -327,7 +393,9 @@ def drive(module: PPOModule) -> dict:
     opt.step = counted_step
     module.optimizers = lambda: opt
     module.manual_backward = lambda loss: loss.backward()
-    module.clip_gradients = lambda o, gradient_clip_val, gradient_clip_algorithm: calls["clip"].append(gradient_clip_val)
+    module.clip_gradients = lambda o, gradient_clip_val, gradient_clip_algorithm: calls["clip"].append(
+        gradient_clip_val
+    )
     return calls
 
 
@@ -362,9 +430,13 @@ def test_epochs_and_minibatches_cover_every_row_once_per_epoch(monkeypatch):
     calls = drive(module)
     seen: list[list[int]] = []
     select = ppo_mod.select_rows
-    monkeypatch.setattr(ppo_mod, "select_rows", lambda batch, rows: (seen.append(rows.tolist()), select(batch, rows))[1])
+    monkeypatch.setattr(
+        ppo_mod, "select_rows", lambda batch, rows: (seen.append(rows.tolist()), select(batch, rows))[1]
+    )
     two = crafted_batch(module, [[1.0] * 3] * 2, [[1.0, -1.0, 0.5], [0.5, -0.5, 1.0]])
-    batch = {k: (torch.cat([v, v, v[:1]]) if torch.is_tensor(v) and v.dim() > 0 else v) for k, v in two.items()}  # 5 rows
+    batch = {
+        k: (torch.cat([v, v, v[:1]]) if torch.is_tensor(v) and v.dim() > 0 else v) for k, v in two.items()
+    }  # 5 rows
     module._optimise(batch, ComponentWeights(), 0)
     assert calls["steps"] == 3 * 3 and calls["clip"] == [0.5] * 9
     assert [len(rows) for rows in seen] == [2, 2, 1] * 3
@@ -398,9 +470,13 @@ def test_reward_normalisation_gain_and_bias(monkeypatch):
     raw = torch.tensor([REWARD_TABLE[EOS], REWARD_TABLE[5]] * 2, dtype=torch.float64)
     assert gain == pytest.approx(2.0 / float(raw.std()), rel=1e-12)
     normalised = gain * raw + bias
-    assert float(normalised.mean()) == pytest.approx(0.5, abs=1e-12) and float(normalised.std()) == pytest.approx(2.0, rel=1e-12)
+    assert float(normalised.mean()) == pytest.approx(0.5, abs=1e-12) and float(normalised.std()) == pytest.approx(
+        2.0, rel=1e-12
+    )
     scores = module.rollout([[2, 3], [4]])["scores"]
-    assert scores.tolist() == pytest.approx([gain * REWARD_TABLE[EOS] + bias, gain * REWARD_TABLE[5] + bias - 0.5], abs=1e-12)
+    assert scores.tolist() == pytest.approx(
+        [gain * REWARD_TABLE[EOS] + bias, gain * REWARD_TABLE[5] + bias - 0.5], abs=1e-12
+    )
 
 
 # ----------------------------------------------------------------------------- the G analysis's pi_old
@@ -425,7 +501,9 @@ def test_bf16_old_logps_recomputed_at_the_checkpoint_give_ratio_one():
     clip_eps = float(torch.expm1(log_ratio.abs().max())) / 2
     mask = torch.ones_like(bf16_old)
     advantages = torch.sign(log_ratio) * torch.rand(bf16_old.shape, generator=generator)
-    recorded = PPOBatch(sequences, attention, 4, mask, bf16_old, advantages, tertile_groups(advantages.abs(), mask), clip_eps, T)
+    recorded = PPOBatch(
+        sequences, attention, 4, mask, bf16_old, advantages, tertile_groups(advantages.abs(), mask), clip_eps, T
+    )
     with torch.no_grad():
         logps = recorded.logps(model)
     assert recorded.clip_fraction(logps) > 0

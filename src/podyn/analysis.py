@@ -116,12 +116,14 @@ def run_dynamics(cfg: dict[str, Any], run_name: str, seed: int, data_dir: Path, 
             alignment = gradient_alignment(model, batch, final_batches, dyn["method"], dyn["fd_eps"], dyn["chunk_rows"])
             G, gbar_norm = alignment.G, alignment.gbar_norm
             samples.append(_sample_rows(run["objective"], step, alignment, batch, indices))
-        records += [{"run": run_name, "seed": seed, "step": step, "component": c, "layer": "all", "G": g, "gbar_norm": gbar_norm, "clipfrac": clipfrac} for c, g in G.items()]
+        row = {"run": run_name, "seed": seed, "step": step, "gbar_norm": gbar_norm, "clipfrac": clipfrac}
+        records += [{**row, "component": c, "layer": "all", "G": g} for c, g in G.items()]
         if dyn["per_layer"]:
             for layer, per in per_layer_alignment(model, batch, final_batches, "jvp" if dyn["method"] == "direct" else dyn["method"], dyn["fd_eps"], dyn["chunk_rows"]).items():
-                records += [{"run": run_name, "seed": seed, "step": step, "component": c, "layer": layer, "G": g, "gbar_norm": gbar_norm, "clipfrac": clipfrac} for c, g in per.items()]
+                records += [{**row, "component": c, "layer": layer, "G": g} for c, g in per.items()]
         clipped = "" if clipfrac != clipfrac else f", clipfrac={clipfrac:.4f}"
-        print(f"[podyn] {run_name} seed {seed} step {step}: " + ", ".join(f"{c}={g:+.3e}" for c, g in G.items()) + clipped, flush=True)
+        values = ", ".join(f"{c}={g:+.3e}" for c, g in G.items())
+        print(f"[podyn] {run_name} seed {seed} step {step}: {values}{clipped}", flush=True)
     frame = pd.DataFrame(records)
     write_csv(out_csv, frame)
     write_csv(samples_csv, pd.concat(samples, ignore_index=True) if samples else pd.DataFrame())

@@ -129,8 +129,9 @@ class PPOBatch:
 
     @classmethod
     def from_record(cls, record: dict[str, Any]) -> "PPOBatch":
-        keys = ("sequences", "attention_mask", "prompt_width", "response_mask", "old_logps", "advantages", "groups", "clip_eps")
-        return cls(**{k: record[k] for k in keys}, temperature=record.get("temperature", 1.0))
+        keys = ("sequences", "attention_mask", "prompt_width", "response_mask", "old_logps", "advantages", "groups")
+        temperature = record.get("temperature", 1.0)  # batches recorded before the temperature was stored: T = 1
+        return cls(**{k: record[k] for k in keys}, clip_eps=record["clip_eps"], temperature=temperature)
 
     @property
     def n_rows(self) -> int:
@@ -138,7 +139,8 @@ class PPOBatch:
 
     def logps(self, model, rows: slice = slice(None)) -> torch.Tensor:
         """logp of every response token, shape (B, R)."""
-        return token_logps(model, self.sequences[rows], self.attention_mask[rows], self.temperature)[:, self.prompt_width - 1 :]
+        logps = token_logps(model, self.sequences[rows], self.attention_mask[rows], self.temperature)
+        return logps[:, self.prompt_width - 1 :]
 
     def with_own_old_logps(self, model) -> "PPOBatch":
         """This batch with pi_old recomputed by ``model`` in its own dtype. At the checkpoint of
@@ -151,7 +153,8 @@ class PPOBatch:
     def clip_fraction(self, logps: torch.Tensor) -> float:
         """Fraction of response tokens where the clip binds (they have no gradient)."""
         mask = self.response_mask.to(logps.dtype)
-        return float(ppo_clip_fraction(logps, self.old_logps.to(logps.dtype), self.advantages.to(logps.dtype), mask, self.clip_eps))
+        old, advantages = self.old_logps.to(logps.dtype), self.advantages.to(logps.dtype)
+        return float(ppo_clip_fraction(logps, old, advantages, mask, self.clip_eps))
 
     def component_losses(self, logps: torch.Tensor) -> dict[str, torch.Tensor]:
         mask = self.response_mask.to(logps.dtype)

@@ -220,7 +220,8 @@ def _ppo_setup(cfg, hyper, run, policy, tokenizer, recorder, paths, seed):
         return [encode_prompt(tokenizer, p, gen["max_prompt_tokens"]) for p in rows]
 
     loader = _loader(prompts, hyper["rollout_batch_size"], collate, seed)
-    norm_rows = torch.randperm(len(prompts), generator=torch.Generator().manual_seed(seed))[: hyper["reward_norm_prompts"]]
+    shuffled = torch.randperm(len(prompts), generator=torch.Generator().manual_seed(seed))
+    norm_rows = shuffled[: hyper["reward_norm_prompts"]]  # the prompts whose SFT rollouts fit the reward normalisation
     module = PPOModule(
         policy=policy,
         value_model=load_scalar_model(paths["reward"], cfg["model"]),

@@ -87,7 +87,9 @@ class PPOModule(L.LightningModule):
         """Sample responses and compute everything the PPO epochs need."""
         cfg = self.cfg
         temperature = cfg["temperature"]
-        roll = generate(self.policy, self.tokenizer, prompt_ids, cfg["max_new_tokens"], do_sample=True, temperature=temperature)
+        roll = generate(
+            self.policy, self.tokenizer, prompt_ids, cfg["max_new_tokens"], do_sample=True, temperature=temperature
+        )
         batch = {
             "sequences": roll.sequences,
             "attention_mask": roll.attention_mask,
@@ -130,11 +132,13 @@ class PPOModule(L.LightningModule):
         """Gain and bias that give the reward model's scores on rollouts of the current (SFT)
         policy the mean ``reward_norm_mean`` and standard deviation ``reward_norm_std``
         (lm-human-preferences' reward normalisation). Fixed for the rest of the run."""
-        cfg = self.cfg
+        cfg, temperature = self.cfg, self.cfg["temperature"]
         scores = []
         for start in range(0, len(prompt_ids), cfg["rollout_batch_size"]):
             chunk = prompt_ids[start : start + cfg["rollout_batch_size"]]
-            roll = generate(self.policy, self.tokenizer, chunk, cfg["max_new_tokens"], do_sample=True, temperature=cfg["temperature"])
+            roll = generate(
+                self.policy, self.tokenizer, chunk, cfg["max_new_tokens"], do_sample=True, temperature=temperature
+            )
             last = roll.prompt_width + roll.response_mask.sum(1) - 1
             scores.append(score_at(self._frozen["reward"], roll.sequences, roll.attention_mask, last))
         raw = torch.cat(scores).double()
@@ -180,10 +184,12 @@ class PPOModule(L.LightningModule):
                     stats["policy"].append(float(policy_loss))
                     stats["value"].append(float(v_loss))
                     stats["ratio"].append(float(masked_mean(ratio, mask)))
-                    stats["clipfrac"].append(float(ppo_clip_fraction(logps, mb["old_logps"], mb["advantages"], mask, cfg["clip_eps"])))
+                    clipfrac = ppo_clip_fraction(logps, mb["old_logps"], mb["advantages"], mask, cfg["clip_eps"])
+                    stats["clipfrac"].append(float(clipfrac))
                     stats["approxkl"].append(float(masked_mean(0.5 * (logps - mb["old_logps"]) ** 2, mask)))
                     # where the clipped value loss is the larger one (TRL's vf_clipfrac)
-                    vclipped = mb["values"] + torch.clamp(vpred - mb["values"], -cfg["cliprange_value"], cfg["cliprange_value"])
+                    vrange = cfg["cliprange_value"]
+                    vclipped = mb["values"] + torch.clamp(vpred - mb["values"], -vrange, vrange)
                     vclip = ((vclipped - mb["returns"]) ** 2 > (vpred - mb["returns"]) ** 2).float()
                     stats["vclipfrac"].append(float(masked_mean(vclip, mask)))
         return {k: sum(v) / len(v) for k, v in stats.items()}
