@@ -37,12 +37,17 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from podyn import pipeline  # noqa: E402
 from podyn.analysis import final_responses, run_dynamics  # noqa: E402
-from podyn.config import validate_config  # noqa: E402
+from podyn.config import Config, validate_config  # noqa: E402
 from podyn.dynamics import PPOBatch  # noqa: E402
 from podyn.models import load_policy  # noqa: E402
 from podyn.objectives import COMPONENTS  # noqa: E402
+from podyn.stages.base_model import base_model  # noqa: E402
+from podyn.stages.prepare_data import prepare_data  # noqa: E402
+from podyn.stages.reference_logps import reference_logps  # noqa: E402
+from podyn.stages.reward_model import reward_model  # noqa: E402
+from podyn.stages.sft import sft  # noqa: E402
+from podyn.stages.train import train_run  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -87,57 +92,68 @@ def quiet() -> None:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     quiet()
-    cfg = validate_config(yaml.safe_load(args.config.read_text()), str(args.config))
-    cfg["ppo"].update(iterations=args.iterations, checkpoint_every=args.checkpoint_every, eval_every=args.iterations)
-    cfg["trainer"].update(accelerator=args.accelerator, progress_refresh=10**6)
+    raw = yaml.safe_load(args.config.read_text())
+    raw.setdefault("ppo", {}).update(
+        iterations=args.iterations, checkpoint_every=args.checkpoint_every, eval_every=args.iterations
+    )
+    raw.setdefault("trainer", {}).update(accelerator=args.accelerator, progress_refresh=10**6)
+
+    def config(**sections) -> Config:
+        """The config with some sections' keys replaced, validated."""
+        edited = copy.deepcopy(raw)
+        for name, keys in sections.items():
+            edited.setdefault(name, {}).update(keys)
+        return validate_config(edited, str(args.config))
+
+    cfg = config()
     torch.manual_seed(args.seed)
     with tempfile.TemporaryDirectory() as tmp:
         root = args.keep or Path(tmp)
         root.mkdir(parents=True, exist_ok=True)
         p = {k: root / k for k in ("data", "base", "sft", "reward")}
-        pipeline.prepare_data(cfg, p["data"])
-        pipeline.base_model(cfg, p["base"])
-        pipeline.sft(cfg, p["data"], p["base"], p["sft"], root / "work_sft")
-        pipeline.reward_model(cfg, p["data"], p["sft"], p["reward"], root / "rm_metrics.json", root / "work_rm")
+        prepare_data(cfg, out=p["data"])
+        base_model(cfg, out=p["base"])
+        sft(cfg, data=p["data"], base=p["base"], out=p["sft"], workdir=root / "work_sft")
+        rm_metrics, rm_work = root / "rm_metrics.json", root / "work_rm"
+        reward_model(cfg, data=p["data"], sft=p["sft"], out=p["reward"], metrics=rm_metrics, workdir=rm_work)
         ref_logps = root / "ref_logps.pt"
-        pipeline.reference_logps(cfg, p["data"], p["sft"], ref_logps)
-        trained = copy.deepcopy(cfg)
-        trained["trainer"]["precision"] = args.precision
+        reference_logps(cfg, data=p["data"], sft=p["sft"], out=ref_logps)
         run = root / "ppo"
-        paths = {
-            "data": p["data"],
-            "sft": p["sft"],
-            "reward": p["reward"],
-            "ref_logps": ref_logps,
-            "workdir": run / "work",
-            "generations": run / "generations.jsonl",
-            "checkpoints": run / "checkpoints.json",
-            "records": run / "records.csv",
-            "metrics": run / "metrics.csv",
-        }
-        pipeline.train_run(trained, "ppo", args.seed, paths)
+        manifest = run / "checkpoints.json"
+        train_run(
+            config(trainer={"precision": args.precision}),
+            run="ppo",
+            seed=args.seed,
+            data=p["data"],
+            sft=p["sft"],
+            reward=p["reward"],
+            ref_logps=ref_logps,
+            workdir=run / "work",
+            generations=run / "generations.jsonl",
+            checkpoints=manifest,
+            records=run / "records.csv",
+            metrics=run / "metrics.csv",
+        )
         final = run / "final_responses.jsonl"
-        final_responses(cfg, p["data"], paths["checkpoints"], args.seed, final)
+        final_responses(cfg, data=p["data"], checkpoints=manifest, seed=args.seed, out=final)
         tables = {}
         for choice in ("recorded", "recompute"):
-            analysed = copy.deepcopy(cfg)
-            analysed["dynamics"]["ppo_old_logps"] = choice
             tables[choice] = run_dynamics(
-                analysed,
-                "ppo",
-                args.seed,
-                p["data"],
-                ref_logps,
-                paths["checkpoints"],
-                final,
-                run / f"G_{choice}.csv",
-                run / f"samples_{choice}.csv",
+                config(dynamics={"ppo_old_logps": choice}),
+                run="ppo",
+                seed=args.seed,
+                data=p["data"],
+                ref_logps=ref_logps,
+                checkpoints=manifest,
+                final_responses=final,
+                out=run / f"G_{choice}.csv",
+                samples_out=run / f"samples_{choice}.csv",
             )
         log_ratio = {}
         for step_dir in sorted((run / "work" / "analysis").iterdir(), key=lambda d: int(d.name.split("_")[1])):
             batch = PPOBatch.from_record(torch.load(step_dir / "batch.pt", weights_only=False))
             model = load_policy(
-                step_dir, {**cfg["model"], "dtype": cfg["dynamics"]["dtype"], "attn_implementation": "sdpa"}
+                step_dir, cfg.model.model_copy(update={"dtype": cfg.dynamics.dtype, "attn_implementation": "sdpa"})
             )
             with torch.no_grad():
                 diff = (batch.logps(model) - batch.old_logps.to(torch.float32))[batch.response_mask.bool()]
@@ -145,8 +161,8 @@ def main(argv: list[str] | None = None) -> None:
 
     print(
         f"PPO {args.iterations} iterations, trainer.precision {args.precision} on {args.accelerator}; analysis dtype "
-        f"{cfg['dynamics']['dtype']}, method {cfg['dynamics']['method']}, clip_eps {cfg['ppo']['clip_eps']}, "
-        f"temperature {cfg['ppo']['temperature']}, torch {torch.__version__}"
+        f"{cfg.dynamics.dtype}, method {cfg.dynamics.method}, clip_eps {cfg.ppo.clip_eps}, "
+        f"temperature {cfg.ppo.temperature}, torch {torch.__version__}"
     )
     head = (
         "| step | pi_old    | max abs log rho | clipfrac | "

@@ -58,6 +58,7 @@ sys.path.insert(0, str(ROOT / "src"))  # run from a checkout without installing 
 
 from podyn.batching import encode_prompt, left_padded_prompts  # noqa: E402
 from podyn.data.synthetic import TaskConfig, generate_task, vocabulary  # noqa: E402
+from podyn.config import validate_config  # noqa: E402
 from podyn.models import build_gpt_neox, build_word_tokenizer, load_policy, load_scalar_model  # noqa: E402
 from podyn.objectives import (  # noqa: E402
     ComponentWeights,
@@ -67,6 +68,7 @@ from podyn.objectives import (  # noqa: E402
     ppo_policy_loss,
     value_loss,
 )
+from podyn.schedules import Weights  # noqa: E402
 from podyn.training import ppo as podyn_ppo  # noqa: E402
 from podyn.training.ppo import PPOModule, response_logps, response_values  # noqa: E402
 
@@ -108,37 +110,33 @@ def quiet() -> None:
 
 
 def settings(args: argparse.Namespace) -> dict[str, Any]:
-    """podyn's PPO settings (config.yaml's ppo section) with the bench's overrides: one
-    epoch over one minibatch of the whole rollout, no gradient clipping (TRL's PPO has none)."""
-    cfg = yaml.safe_load(args.config.read_text())
-    ppo = dict(cfg["ppo"])
-    ppo.update(
-        rollout_batch_size=args.rows,
-        mini_batch_size=args.rows,
-        ppo_epochs=1,
-        iterations=1,
-        max_grad_norm=None,
-        temperature=args.temperature,
-        kl_coef=args.kl_coef,
-        kl_estimator=args.kl_estimator,
-        max_new_tokens=args.response_length,
-        normalize_reward=False,
-        lr_schedule="constant",
+    """podyn's PPO settings (config.yaml's ppo section, typed) with the bench's overrides: one
+    epoch over one minibatch of the whole rollout, no gradient clipping (TRL's PPO has none);
+    float32 models with eager attention on both sides."""
+    cfg = validate_config(yaml.safe_load(args.config.read_text()), str(args.config))
+    ppo = cfg.ppo.model_copy(
+        update=dict(
+            rollout_batch_size=args.rows,
+            mini_batch_size=args.rows,
+            ppo_epochs=1,
+            iterations=1,
+            max_grad_norm=None,
+            temperature=args.temperature,
+            kl_coef=args.kl_coef,
+            kl_estimator=args.kl_estimator,
+            normalize_reward=False,
+            lr_schedule="constant",
+        )
     )
-    ppo.setdefault("missing_eos_penalty", 1.0)
-    return {
-        "ppo": ppo,
-        "arch": dict(cfg["model"]["arch"]),
-        "model": {"dtype": "float32", "attn_implementation": "eager"},
-    }
+    model = cfg.model.model_copy(update={"dtype": "float32", "attn_implementation": "eager"})
+    return {"ppo": ppo, "arch": cfg.model.arch, "model": model, "max_new_tokens": args.response_length}
 
 
-def build_models(folder: Path, tokenizer, arch: dict[str, Any], args: argparse.Namespace) -> None:
+def build_models(folder: Path, tokenizer, arch, model_cfg, args: argparse.Namespace) -> None:
     """reference (= the base), policy (base + noise), reward and value models, saved to ``folder``."""
     base = build_gpt_neox(len(tokenizer), tokenizer, arch, args.seed)
-    with (
-        torch.no_grad()
-    ):  # coordinate 0 of the final layer norm's output is a constant 1 that feeds EOS (+) and padding (-)
+    # coordinate 0 of the final layer norm's output is a constant 1 that feeds EOS (+) and padding (-)
+    with torch.no_grad():
         base.gpt_neox.final_layer_norm.weight[0] = 0.0
         base.gpt_neox.final_layer_norm.bias[0] = 1.0
         base.get_output_embeddings().weight[:, 0] = 0.0
@@ -153,7 +151,7 @@ def build_models(folder: Path, tokenizer, arch: dict[str, Any], args: argparse.N
     base.save_pretrained(folder / "policy")
     for offset, name in ((2, "reward"), (3, "value")):
         torch.manual_seed(args.seed + offset)
-        model = load_scalar_model(folder / "reference", {"dtype": "float32", "attn_implementation": "eager"})
+        model = load_scalar_model(folder / "reference", model_cfg)
         with torch.no_grad():
             model.score.weight.mul_(50.0 if name == "reward" else 5.0)
         model.save_pretrained(folder / name)
@@ -193,15 +191,15 @@ def run_trl(
         response_length=args.response_length,
         temperature=args.temperature,
         stop_token="eos",
-        missing_eos_penalty=ppo["missing_eos_penalty"],
-        kl_coef=ppo["kl_coef"],
+        missing_eos_penalty=ppo.missing_eos_penalty,
+        kl_coef=ppo.kl_coef,
         kl_estimator=args.kl_estimator,
-        cliprange=ppo["clip_eps"],
-        cliprange_value=ppo["cliprange_value"],
-        vf_coef=ppo["vf_coef"],
-        gamma=ppo["gamma"],
-        lam=ppo["lam"],
-        learning_rate=ppo["lr"],
+        cliprange=ppo.clip_eps,
+        cliprange_value=ppo.cliprange_value,
+        vf_coef=ppo.vf_coef,
+        gamma=ppo.gamma,
+        lam=ppo.lam,
+        learning_rate=ppo.lr,
         num_sample_generations=0,
         seed=args.seed,
         report_to=[],
@@ -254,7 +252,15 @@ def run_podyn(
     """podyn's rollout on TRL's sampled sequences, then its optimisation step (gradients kept)."""
     models = load_four(folder, s["model"])
     module = PPOModule(
-        models["policy"], models["value"], models["reference"], models["reward"], tokenizer, dict(s["ppo"]), {}, None
+        models["policy"],
+        models["value"],
+        models["reference"],
+        models["reward"],
+        tokenizer,
+        s["ppo"],
+        s["max_new_tokens"],
+        Weights(),
+        None,
     )
     sequences = trl["query_responses"]
 
@@ -307,11 +313,11 @@ def replay_on_trl_conventions(
         ref = response_logps(models["reference"], roll, temperature).double() * mask
         values = response_values(models["value"], roll).double() * mask_p1
     kl = kl_penalty(old, ref, args.kl_estimator) * mask
-    rewards = -ppo["kl_coef"] * kl
+    rewards = -ppo.kl_coef * kl
     lengths = trl["sequence_lengths"]
     end = torch.where(lengths + 1 < rewards.shape[1], lengths + 1, lengths)
     rewards[torch.arange(len(end)), end] += trl["scores"].double()
-    raw, returns = gae(rewards, values, mask_p1, ppo["gamma"], ppo["lam"])
+    raw, returns = gae(rewards, values, mask_p1, ppo.gamma, ppo.lam)
     advantages = masked_whiten(raw, mask)
     logps = response_logps(models["policy"], roll, temperature)
     vpred = response_values(models["value"], roll)
@@ -322,10 +328,10 @@ def replay_on_trl_conventions(
         mask.float(),
         torch.zeros_like(sequences[:, width:]),
         ComponentWeights(),
-        ppo["clip_eps"],
+        ppo.clip_eps,
     )
-    v_loss = value_loss(vpred, values.float(), returns.float(), mask_p1.float(), ppo["cliprange_value"])
-    (policy_loss + ppo["vf_coef"] * v_loss).backward()
+    v_loss = value_loss(vpred, values.float(), returns.float(), mask_p1.float(), ppo.cliprange_value)
+    (policy_loss + ppo.vf_coef * v_loss).backward()
     grads = {
         **{f"policy.{n}": p.grad for n, p in models["policy"].named_parameters()},
         **{f"value_model.{n}": p.grad for n, p in models["value"].named_parameters()},
@@ -384,22 +390,22 @@ def main(argv: list[str] | None = None) -> None:
     )
     print(
         f"rows {args.rows}, response_length {args.response_length}, T {args.temperature}, "
-        f"kl {args.kl_estimator} x {args.kl_coef}, gamma {s['ppo']['gamma']}, lam {s['ppo']['lam']}, "
-        f"clip {s['ppo']['clip_eps']}, vclip {s['ppo']['cliprange_value']}, "
-        f"vf_coef {s['ppo']['vf_coef']}, missing_eos_penalty {s['ppo']['missing_eos_penalty']}"
+        f"kl {args.kl_estimator} x {args.kl_coef}, gamma {s['ppo'].gamma}, lam {s['ppo'].lam}, "
+        f"clip {s['ppo'].clip_eps}, vclip {s['ppo'].cliprange_value}, "
+        f"vf_coef {s['ppo'].vf_coef}, missing_eos_penalty {s['ppo'].missing_eos_penalty}"
     )
     tokenizer = build_word_tokenizer(vocabulary())
     prompts = [
         row["prompt"]
         for row in generate_task(
-            TaskConfig(seed=args.seed, n_sft=0, n_pref_train=args.rows, n_pref_heldout=0, n_test=0)
+            TaskConfig(seed=args.seed, n_sft=1, n_pref_train=args.rows, n_pref_heldout=1, n_test=1)
         )["prefs_train"]
     ]
     prompt_ids = [encode_prompt(tokenizer, p) for p in prompts]
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         torch.manual_seed(args.seed)
-        build_models(folder, tokenizer, s["arch"], args)
+        build_models(folder, tokenizer, s["arch"], s["model"], args)
         trl = run_trl(folder, tokenizer, prompt_ids, s, args)
         queries = trl["queries"]
         trl_prompts = [q[q != tokenizer.pad_token_id].tolist() for q in queries]  # TRL's row order

@@ -17,10 +17,12 @@ import pytest
 import torch
 from transformers import GPTNeoXConfig, GPTNeoXForCausalLM, GPTNeoXForSequenceClassification
 
+from podyn.config import PPOConfig
 from podyn.dynamics import PPOBatch
 from podyn.generation import Rollout, generate
 from podyn.models import token_logps
 from podyn.objectives import ComponentWeights, tertile_groups
+from podyn.schedules import Weights
 from podyn.training import ppo as ppo_mod
 from podyn.training.ppo import PPOModule, response_logps, response_values
 
@@ -67,8 +69,8 @@ def hand_logp(table: list[list[float]], prev: int, token: int, temperature: floa
     return row[token] - math.log(sum(math.exp(x) for x in row))
 
 
+MAX_NEW_TOKENS = 3
 PPO_CFG = {
-    "max_new_tokens": 3,
     "temperature": T,
     "missing_eos_penalty": 0.5,
     "kl_coef": 0.1,
@@ -113,8 +115,9 @@ def table_module(cfg: dict | None = None, reward_table=REWARD_TABLE) -> PPOModul
         reference=TableLM(REF_TABLE),
         reward_model=TableScalar(reward_table),
         tokenizer=SimpleNamespace(pad_token_id=PAD, eos_token_id=EOS),
-        cfg={**PPO_CFG, **(cfg or {})},
-        weight_specs={},
+        hyper=PPOConfig(**{**PPO_CFG, **(cfg or {})}),
+        max_new_tokens=MAX_NEW_TOKENS,
+        weights=Weights(),
         recorder=None,
     )
 
@@ -271,23 +274,24 @@ def test_stored_old_logps_equal_the_samplers_at_the_tiny_config_temperature(tiny
     from podyn.batching import encode_prompt, left_padded_prompts
     from podyn.models import load_policy, load_scalar_model, load_tokenizer
 
-    temperature = tiny_cfg["ppo"]["temperature"]
+    temperature = tiny_cfg.ppo.temperature
     assert temperature == 0.7
     tokenizer = load_tokenizer(assets["base"])
-    policy = load_policy(assets["base"], tiny_cfg["model"])
-    cfg = {**tiny_cfg["ppo"], "max_new_tokens": tiny_cfg["generation"]["max_new_tokens"]}
+    policy = load_policy(assets["base"], tiny_cfg.model)
+    max_new_tokens = tiny_cfg.generation.max_new_tokens
     module = PPOModule(
         policy,
-        load_scalar_model(assets["reward"], tiny_cfg["model"]),
-        load_policy(assets["base"], tiny_cfg["model"]),
-        load_scalar_model(assets["reward"], tiny_cfg["model"]),
+        load_scalar_model(assets["reward"], tiny_cfg.model),
+        load_policy(assets["base"], tiny_cfg.model),
+        load_scalar_model(assets["reward"], tiny_cfg.model),
         tokenizer,
-        cfg,
-        {},
+        tiny_cfg.ppo,
+        max_new_tokens,
+        Weights(),
         None,
     )
     prompts = data_mod.load_split(assets["data"], "prefs_train")["prompt"][:6]
-    prompt_ids = [encode_prompt(tokenizer, p, tiny_cfg["generation"]["max_prompt_tokens"]) for p in prompts]
+    prompt_ids = [encode_prompt(tokenizer, p, tiny_cfg.generation.max_prompt_tokens) for p in prompts]
     torch.manual_seed(11)
     batch = module.rollout(prompt_ids)
     # replay the sampler with the same seed, keeping its processed (temperature-scaled) scores
@@ -296,7 +300,7 @@ def test_stored_old_logps_equal_the_samplers_at_the_tiny_config_temperature(tiny
     policy.eval()
     out = policy.generate(
         **inputs,
-        max_new_tokens=cfg["max_new_tokens"],
+        max_new_tokens=max_new_tokens,
         pad_token_id=tokenizer.pad_token_id,
         eos_token_id=tokenizer.eos_token_id,
         do_sample=True,
@@ -346,8 +350,9 @@ def test_dropout_is_disabled_in_policy_reference_and_value_models():
         models["reference"],
         models["reward"],
         SimpleNamespace(pad_token_id=PAD, eos_token_id=EOS),
-        dict(PPO_CFG),
-        {},
+        PPOConfig(**PPO_CFG),
+        MAX_NEW_TOKENS,
+        Weights(),
         None,
     )
     assert module.policy.training and module.value_model.training

@@ -11,6 +11,7 @@ from typing import Any
 import lightning as L
 import torch
 
+from ..config import PPOConfig
 from ..generation import generate
 from ..models import disable_dropout, scalar_head_outputs, score_at, token_logps
 from ..objectives import (
@@ -24,7 +25,7 @@ from ..objectives import (
     tertile_groups,
     value_loss,
 )
-from ..schedules import weights_at
+from ..schedules import Weights, weights_at
 from .checkpoints import RunRecorder
 from .common import StepRecords, grad_norm
 
@@ -55,11 +56,14 @@ class PPOModule(L.LightningModule):
         reference: torch.nn.Module,
         reward_model: torch.nn.Module,
         tokenizer,
-        cfg: dict[str, Any],
-        weight_specs: dict[str, Any],
+        hyper: PPOConfig,
+        max_new_tokens: int,
+        weights: Weights,
         recorder: RunRecorder | None,
         reward_norm_prompts: list[list[int]] | None = None,
     ) -> None:
+        """``hyper`` is the run's ``ppo`` section (with its overrides), ``weights`` its
+        component-weight schedules, ``max_new_tokens`` the rollouts' length limit."""
         super().__init__()
         self.automatic_optimization = False
         # train mode (from_pretrained returns eval mode) with every dropout probability set to 0:
@@ -70,8 +74,9 @@ class PPOModule(L.LightningModule):
         frozen = {"reference": reference, "reward": reward_model}
         self._frozen = {k: disable_dropout(m).eval().requires_grad_(False) for k, m in frozen.items()}
         self.tokenizer = tokenizer
-        self.cfg = cfg
-        self.weight_specs = weight_specs
+        self.hyper = hyper
+        self.max_new_tokens = max_new_tokens
+        self.weight_specs = weights
         self.recorder = recorder
         self.records = StepRecords()
         self.iteration = 0
@@ -85,10 +90,10 @@ class PPOModule(L.LightningModule):
     @torch.no_grad()
     def rollout(self, prompt_ids: list[list[int]]) -> dict[str, Any]:
         """Sample responses and compute everything the PPO epochs need."""
-        cfg = self.cfg
-        temperature = cfg["temperature"]
+        hyper = self.hyper
+        temperature = hyper.temperature
         roll = generate(
-            self.policy, self.tokenizer, prompt_ids, cfg["max_new_tokens"], do_sample=True, temperature=temperature
+            self.policy, self.tokenizer, prompt_ids, self.max_new_tokens, do_sample=True, temperature=temperature
         )
         batch = {
             "sequences": roll.sequences,
@@ -104,11 +109,11 @@ class PPOModule(L.LightningModule):
         if self.reward_norm is not None:
             gain, bias = self.reward_norm
             score = gain * score + bias
-        score = score - cfg["missing_eos_penalty"] * (~roll.ended).float()
-        kl = kl_penalty(old_logps, ref_logps, cfg["kl_estimator"]) * mask
-        rewards = -cfg["kl_coef"] * kl
+        score = score - hyper.missing_eos_penalty * (~roll.ended).float()
+        kl = kl_penalty(old_logps, ref_logps, hyper.kl_estimator) * mask
+        rewards = -hyper.kl_coef * kl
         rewards[torch.arange(len(last)), last] += score
-        raw_advantages, returns = gae(rewards, values, mask, cfg["gamma"], cfg["lam"])
+        raw_advantages, returns = gae(rewards, values, mask, hyper.gamma, hyper.lam)
         advantages = masked_whiten(raw_advantages, mask)
         batch.update(
             response_mask=mask,
@@ -132,28 +137,28 @@ class PPOModule(L.LightningModule):
         """Gain and bias that give the reward model's scores on rollouts of the current (SFT)
         policy the mean ``reward_norm_mean`` and standard deviation ``reward_norm_std``
         (lm-human-preferences' reward normalisation). Fixed for the rest of the run."""
-        cfg, temperature = self.cfg, self.cfg["temperature"]
+        hyper, temperature = self.hyper, self.hyper.temperature
         scores = []
-        for start in range(0, len(prompt_ids), cfg["rollout_batch_size"]):
-            chunk = prompt_ids[start : start + cfg["rollout_batch_size"]]
+        for start in range(0, len(prompt_ids), hyper.rollout_batch_size):
+            chunk = prompt_ids[start : start + hyper.rollout_batch_size]
             roll = generate(
-                self.policy, self.tokenizer, chunk, cfg["max_new_tokens"], do_sample=True, temperature=temperature
+                self.policy, self.tokenizer, chunk, self.max_new_tokens, do_sample=True, temperature=temperature
             )
             last = roll.prompt_width + roll.response_mask.sum(1) - 1
             scores.append(score_at(self._frozen["reward"], roll.sequences, roll.attention_mask, last))
         raw = torch.cat(scores).double()
-        gain = cfg["reward_norm_std"] / float(raw.std().clamp(min=1e-8))
-        self.reward_norm = (gain, cfg["reward_norm_mean"] - gain * float(raw.mean()))
+        gain = hyper.reward_norm_std / float(raw.std().clamp(min=1e-8))
+        self.reward_norm = (gain, hyper.reward_norm_mean - gain * float(raw.mean()))
         return self.reward_norm
 
     def training_step(self, prompt_ids: list[list[int]], batch_idx: int) -> None:
         it = self.iteration
-        if self.cfg["normalize_reward"] and self.reward_norm is None:
+        if self.hyper.normalize_reward and self.reward_norm is None:
             self.fit_reward_normalization(self.reward_norm_prompts)
         batch = self.rollout(prompt_ids)
         weights = weights_at(self.weight_specs, it)
         if self.recorder is not None:
-            self.recorder.at_step(it, self.policy, {"step": it, "weights": weights.__dict__, "clip_eps": self.cfg["clip_eps"], **batch})
+            self.recorder.at_step(it, self.policy, {"step": it, "weights": weights.__dict__, "clip_eps": self.hyper.clip_eps, **batch})
         self._record_advantages(it, batch)
         stats = self._optimise(batch, weights, it)
         self._log_iteration(batch, stats)
@@ -161,34 +166,34 @@ class PPOModule(L.LightningModule):
         self.iteration += 1
 
     def _optimise(self, batch: dict[str, Any], weights, it: int) -> dict[str, float]:
-        cfg = self.cfg
+        hyper = self.hyper
         opt = self.optimizers()
         n_rows = batch["sequences"].shape[0]
         stats: dict[str, list[float]] = {k: [] for k in ("policy", "value", "clipfrac", "vclipfrac", "ratio", "approxkl")}
-        for _ in range(cfg["ppo_epochs"]):
-            for rows in torch.randperm(n_rows, device=batch["sequences"].device).split(cfg["mini_batch_size"]):
+        for _ in range(hyper.ppo_epochs):
+            for rows in torch.randperm(n_rows, device=batch["sequences"].device).split(hyper.mini_batch_size):
                 mb = select_rows(batch, rows)
                 mask = mb["response_mask"]
-                logps = response_logps(self.policy, mb, cfg["temperature"])
-                policy_loss = ppo_policy_loss(logps, mb["old_logps"], mb["advantages"], mask, mb["groups"], weights, cfg["clip_eps"])
+                logps = response_logps(self.policy, mb, hyper.temperature)
+                policy_loss = ppo_policy_loss(logps, mb["old_logps"], mb["advantages"], mask, mb["groups"], weights, hyper.clip_eps)
                 vpred = response_values(self.value_model, mb)
-                v_loss = value_loss(vpred, mb["values"], mb["returns"], mask, cfg["cliprange_value"])
+                v_loss = value_loss(vpred, mb["values"], mb["returns"], mask, hyper.cliprange_value)
                 opt.zero_grad()
-                self.manual_backward(policy_loss + cfg["vf_coef"] * v_loss)
+                self.manual_backward(policy_loss + hyper.vf_coef * v_loss)
                 self.records.add(step=it, kind="grad_norm", value=grad_norm(self.policy.parameters()))
-                if cfg.get("max_grad_norm"):
-                    self.clip_gradients(opt, gradient_clip_val=cfg["max_grad_norm"], gradient_clip_algorithm="norm")
+                if hyper.max_grad_norm:  # null or 0: no clipping
+                    self.clip_gradients(opt, gradient_clip_val=hyper.max_grad_norm, gradient_clip_algorithm="norm")
                 opt.step()
                 with torch.no_grad():
-                    _, ratio = ppo_token_losses(logps, mb["old_logps"], mb["advantages"], cfg["clip_eps"])
+                    _, ratio = ppo_token_losses(logps, mb["old_logps"], mb["advantages"], hyper.clip_eps)
                     stats["policy"].append(float(policy_loss))
                     stats["value"].append(float(v_loss))
                     stats["ratio"].append(float(masked_mean(ratio, mask)))
-                    clipfrac = ppo_clip_fraction(logps, mb["old_logps"], mb["advantages"], mask, cfg["clip_eps"])
+                    clipfrac = ppo_clip_fraction(logps, mb["old_logps"], mb["advantages"], mask, hyper.clip_eps)
                     stats["clipfrac"].append(float(clipfrac))
                     stats["approxkl"].append(float(masked_mean(0.5 * (logps - mb["old_logps"]) ** 2, mask)))
                     # where the clipped value loss is the larger one (TRL's vf_clipfrac)
-                    vrange = cfg["cliprange_value"]
+                    vrange = hyper.cliprange_value
                     vclipped = mb["values"] + torch.clamp(vpred - mb["values"], -vrange, vrange)
                     vclip = ((vclipped - mb["returns"]) ** 2 > (vpred - mb["returns"]) ** 2).float()
                     stats["vclipfrac"].append(float(masked_mean(vclip, mask)))
@@ -235,14 +240,14 @@ class PPOModule(L.LightningModule):
     def configure_optimizers(self):
         opt = torch.optim.AdamW(
             [
-                {"params": self.policy.parameters(), "lr": self.cfg["lr"]},
-                {"params": self.value_model.parameters(), "lr": self.cfg.get("value_lr", self.cfg["lr"])},
+                {"params": self.policy.parameters(), "lr": self.hyper.lr},
+                {"params": self.value_model.parameters(), "lr": self.hyper.value_lr},
             ],
-            weight_decay=self.cfg.get("weight_decay", 0.0),
+            weight_decay=self.hyper.weight_decay,
             eps=1e-5,
         )
-        total = self.cfg["iterations"]
-        if self.cfg["lr_schedule"] == "linear":  # from lr at iteration 0 down to lr / total at the last
+        total = self.hyper.iterations
+        if self.hyper.lr_schedule == "linear":  # from lr at iteration 0 down to lr / total at the last
             factor = lambda it: 1.0 - min(it, total - 1) / total  # noqa: E731
         else:
             factor = lambda it: 1.0  # noqa: E731
