@@ -109,6 +109,8 @@ def test_e2e_output_contract(e2e, tiny_cfg):
     assert {"rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies", "logps/chosen", "logps/rejected"} <= set(metrics.columns)
     metrics = pd.read_csv(root / "runs" / "ppo" / "seed0" / "metrics.csv")
     assert {"objective/kl", "policy/clipfrac_avg", "val/ratio"} <= set(metrics.columns)
+    dynamics = pd.read_csv(root / "dynamics" / "ppo.csv")
+    assert len(dynamics) and (dynamics["clipfrac"] == 0).all()  # pi_old recomputed at the checkpoint: rho = 1
     for model in ("base", "sft", "reward"):
         assert (root / "models" / model / "config.json").exists()
 

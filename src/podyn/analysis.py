@@ -109,18 +109,27 @@ def run_dynamics(
             batch, indices = PPOBatch.from_record(record), None
         moved = {k: v.to(device, model.dtype if v.is_floating_point() else v.dtype) for k, v in vars(batch).items() if torch.is_tensor(v)}
         batch = type(batch)(**{**vars(batch), **moved})
+        clipfrac = float("nan")
+        if resolved.objective == "ppo":
+            if dyn.ppo_old_logps == "recompute":
+                batch = batch.with_own_old_logps(model)
+            with torch.no_grad():
+                clipfrac = batch.clip_fraction(batch.logps(model))
         if dyn.method == "direct":
             G, gbar_norm = gradient_alignment_direct(model, batch, final_batches), float("nan")
         else:
             alignment = gradient_alignment(model, batch, final_batches, dyn.method, dyn.fd_eps, dyn.chunk_rows)
             G, gbar_norm = alignment.G, alignment.gbar_norm
             samples.append(_sample_rows(resolved.objective, step, alignment, batch, indices))
-        records += [{"run": run_name, "seed": seed, "step": step, "component": c, "layer": "all", "G": g, "gbar_norm": gbar_norm} for c, g in G.items()]
+        row = {"run": run_name, "seed": seed, "step": step, "gbar_norm": gbar_norm, "clipfrac": clipfrac}
+        records += [{**row, "component": c, "layer": "all", "G": g} for c, g in G.items()]
         if dyn.per_layer:
             method = "jvp" if dyn.method == "direct" else dyn.method
             for layer, per in per_layer_alignment(model, batch, final_batches, method, dyn.fd_eps, dyn.chunk_rows).items():
-                records += [{"run": run_name, "seed": seed, "step": step, "component": c, "layer": layer, "G": g, "gbar_norm": gbar_norm} for c, g in per.items()]
-        print(f"[podyn] {run_name} seed {seed} step {step}: " + ", ".join(f"{c}={g:+.3e}" for c, g in G.items()), flush=True)
+                records += [{**row, "component": c, "layer": layer, "G": g} for c, g in per.items()]
+        clipped = "" if clipfrac != clipfrac else f", clipfrac={clipfrac:.4f}"
+        values = ", ".join(f"{c}={g:+.3e}" for c, g in G.items())
+        print(f"[podyn] {run_name} seed {seed} step {step}: {values}{clipped}", flush=True)
     frame = pd.DataFrame(records)
     write_csv(out, frame)
     write_csv(samples_out, pd.concat(samples, ignore_index=True) if samples else pd.DataFrame())

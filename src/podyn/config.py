@@ -250,7 +250,32 @@ class PPOConfig(Section):
     clip_eps: float = Field(0.2, gt=0, description="Policy ratio clip range.")
     cliprange_value: float = Field(0.2, gt=0, description="Value clip range.")
     vf_coef: float = Field(0.1, ge=0, description="Value-loss coefficient.")
-    temperature: float = Field(1.0, gt=0, description="Rollout sampling temperature.")
+    temperature: float = Field(
+        1.0,
+        gt=0,
+        description="Rollout sampling temperature T; the old, reference and trained log-probs are all of "
+        "softmax(logits / T).",
+    )
+    kl_estimator: Literal["k1", "k3"] = Field(
+        "k1",
+        description="Per-token KL penalty: k1 = logp - logp_ref; k3 = (r - 1) - log r with r = p_ref / p "
+        "(never negative).",
+    )
+    normalize_reward: bool = Field(
+        False,
+        description="Rescale the reward model's score by a gain and bias fitted on SFT-policy rollouts before "
+        "training (lm-human-preferences).",
+    )
+    reward_norm_prompts: int = Field(
+        256, ge=1, description="Training prompts rolled out by the SFT policy to fit the reward normalisation."
+    )
+    reward_norm_mean: float = Field(0.0, description="Mean of the normalised score on SFT rollouts.")
+    reward_norm_std: float = Field(1.0, gt=0, description="Standard deviation of the normalised score on SFT rollouts.")
+    lr_schedule: Literal["constant", "linear"] = Field(
+        "constant",
+        description="PPO learning rate: constant, or decayed linearly to lr / iterations at the last iteration "
+        "(stepped once per iteration).",
+    )
     missing_eos_penalty: float = Field(
         1.0, ge=0, description="[choice] Subtracted from the score of a response cut at max_new_tokens without EOS."
     )
@@ -361,6 +386,12 @@ class DynamicsConfig(Section):
         "recorded", description="[choice] DPO's B: the step's training batch, or a fixed larger analysis batch."
     )
     dpo_fixed_batch_size: int = Field(256, ge=1, description="Size of the fixed analysis batch.")
+    ppo_old_logps: Literal["recompute", "recorded"] = Field(
+        "recompute",
+        description="[choice] PPO's pi_old in G: the checkpoint's own log-probs in the analysis dtype (rho = 1 "
+        "exactly, as theta = theta_old at that step), or the rollout's recorded ones (off by the training "
+        "precision's round-off).",
+    )
 
 
 class AblationPanel(Section):

@@ -18,14 +18,14 @@ backward pass per component, then a dot product) is kept as the reference.
 from __future__ import annotations
 
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Iterator
 
 import torch
 from torch.func import functional_call, jvp
 
 from .models import sequence_logps, token_logps
-from .objectives import COMPONENTS, ComponentWeights, dpo_component_loss, dpo_terms, ppo_policy_loss
+from .objectives import COMPONENTS, ComponentWeights, dpo_component_loss, dpo_terms, ppo_clip_fraction, ppo_policy_loss
 
 
 
@@ -114,7 +114,8 @@ class DPOBatch:
 
 @dataclass
 class PPOBatch:
-    """A PPO rollout batch B_t as recorded at the checkpoint."""
+    """A PPO rollout batch B_t as recorded at the checkpoint; log-probs are of softmax(logits / T)
+    at the rollout's sampling temperature T."""
 
     sequences: torch.Tensor
     attention_mask: torch.Tensor
@@ -124,10 +125,13 @@ class PPOBatch:
     advantages: torch.Tensor
     groups: torch.Tensor
     clip_eps: float
+    temperature: float = 1.0
 
     @classmethod
     def from_record(cls, record: dict[str, Any]) -> "PPOBatch":
-        return cls(**{k: record[k] for k in ("sequences", "attention_mask", "prompt_width", "response_mask", "old_logps", "advantages", "groups", "clip_eps")})
+        keys = ("sequences", "attention_mask", "prompt_width", "response_mask", "old_logps", "advantages", "groups")
+        temperature = record.get("temperature", 1.0)  # batches recorded before the temperature was stored: T = 1
+        return cls(**{k: record[k] for k in keys}, clip_eps=record["clip_eps"], temperature=temperature)
 
     @property
     def n_rows(self) -> int:
@@ -135,7 +139,22 @@ class PPOBatch:
 
     def logps(self, model, rows: slice = slice(None)) -> torch.Tensor:
         """logp of every response token, shape (B, R)."""
-        return token_logps(model, self.sequences[rows], self.attention_mask[rows])[:, self.prompt_width - 1 :]
+        logps = token_logps(model, self.sequences[rows], self.attention_mask[rows], self.temperature)
+        return logps[:, self.prompt_width - 1 :]
+
+    def with_own_old_logps(self, model) -> "PPOBatch":
+        """This batch with pi_old recomputed by ``model`` in its own dtype. At the checkpoint of
+        step t the weights are theta_old, so rho = 1 exactly on every token and no token is
+        clipped; the rollout's recorded log-probs (bf16 autocast, other kernels) would instead
+        give rho = exp(round-off), which can bind the clip and drop tokens from G."""
+        with torch.no_grad():
+            return replace(self, old_logps=self.logps(model).detach())
+
+    def clip_fraction(self, logps: torch.Tensor) -> float:
+        """Fraction of response tokens where the clip binds (they have no gradient)."""
+        mask = self.response_mask.to(logps.dtype)
+        old, advantages = self.old_logps.to(logps.dtype), self.advantages.to(logps.dtype)
+        return float(ppo_clip_fraction(logps, old, advantages, mask, self.clip_eps))
 
     def component_losses(self, logps: torch.Tensor) -> dict[str, torch.Tensor]:
         mask = self.response_mask.to(logps.dtype)

@@ -115,14 +115,40 @@ def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
     return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
 
 
-def token_logps(model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-    """log pi(input_ids[:, t] | input_ids[:, :t]) for t >= 1, shape (B, T-1)."""
+def token_logps(
+    model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, temperature: float = 1.0
+) -> torch.Tensor:
+    """log pi_T(input_ids[:, t] | input_ids[:, :t]) for t >= 1, shape (B, T-1), where
+    pi_T = softmax(logits / T): the distribution that ``generate`` samples from at temperature T
+    (``transformers``' temperature warper divides the float32 logits by T the same way)."""
     resources.add_tokens(attention_mask.sum())
     logits = model(
         input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids_from_mask(attention_mask)
     ).logits[:, :-1]
     logits = _at_least_float32(logits)
+    if temperature != 1.0:
+        logits = logits / temperature
     return torch.gather(F.log_softmax(logits, dim=-1), 2, input_ids[:, 1:, None]).squeeze(2)
+
+
+def disable_dropout(model: torch.nn.Module) -> torch.nn.Module:
+    """Set every dropout probability of ``model`` to 0, in place: ``nn.Dropout`` modules, float
+    attributes named ``*dropout*`` that attention code passes to the functional dropout
+    (GPT-NeoX's ``attention_dropout``), and the config's dropout fields (so that a saved
+    checkpoint says what was trained). PPO needs this: its ratio and KL compare forward passes
+    that must be deterministic."""
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+        for name, value in list(vars(module).items()):
+            if "dropout" in name and isinstance(value, (int, float)) and not isinstance(value, bool):
+                setattr(module, name, 0.0)
+    config = getattr(model, "config", None)
+    if config is not None:
+        for name, value in config.to_dict().items():
+            if "dropout" in name and isinstance(value, (int, float)) and not isinstance(value, bool):
+                setattr(config, name, 0.0)
+    return model
 
 
 def sequence_logps(model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, response_mask: torch.Tensor) -> torch.Tensor:

@@ -173,6 +173,29 @@ def ppo_token_losses(logps: torch.Tensor, old_logps: torch.Tensor, advantages: t
     return -torch.minimum(unclipped, clipped), ratio
 
 
+def ppo_clip_fraction(
+    logps: torch.Tensor, old_logps: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor, clip_eps: float
+) -> torch.Tensor:
+    """Fraction of response tokens where clipping binds, i.e. the clipped term is the strictly
+    larger loss and the token has no gradient: -clip(rho, 1-eps, 1+eps) A > -rho A (TRL's
+    ``pg_clipfrac``). It is rho > 1 + eps with A > 0 or rho < 1 - eps with A < 0; shapes (B, R)."""
+    ratio = torch.exp(logps - old_logps)
+    binds = -advantages * torch.clamp(ratio, 1.0 - clip_eps, 1.0 + clip_eps) > -advantages * ratio
+    return masked_mean(binds.to(mask.dtype), mask)
+
+
+def kl_penalty(logps: torch.Tensor, ref_logps: torch.Tensor, estimator: str = "k1") -> torch.Tensor:
+    """Per-token estimate of KL(pi || pi_ref) from tokens sampled from pi, shape (B, R):
+    ``k1`` = log pi - log pi_ref (unbiased, can be negative); ``k3`` = (r - 1) - log r with
+    r = pi_ref / pi (unbiased, never negative, lower variance; Schulman's "Approximating KL")."""
+    if estimator == "k1":
+        return logps - ref_logps
+    if estimator == "k3":
+        log_r = ref_logps - logps
+        return torch.expm1(log_r) - log_r
+    raise ValueError(f"unknown KL estimator {estimator!r} (k1 or k3)")
+
+
 def ppo_token_weights(advantages: torch.Tensor, groups: torch.Tensor, weights: ComponentWeights) -> torch.Tensor:
     """Per-token weight: w_pos where A_t > 0, w_neg where A_t < 0 (0 where A_t = 0, which has
     no gradient), times the weight of the token's |A_t| tertile."""

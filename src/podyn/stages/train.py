@@ -121,6 +121,8 @@ def _ppo_setup(
         return [encode_prompt(tokenizer, p, gen.max_prompt_tokens) for p in rows]
 
     loader = shuffled_loader(prompts, hyper.rollout_batch_size, collate, seed)
+    shuffled = torch.randperm(len(prompts), generator=torch.Generator().manual_seed(seed))
+    norm_rows = shuffled[: hyper.reward_norm_prompts]  # the prompts whose SFT rollouts fit the reward normalisation
     module = PPOModule(
         policy=policy,
         value_model=load_scalar_model(reward, cfg.model),
@@ -131,6 +133,7 @@ def _ppo_setup(
         max_new_tokens=gen.max_new_tokens,
         weights=run.weights,
         recorder=recorder,
+        reward_norm_prompts=collate([prompts[int(i)] for i in norm_rows]) if hyper.normalize_reward else None,
     )
     steps_per_iteration = hyper.ppo_epochs * math.ceil(hyper.rollout_batch_size / hyper.mini_batch_size)
     return module, loader, hyper.iterations * steps_per_iteration

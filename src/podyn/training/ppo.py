@@ -13,11 +13,13 @@ import torch
 
 from ..config import PPOConfig
 from ..generation import generate
-from ..models import scalar_head_outputs, score_at, token_logps
+from ..models import disable_dropout, scalar_head_outputs, score_at, token_logps
 from ..objectives import (
     gae,
+    kl_penalty,
     masked_mean,
     masked_whiten,
+    ppo_clip_fraction,
     ppo_policy_loss,
     ppo_token_losses,
     tertile_groups,
@@ -28,10 +30,12 @@ from .checkpoints import RunRecorder
 from .common import StepRecords, grad_norm
 
 
-def response_logps(model: torch.nn.Module, rollout: dict[str, torch.Tensor]) -> torch.Tensor:
-    """log pi(y_t | x, y_<t) for the response tokens, shape (B, R)."""
+def response_logps(model: torch.nn.Module, rollout: dict[str, torch.Tensor], temperature: float = 1.0) -> torch.Tensor:
+    """log pi_T(y_t | x, y_<t) for the response tokens, shape (B, R), at the sampling
+    temperature T: the policy that sampled the rollout (old), the one being trained and the
+    reference are all compared at the same T, as in TRL and lm-human-preferences."""
     width = rollout["prompt_width"]
-    return token_logps(model, rollout["sequences"], rollout["attention_mask"])[:, width - 1 :]
+    return token_logps(model, rollout["sequences"], rollout["attention_mask"], temperature)[:, width - 1 :]
 
 
 def response_values(value_model: torch.nn.Module, rollout: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -56,15 +60,19 @@ class PPOModule(L.LightningModule):
         max_new_tokens: int,
         weights: Weights,
         recorder: RunRecorder | None,
+        reward_norm_prompts: list[list[int]] | None = None,
     ) -> None:
         """``hyper`` is the run's ``ppo`` section (with its overrides), ``weights`` its
         component-weight schedules, ``max_new_tokens`` the rollouts' length limit."""
         super().__init__()
         self.automatic_optimization = False
-        self.policy = policy.train()  # from_pretrained returns eval mode
-        self.value_model = value_model.train()
+        # train mode (from_pretrained returns eval mode) with every dropout probability set to 0:
+        # the ratio, the KL and the value targets compare forward passes of these models
+        self.policy = disable_dropout(policy).train()
+        self.value_model = disable_dropout(value_model).train()
         # frozen models are kept out of the module's parameters and checkpoints
-        self._frozen = {"reference": reference.eval().requires_grad_(False), "reward": reward_model.eval().requires_grad_(False)}
+        frozen = {"reference": reference, "reward": reward_model}
+        self._frozen = {k: disable_dropout(m).eval().requires_grad_(False) for k, m in frozen.items()}
         self.tokenizer = tokenizer
         self.hyper = hyper
         self.max_new_tokens = max_new_tokens
@@ -72,6 +80,8 @@ class PPOModule(L.LightningModule):
         self.recorder = recorder
         self.records = StepRecords()
         self.iteration = 0
+        self.reward_norm_prompts = reward_norm_prompts or []
+        self.reward_norm: tuple[float, float] | None = None  # (gain, bias), fitted on SFT rollouts
 
     def on_fit_start(self) -> None:
         for model in self._frozen.values():
@@ -81,20 +91,26 @@ class PPOModule(L.LightningModule):
     def rollout(self, prompt_ids: list[list[int]]) -> dict[str, Any]:
         """Sample responses and compute everything the PPO epochs need."""
         hyper = self.hyper
-        roll = generate(self.policy, self.tokenizer, prompt_ids, self.max_new_tokens, do_sample=True, temperature=hyper.temperature)
+        temperature = hyper.temperature
+        roll = generate(
+            self.policy, self.tokenizer, prompt_ids, self.max_new_tokens, do_sample=True, temperature=temperature
+        )
         batch = {
             "sequences": roll.sequences,
             "attention_mask": roll.attention_mask,
             "prompt_width": roll.prompt_width,
         }
         mask = roll.response_mask.to(torch.float32)
-        old_logps = response_logps(self.policy, batch) * mask
-        ref_logps = response_logps(self._frozen["reference"], batch) * mask
+        old_logps = response_logps(self.policy, batch, temperature) * mask
+        ref_logps = response_logps(self._frozen["reference"], batch, temperature) * mask
         values = response_values(self.value_model, batch) * mask
         last = mask.sum(1).long() - 1
         score = score_at(self._frozen["reward"], roll.sequences, roll.attention_mask, roll.prompt_width + last)
+        if self.reward_norm is not None:
+            gain, bias = self.reward_norm
+            score = gain * score + bias
         score = score - hyper.missing_eos_penalty * (~roll.ended).float()
-        kl = old_logps - ref_logps
+        kl = kl_penalty(old_logps, ref_logps, hyper.kl_estimator) * mask
         rewards = -hyper.kl_coef * kl
         rewards[torch.arange(len(last)), last] += score
         raw_advantages, returns = gae(rewards, values, mask, hyper.gamma, hyper.lam)
@@ -105,17 +121,40 @@ class PPOModule(L.LightningModule):
             ref_logps=ref_logps,
             values=values,
             scores=score,
+            kl=kl,
             rewards=rewards,
             raw_advantages=raw_advantages,
             advantages=advantages,
             returns=returns,
             groups=tertile_groups(advantages.abs(), mask),
             ended=roll.ended,
+            temperature=temperature,
         )
         return batch
 
+    @torch.no_grad()
+    def fit_reward_normalization(self, prompt_ids: list[list[int]]) -> tuple[float, float]:
+        """Gain and bias that give the reward model's scores on rollouts of the current (SFT)
+        policy the mean ``reward_norm_mean`` and standard deviation ``reward_norm_std``
+        (lm-human-preferences' reward normalisation). Fixed for the rest of the run."""
+        hyper, temperature = self.hyper, self.hyper.temperature
+        scores = []
+        for start in range(0, len(prompt_ids), hyper.rollout_batch_size):
+            chunk = prompt_ids[start : start + hyper.rollout_batch_size]
+            roll = generate(
+                self.policy, self.tokenizer, chunk, self.max_new_tokens, do_sample=True, temperature=temperature
+            )
+            last = roll.prompt_width + roll.response_mask.sum(1) - 1
+            scores.append(score_at(self._frozen["reward"], roll.sequences, roll.attention_mask, last))
+        raw = torch.cat(scores).double()
+        gain = hyper.reward_norm_std / float(raw.std().clamp(min=1e-8))
+        self.reward_norm = (gain, hyper.reward_norm_mean - gain * float(raw.mean()))
+        return self.reward_norm
+
     def training_step(self, prompt_ids: list[list[int]], batch_idx: int) -> None:
         it = self.iteration
+        if self.hyper.normalize_reward and self.reward_norm is None:
+            self.fit_reward_normalization(self.reward_norm_prompts)
         batch = self.rollout(prompt_ids)
         weights = weights_at(self.weight_specs, it)
         if self.recorder is not None:
@@ -123,6 +162,7 @@ class PPOModule(L.LightningModule):
         self._record_advantages(it, batch)
         stats = self._optimise(batch, weights, it)
         self._log_iteration(batch, stats)
+        self.lr_schedulers().step()  # one step per PPO iteration (manual optimisation)
         self.iteration += 1
 
     def _optimise(self, batch: dict[str, Any], weights, it: int) -> dict[str, float]:
@@ -134,7 +174,7 @@ class PPOModule(L.LightningModule):
             for rows in torch.randperm(n_rows, device=batch["sequences"].device).split(hyper.mini_batch_size):
                 mb = select_rows(batch, rows)
                 mask = mb["response_mask"]
-                logps = response_logps(self.policy, mb)
+                logps = response_logps(self.policy, mb, hyper.temperature)
                 policy_loss = ppo_policy_loss(logps, mb["old_logps"], mb["advantages"], mask, mb["groups"], weights, hyper.clip_eps)
                 vpred = response_values(self.value_model, mb)
                 v_loss = value_loss(vpred, mb["values"], mb["returns"], mask, hyper.cliprange_value)
@@ -149,9 +189,13 @@ class PPOModule(L.LightningModule):
                     stats["policy"].append(float(policy_loss))
                     stats["value"].append(float(v_loss))
                     stats["ratio"].append(float(masked_mean(ratio, mask)))
-                    stats["clipfrac"].append(float(masked_mean(((ratio - 1).abs() > hyper.clip_eps).float(), mask)))
+                    clipfrac = ppo_clip_fraction(logps, mb["old_logps"], mb["advantages"], mask, hyper.clip_eps)
+                    stats["clipfrac"].append(float(clipfrac))
                     stats["approxkl"].append(float(masked_mean(0.5 * (logps - mb["old_logps"]) ** 2, mask)))
-                    vclip = ((vpred - mb["values"]).abs() > hyper.cliprange_value).float()
+                    # where the clipped value loss is the larger one (TRL's vf_clipfrac)
+                    vrange = hyper.cliprange_value
+                    vclipped = mb["values"] + torch.clamp(vpred - mb["values"], -vrange, vrange)
+                    vclip = ((vclipped - mb["returns"]) ** 2 > (vpred - mb["returns"]) ** 2).float()
                     stats["vclipfrac"].append(float(masked_mean(vclip, mask)))
         return {k: sum(v) / len(v) for k, v in stats.items()}
 
@@ -162,7 +206,7 @@ class PPOModule(L.LightningModule):
             self.records.add(step=it, kind=f"raw_advantage/{name}", value=float(masked_mean(batch["raw_advantages"], in_group)))
 
     def _log_iteration(self, batch: dict[str, Any], stats: dict[str, float]) -> None:
-        kl = batch["old_logps"] - batch["ref_logps"]
+        kl = batch["kl"]
         non_score = (batch["rewards"].sum(1) - batch["scores"]).mean()
         self.log_dict(
             {
@@ -186,13 +230,15 @@ class PPOModule(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["podyn_records"] = self.records.state_dict()
         checkpoint["podyn_iteration"] = self.iteration
+        checkpoint["podyn_reward_norm"] = self.reward_norm
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self.records.load_state_dict(checkpoint.get("podyn_records", []))
         self.iteration = checkpoint.get("podyn_iteration", 0)
+        self.reward_norm = checkpoint.get("podyn_reward_norm")
 
     def configure_optimizers(self):
-        return torch.optim.AdamW(
+        opt = torch.optim.AdamW(
             [
                 {"params": self.policy.parameters(), "lr": self.hyper.lr},
                 {"params": self.value_model.parameters(), "lr": self.hyper.value_lr},
@@ -200,3 +246,9 @@ class PPOModule(L.LightningModule):
             weight_decay=self.hyper.weight_decay,
             eps=1e-5,
         )
+        total = self.hyper.iterations
+        if self.hyper.lr_schedule == "linear":  # from lr at iteration 0 down to lr / total at the last
+            factor = lambda it: 1.0 - min(it, total - 1) / total  # noqa: E731
+        else:
+            factor = lambda it: 1.0  # noqa: E731
+        return {"optimizer": opt, "lr_scheduler": torch.optim.lr_scheduler.LambdaLR(opt, factor)}
