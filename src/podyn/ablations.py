@@ -12,6 +12,7 @@ from scipy import stats as scipy_stats
 
 from .io import write_csv, write_text
 from .judges import bootstrap_ci
+from .significance import compare
 
 
 def read_scores(paths: Iterable[Path]) -> pd.DataFrame:
@@ -61,28 +62,28 @@ def winrate_table(scores: pd.DataFrame, runs: dict[str, dict], wr_cfg: dict[str,
     return pd.DataFrame(rows).sort_values("run", key=lambda s: s.map(rank)).reset_index(drop=True)
 
 
-def paired_difference(scores: pd.DataFrame, variant: str, baseline: str, wr_cfg: dict[str, Any], step: str = "final") -> dict[str, float]:
-    """Win-rate difference variant - baseline at each run's final (or best) step, paired by
-    prompt and seed, with a bootstrap interval over prompts."""
-
-    def at(run: str) -> pd.Series:
-        frame = scores[scores["run"] == run]
-        chosen = frame["step"].max() if step == "final" else frame.groupby("step")["score"].mean().idxmax()
-        return frame[frame["step"] == chosen].set_index(["seed", "prompt_index"])["score"]
-
-    a, b = at(variant), at(baseline)
-    common = a.index.intersection(b.index)
-    diff = (a[common] - b[common]).groupby(level="prompt_index").mean().to_numpy()
-    mean, lo, hi = bootstrap_ci(diff, wr_cfg["bootstrap_samples"], wr_cfg["confidence"], seed=0)
-    return {"difference": mean, "ci_low": lo, "ci_high": hi, "n_prompts": len(diff), "n_seeds": common.get_level_values("seed").nunique()}
+def score_matrix(scores: pd.DataFrame, run: str, step: str = "final") -> pd.DataFrame:
+    """A run's per-prompt scores at its final (or best: highest mean) judged step, as a
+    seeds x prompts table."""
+    frame = scores[scores["run"] == run]
+    chosen = frame["step"].max() if step == "final" else frame.groupby("step")["score"].mean().idxmax()
+    return frame[frame["step"] == chosen].pivot_table(index="seed", columns="prompt_index", values="score")
 
 
-def verdict(low: float, high: float) -> str:
-    if low > 0:
-        return "better"
-    if high < 0:
-        return "worse"
-    return "no significant difference"
+def paired_difference(scores: pd.DataFrame, variant: str, baseline: str, wr_cfg: dict[str, Any], step: str = "final") -> dict[str, Any]:
+    """Win-rate difference variant - baseline at each run's final (or best) step, on the prompts
+    both were judged on, with a hierarchical bootstrap over seeds and prompts (seeds paired when
+    the two runs share them), its MDE at ``wr_cfg['power']`` and the four-way verdict
+    (:mod:`podyn.significance`)."""
+    a, b = score_matrix(scores, variant, step), score_matrix(scores, baseline, step)
+    prompts = a.columns.intersection(b.columns)
+    shared = a.index.intersection(b.index)
+    paired = len(shared) > 0
+    if paired:
+        a, b = a.loc[shared], b.loc[shared]
+    a, b = a[prompts].to_numpy(), b[prompts].to_numpy()
+    result = compare(a, b, paired, wr_cfg["bootstrap_samples"], wr_cfg["confidence"], wr_cfg.get("power", 0.8), seed=0)
+    return {k: v for k, v in vars(result).items()}
 
 
 def comparisons(scores: pd.DataFrame, panels: dict[str, dict], wr_cfg: dict[str, Any]) -> pd.DataFrame:
@@ -95,8 +96,10 @@ def comparisons(scores: pd.DataFrame, panels: dict[str, dict], wr_cfg: dict[str,
         for variant in (r for r in spec["runs"] if r in present):
             for step in ("final", "best"):
                 result = paired_difference(scores, variant, spec["baseline"], wr_cfg, step)
-                rows.append({"panel": panel, "variant": variant, "baseline": spec["baseline"], "step": step, **result, "verdict": verdict(result["ci_low"], result["ci_high"])})
-    columns = ["panel", "variant", "baseline", "step", "difference", "ci_low", "ci_high", "n_prompts", "n_seeds", "verdict"]
+                rows.append({"panel": panel, "variant": variant, "baseline": spec["baseline"], "step": step,
+                             "paper_claim": spec.get("paper_claim", True), **result})
+    columns = ["panel", "variant", "baseline", "step", "difference", "ci_low", "ci_high", "se", "mde", "n_prompts", "n_seeds",
+               "paired_seeds", "variance", "verdict", "paper_claim"]
     return pd.DataFrame(rows, columns=columns)
 
 

@@ -95,17 +95,28 @@ def _cell(text: str) -> str:
     return text.replace("|", "\\|")
 
 
+def _variance(row) -> str:
+    return str(getattr(row, "variance", "prompts"))
+
+
+def _mde(row) -> str:
+    return f"{row.mde:.3f}" if hasattr(row, "mde") else "n/a"
+
+
 def ablation_claims(comparisons: pd.DataFrame) -> list[Claim]:
     """One claim per variant, from its paired comparison with its baseline at the final step:
     an ablation ("w/o") is claimed to hurt, a coordinated variant to help."""
     claims = []
-    for row in comparisons[comparisons["step"] == "final"].itertuples():
+    final = comparisons[comparisons["step"] == "final"]
+    if "paper_claim" in final:  # Coordinated PO is podyn's, not a claim of the paper
+        final = final[final["paper_claim"].astype(str).str.lower() == "true"]
+    for row in final.itertuples():
         ablation = "_wo_" in row.variant
         expected = "worse" if ablation else "better"
         text = (f"Removing a component ({row.variant}) hurts {row.baseline.upper()}." if ablation
                 else f"The coordinated variant {row.variant} beats {row.baseline.upper()}.")
         claims.append(Claim(f"{row.variant}_vs_{row.baseline}", text,
-                            f"final win rate minus {row.baseline}'s, paired over prompts [{row.ci_low:+.3f}, {row.ci_high:+.3f}]: {row.verdict}",
+                            f"final win rate minus {row.baseline}'s over {_variance(row)} [{row.ci_low:+.3f}, {row.ci_high:+.3f}], MDE {_mde(row)}: {row.verdict}",
                             row.difference, f"95% CI {'< 0' if ablation else '> 0'}", row.verdict == expected))
     return claims
 

@@ -15,7 +15,7 @@ from typing import Any
 import jsonschema
 import yaml
 
-from .schedules import WEIGHT_KEYS, scale_steps
+from .schedules import WEIGHT_KEYS, cdpo_weights, scale_steps
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
 
@@ -98,8 +98,13 @@ def resolve_run(cfg: dict[str, Any], name: str) -> dict[str, Any]:
     run = cfg["runs"][name]
     objective = run["objective"]
     hyper = {**cfg[objective], **run.get("overrides", {})}
-    weights = {k: scale_steps(v, hyper["step_scale"]) for k, v in run.get("weights", {}).items() if k in WEIGHT_KEYS}
-    return {"name": name, "objective": objective, "hyper": hyper, "weights": weights, "label": run.get("label", name)}
+    specs = dict(run.get("weights", {}))
+    if "cdpo" in run:  # cDPO's (t1, t2) with its reading; explicit `weights` entries win
+        c = run["cdpo"]
+        specs = {**cdpo_weights(c["t1"], c["t2"], c.get("reading", "piecewise"), c.get("rho", 0.0)), **specs}
+    weights = {k: scale_steps(v, hyper["step_scale"]) for k, v in specs.items() if k in WEIGHT_KEYS}
+    return {"name": name, "objective": objective, "hyper": hyper, "weights": weights, "label": run.get("label", name),
+            "controller": run.get("controller")}
 
 
 def results_root(cfg: dict[str, Any]) -> Path:

@@ -141,7 +141,8 @@ def ablation_figure(cfg: dict[str, Any], winrates_csv: Path, out_dir: Path) -> N
     sns.set_theme(style=fig_cfg.get("style", "whitegrid"), context="paper")
     winrates = pd.read_csv(winrates_csv)
     labels = {name: run.get("label", name) for name, run in cfg["runs"].items()}
-    panels = fig_cfg["ablation_panels"]
+    present = set(winrates["run"])  # an experiment that selects part of the grid draws only its panels
+    panels = {key: panel for key, panel in fig_cfg["ablation_panels"].items() if present.intersection(panel["runs"])}
     cols = min(3, len(panels))
     rows = -(-len(panels) // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 3.6 * rows), squeeze=False)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import shutil
+import time
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from torch.utils.data import DataLoader
 from . import data as data_mod
 from .batching import encode_prompt
 from .config import resolve_run
+from .controller import proxy_targets, weight_source
 from .data.synthetic import TaskConfig, generate_task, vocabulary
 from .io import write_csv, write_jsonl
 from .judges import bootstrap_ci
@@ -194,7 +196,12 @@ def train_run(cfg: dict[str, Any], run_name: str, seed: int, paths: dict[str, Pa
     else:
         module, loader, max_steps = _ppo_setup(cfg, hyper, run, policy, tokenizer, recorder, paths, seed)
     trainer = make_trainer(workdir, cfg["trainer"], max_steps)
+    start = time.perf_counter()
     fit_resumable(trainer, module, loader, workdir)
+    # this attempt's training time, beside the controller's share of it (Coordinated PO's cost)
+    module.records.add(step=total, kind="run/fit_seconds", value=time.perf_counter() - start)
+    if getattr(module.weight_source, "measures", False):
+        module.records.add(step=total, kind="run/controller_seconds", value=module.weight_source.seconds)
     recorder.finish(policy.to(inference_device(cfg)), Path(paths["generations"]), Path(paths["checkpoints"]))
     module.records.write(Path(paths["records"]))
     copy_metrics(workdir, Path(paths["metrics"]))
@@ -209,7 +216,18 @@ def _dpo_setup(cfg, hyper, run, policy, tokenizer, recorder, paths, seed):
     dataset = dataset.add_column("ref_chosen", ref["chosen"].tolist()).add_column("ref_rejected", ref["rejected"].tolist())
     gen = cfg["generation"]
     loader = _loader(dataset, hyper["batch_size"], pair_collator(tokenizer, gen["max_prompt_tokens"], gen["max_response_tokens"]), seed)
-    return DPOModule(policy, hyper, run["weights"], recorder), loader, hyper["max_steps"]
+    return DPOModule(policy, hyper, _weight_source(cfg, run, tokenizer, paths), recorder), loader, hyper["max_steps"]
+
+
+def _weight_source(cfg, run, tokenizer, paths):
+    """The run's schedule, or its Coordinated-PO controller with D'_t from held-out training pairs."""
+    gen = cfg["generation"]
+
+    def targets(controller_cfg):
+        heldout = data_mod.load_split(paths["data"], "prefs_heldout")
+        return proxy_targets(controller_cfg, tokenizer, heldout, gen["max_new_tokens"], gen["max_prompt_tokens"], gen["max_response_tokens"])
+
+    return weight_source(run, targets)
 
 
 def _ppo_setup(cfg, hyper, run, policy, tokenizer, recorder, paths, seed):
@@ -227,7 +245,7 @@ def _ppo_setup(cfg, hyper, run, policy, tokenizer, recorder, paths, seed):
         reward_model=load_scalar_model(paths["reward"], cfg["model"]),
         tokenizer=tokenizer,
         cfg={**hyper, "max_new_tokens": gen["max_new_tokens"]},
-        weight_specs=run["weights"],
+        weight_specs=_weight_source(cfg, run, tokenizer, paths),
         recorder=recorder,
     )
     steps_per_iteration = hyper["ppo_epochs"] * math.ceil(hyper["rollout_batch_size"] / hyper["mini_batch_size"])

@@ -8,19 +8,22 @@ from typing import Any
 import lightning as L
 import torch
 
+from ..controller import ScheduleSource
+from ..dynamics import DPOBatch
 from ..models import sequence_logps
 from ..objectives import dpo_component_loss, dpo_terms
-from ..schedules import weights_at
 from .checkpoints import RunRecorder
-from .common import StepRecords, adamw_with_schedule, grad_norm
+from .common import StepRecords, adamw_with_schedule, grad_norm, record_weights
 
 
 class DPOModule(L.LightningModule):
-    def __init__(self, policy: torch.nn.Module, cfg: dict[str, Any], weight_specs: dict[str, Any], recorder: RunRecorder | None) -> None:
+    def __init__(self, policy: torch.nn.Module, cfg: dict[str, Any], weight_specs, recorder: RunRecorder | None) -> None:
+        """``weight_specs``: a schedule (dict of weight specs) or a weight source
+        (:mod:`podyn.controller`)."""
         super().__init__()
         self.policy = policy.train()  # from_pretrained returns eval mode
         self.cfg = cfg
-        self.weight_specs = weight_specs
+        self.weight_source = ScheduleSource(weight_specs) if isinstance(weight_specs, dict) else weight_specs
         self.recorder = recorder
         self.records = StepRecords()
 
@@ -28,10 +31,17 @@ class DPOModule(L.LightningModule):
         step = self.global_step
         if self.recorder is not None:
             self.recorder.at_step(step, self.policy, {"step": step, "indices": batch["index"]})
-        weights = weights_at(self.weight_specs, step)
+        ref_chosen, ref_rejected = batch["ref_chosen"], batch["ref_rejected"]
+
+        def probe():
+            fields = (batch["input_ids"], batch["attention_mask"], batch["response_mask"], ref_chosen, ref_rejected)
+            return self.policy, DPOBatch(*fields, self.cfg["beta"])
+
+        weights = self.weight_source(step, probe)
+        record_weights(self.records, step, weights, self.weight_source)
         logps = sequence_logps(self.policy, batch["input_ids"], batch["attention_mask"], batch["response_mask"])
         chosen, rejected = logps.chunk(2)
-        ref_chosen, ref_rejected = batch["ref_chosen"].to(logps.dtype), batch["ref_rejected"].to(logps.dtype)
+        ref_chosen, ref_rejected = ref_chosen.to(logps.dtype), ref_rejected.to(logps.dtype)
         terms = dpo_terms(chosen, rejected, ref_chosen, ref_rejected, self.cfg["beta"])
         loss = dpo_component_loss(chosen, rejected, terms.omega, terms.groups, weights)
         self._log_step(terms, chosen, rejected, ref_chosen, ref_rejected, weights)
@@ -62,9 +72,11 @@ class DPOModule(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["podyn_records"] = self.records.state_dict()
+        checkpoint["podyn_weight_source"] = self.weight_source.state_dict()
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self.records.load_state_dict(checkpoint.get("podyn_records", []))
+        self.weight_source.load_state_dict(checkpoint.get("podyn_weight_source", {}))
 
     def configure_optimizers(self):
         return adamw_with_schedule(self.policy.parameters(), self.cfg, "constant")

@@ -22,9 +22,10 @@ from ..objectives import (
     tertile_groups,
     value_loss,
 )
-from ..schedules import weights_at
+from ..controller import ScheduleSource
+from ..dynamics import PPOBatch
 from .checkpoints import RunRecorder
-from .common import StepRecords, grad_norm
+from .common import StepRecords, grad_norm, record_weights
 
 
 def response_logps(model: torch.nn.Module, rollout: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -63,7 +64,8 @@ class PPOModule(L.LightningModule):
         self._frozen = {"reference": reference.eval().requires_grad_(False), "reward": reward_model.eval().requires_grad_(False)}
         self.tokenizer = tokenizer
         self.cfg = cfg
-        self.weight_specs = weight_specs
+        # a schedule (dict of weight specs) or a weight source (podyn.controller)
+        self.weight_source = ScheduleSource(weight_specs) if isinstance(weight_specs, dict) else weight_specs
         self.recorder = recorder
         self.records = StepRecords()
         self.iteration = 0
@@ -112,7 +114,8 @@ class PPOModule(L.LightningModule):
     def training_step(self, prompt_ids: list[list[int]], batch_idx: int) -> None:
         it = self.iteration
         batch = self.rollout(prompt_ids)
-        weights = weights_at(self.weight_specs, it)
+        weights = self.weight_source(it, lambda: (self.policy, PPOBatch.from_record({**batch, "clip_eps": self.cfg["clip_eps"]})))
+        record_weights(self.records, it, weights, self.weight_source)
         if self.recorder is not None:
             self.recorder.at_step(it, self.policy, {"step": it, "weights": weights.__dict__, "clip_eps": self.cfg["clip_eps"], **batch})
         self._record_advantages(it, batch)
@@ -181,10 +184,12 @@ class PPOModule(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["podyn_records"] = self.records.state_dict()
         checkpoint["podyn_iteration"] = self.iteration
+        checkpoint["podyn_weight_source"] = self.weight_source.state_dict()
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self.records.load_state_dict(checkpoint.get("podyn_records", []))
         self.iteration = checkpoint.get("podyn_iteration", 0)
+        self.weight_source.load_state_dict(checkpoint.get("podyn_weight_source", {}))
 
     def configure_optimizers(self):
         return torch.optim.AdamW(
