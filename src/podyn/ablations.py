@@ -131,3 +131,59 @@ def ablation_stage(cfg: dict[str, Any], winrates_csv: Path, score_files: list[Pa
     write_tables(winrate_table(scores, cfg["runs"], cfg["winrate"], order), Path(tables_dir) / "winrates")
     write_csv(Path(tables_dir) / "comparisons.csv", comparisons(scores, cfg["figures"]["ablation_panels"], cfg["winrate"]))
     ablation_figure(cfg, winrates_csv, figures_dir)
+
+
+def best_fixed_variants(winrates: pd.DataFrame, cfg: dict[str, Any]) -> dict[str, str]:
+    """For each Coordinated-PO run, the fixed (paper) variant of the same baseline with the
+    highest final win rate (mean over seeds)."""
+    final = winrates[winrates["step"] == winrates.groupby("run")["step"].transform("max")].groupby("run")["win_rate"].mean()
+    out = {}
+    for panel in cfg["figures"]["ablation_panels"].values():
+        for run in panel["runs"]:
+            if cfg["runs"].get(run, {}).get("controller") is None:
+                continue
+            fixed = [r for p in cfg["figures"]["ablation_panels"].values() if p["baseline"] == panel["baseline"] and p.get("paper_claim", True)
+                     for r in p["runs"] if r in final.index]
+            if fixed:
+                out[run] = max(fixed, key=lambda r: final[r])
+    return out
+
+
+def coordination_stage(cfg: dict[str, Any], winrates_csv: Path, score_files: list[Path], record_files: list[Path], tables_dir: Path, figures_dir: Path) -> pd.DataFrame:
+    """fig6_weights (the weights every scheduled or steered run applied), fig7_copo, and
+    ``tables/copo.csv``: each Coordinated-PO run's cost (controller time / training time), its
+    final weights, and its comparisons with the baseline and the best fixed variant."""
+    from .figures import copo_figure, read_records, weights_figure
+
+    by_run: dict[str, list[Path]] = {}
+    for path in map(Path, record_files):
+        by_run.setdefault(path.parent.parent.name, []).append(path)
+    records = {run: read_records(paths) for run, paths in by_run.items()}
+    winrates = pd.read_csv(winrates_csv)
+    best = best_fixed_variants(winrates, cfg)
+    weights_figure(cfg, records, Path(figures_dir) / "fig6_weights")
+    copo_figure(cfg, winrates, records, best, Path(figures_dir) / "fig7_copo")
+    scores = read_scores(score_files)
+    rows = []
+    for run, frame in records.items():
+        if cfg["runs"].get(run, {}).get("controller") is None:
+            continue
+        for seed, per_seed in frame.groupby("seed"):
+            kinds = per_seed.groupby("kind")["value"]
+            fit, spent = kinds.sum().get("run/fit_seconds", np.nan), kinds.sum().get("run/controller_seconds", np.nan)
+            last = per_seed[per_seed["step"] == per_seed[per_seed["kind"].str.startswith("weight/")]["step"].max()]
+            final_weights = {f"final_{k.removeprefix('weight/')}": v for k, v in last.set_index("kind")["value"].items() if k.startswith("weight/")}
+            rows.append({"run": run, "seed": seed, "fit_seconds": fit, "controller_seconds": spent, "cost_fraction": spent / fit,
+                         "measurements": int((per_seed["kind"] == "controller/seconds").sum()), **final_weights})
+    table = pd.DataFrame(rows)
+    baselines = {run: panel["baseline"] for panel in cfg["figures"]["ablation_panels"].values() for run in panel["runs"]}
+    for run in table["run"].unique() if not table.empty else []:
+        for prefix, other in (("vs_baseline", baselines.get(run)), ("vs_best_fixed", best.get(run))):
+            if other is None or other not in set(scores["run"]):
+                continue
+            result = paired_difference(scores, run, other, cfg["winrate"], "final")
+            table.loc[table["run"] == run, [prefix, f"{prefix}_ci_low", f"{prefix}_ci_high", f"{prefix}_mde"]] = \
+                [result["difference"], result["ci_low"], result["ci_high"], result["mde"]]
+            table.loc[table["run"] == run, [f"{prefix}_run", f"{prefix}_verdict", f"{prefix}_variance"]] = [other, result["verdict"], result["variance"]]
+    write_csv(Path(tables_dir) / "copo.csv", table)
+    return table

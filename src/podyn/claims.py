@@ -144,3 +144,76 @@ def claims_report(cfg: dict[str, Any], dpo_table: Path, ppo_table: Path, ppo_rec
                 "advance; a claim that does not reproduce is reported as such, and so is 'no significant difference'.")
     write_claims(claims, md_out, csv_out, preamble)
     return claims
+
+
+# ----------------------------------------------------------------------------- robustness across settings
+
+
+def claim_predicate(threshold: str):
+    """The claim's test as a function of its statistic, parsed from its threshold text
+    (``>= x``, ``> x``, ``< x``, ``<= x``, ``in [a, b]``); None when the test is not a function
+    of the statistic alone (e.g. ``TOP > MID > BOT``)."""
+    text = threshold.strip()
+    if text.startswith("in ["):
+        low, high = (float(v) for v in text[4:-1].split(","))
+        return lambda v: low <= v <= high
+    for op, fn in ((">=", lambda v, x: v >= x), ("<=", lambda v, x: v <= x), (">", lambda v, x: v > x), ("<", lambda v, x: v < x)):
+        if text.startswith(op):
+            try:
+                x = float(text[len(op):])
+            except ValueError:
+                return None
+            return lambda v, x=x, fn=fn: fn(v, x)
+    return None
+
+
+def seed_verdict(values: np.ndarray, holds: np.ndarray, threshold: str, confidence: float = 0.95) -> tuple[float, float, float, str]:
+    """Mean of a claim's per-seed statistic, its t-interval across seeds, and a verdict: ``holds``
+    (the claim's test passes over the whole interval), ``fails`` (fails over the whole interval)
+    or ``inconclusive``. With one seed there is no interval and the verdict is the point test's.
+    A test that is not a function of the statistic holds / fails when every seed agrees."""
+    from .ablations import seed_interval
+
+    mean = float(np.mean(values))
+    low, high = seed_interval(np.asarray(values, float), confidence)
+    if len(values) < 2:
+        return mean, low, high, "holds" if bool(holds[0]) else "fails"
+    test = claim_predicate(threshold)
+    if test is None:
+        return mean, low, high, "holds" if holds.all() else ("fails" if not holds.any() else "inconclusive")
+    # an interval test: the predicates used here are monotone or an interval, so checking the
+    # two ends and (for `in [a, b]`) the mean decides it
+    ends = [test(low), test(high), test(mean)]
+    return mean, low, high, "holds" if all(ends) else ("fails" if not any(ends) else "inconclusive")
+
+
+def robustness_table(settings: dict[str, dict[str, str]], dynamics: dict[str, pd.DataFrame], records: dict[str, pd.DataFrame], th: dict[str, Any], confidence: float = 0.95) -> pd.DataFrame:
+    """Every dynamics claim under every setting (a DPO run and a PPO run), computed per seed,
+    with a t-interval across seeds and a holds / fails / inconclusive verdict."""
+    rows = []
+    for name, setting in settings.items():
+        dpo, ppo, rec = dynamics[setting["dpo"]], dynamics[setting["ppo"]], records[setting["ppo"]]
+        seeds = sorted(set(dpo["seed"]) & set(ppo["seed"]))
+        per_seed = [dynamics_claims(dpo[dpo["seed"] == s], ppo[ppo["seed"] == s], rec[rec["seed"] == s], th) for s in seeds]
+        for i, claim in enumerate(per_seed[0]):
+            values = np.array([claims[i].value for claims in per_seed], float)
+            holds = np.array([claims[i].holds for claims in per_seed])
+            mean, low, high, verdict = seed_verdict(values, holds, claim.threshold, confidence)
+            rows.append({"setting": name, "dpo_run": setting["dpo"], "ppo_run": setting["ppo"], "claim": claim.id, "statistic": mean,
+                         "ci_low": low, "ci_high": high, "n_seeds": len(seeds), "threshold": claim.threshold, "verdict": verdict})
+    return pd.DataFrame(rows)
+
+
+def robustness_stage(cfg: dict[str, Any], dynamics_tables: list[Path], record_files: list[Path], table_out: Path, figure_stem: Path) -> pd.DataFrame:
+    """``tables/claims_robustness.csv`` and its heatmap (claims x settings)."""
+    from .figures import read_records, robustness_heatmap
+
+    dynamics = {Path(p).stem: pd.read_csv(p) for p in dynamics_tables}
+    by_run: dict[str, list[Path]] = {}
+    for path in map(Path, record_files):
+        by_run.setdefault(path.parent.parent.name, []).append(path)
+    records = {run: read_records(paths) for run, paths in by_run.items()}
+    table = robustness_table(cfg["robustness"]["settings"], dynamics, records, cfg["claims"], cfg["winrate"]["confidence"])
+    write_csv(table_out, table)
+    robustness_heatmap(table, Path(figure_stem), cfg["figures"])
+    return table

@@ -56,6 +56,16 @@ STAGES: dict[str, tuple[str, list[tuple[str, dict]]]] = {
     "figures": ("Figures 1, 2, 3 and 5 from cached dynamics tables and records.", [("--dpo", {"required": True}), ("--ppo", {"required": True}), ("--dpo-records", {"nargs": "+", "required": True}), ("--ppo-records", {"nargs": "+", "required": True}), ("--out", {"required": True})]),
     "claims": ("The paper-claims report (claims.md and claims.csv).", [("--dpo", {"required": True}), ("--ppo", {"required": True}), ("--ppo-records", {"nargs": "+", "required": True}), ("--comparisons", {"default": None}), ("--out", {"required": True}), ("--csv-out", {"required": True})]),
     "ablations": ("Win-rate tables, paired comparisons with baselines, and figure 4.", [("--winrates", {"required": True}), ("--scores", {"nargs": "+", "required": True}), ("--tables", {"required": True}), ("--figures", {"required": True})]),
+    "coordination": (
+        "Figures of the weights each run applied and of Coordinated PO; tables/copo.csv (cost, weights, comparisons).",
+        [("--winrates", {"required": True}), ("--scores", {"nargs": "+", "required": True}), ("--records", {"nargs": "+", "required": True}),
+         ("--tables", {"required": True}), ("--figures", {"required": True})],
+    ),
+    "claims-robustness": (
+        "The dynamics claims under every robustness setting: tables/claims_robustness.csv and its heatmap.",
+        [("--dynamics", {"nargs": "+", "required": True}), ("--records", {"nargs": "+", "required": True}), ("--out", {"required": True}),
+         ("--figure", {"required": True})],
+    ),
     "concat": ("Concatenate CSV tables with the same columns.", [("--inputs", {"nargs": "+", "required": True}), ("--out", {"required": True})]),
     "winrates": ("Collect per-run judgements into winrates.csv.", [("--inputs", {"nargs": "+", "required": True}), ("--out", {"required": True}), ("--gold-out", {})]),
 }
@@ -141,6 +151,14 @@ def run_stage(args: argparse.Namespace) -> None:
         from .ablations import ablation_stage
 
         ablation_stage(cfg, paths["winrates"], [Path(p) for p in args.scores], paths["tables"], paths["figures"])
+    elif stage == "coordination":
+        from .ablations import coordination_stage
+
+        coordination_stage(cfg, paths["winrates"], [Path(p) for p in args.scores], [Path(p) for p in args.records], paths["tables"], paths["figures"])
+    elif stage == "claims-robustness":
+        from .claims import robustness_stage
+
+        robustness_stage(cfg, [Path(p) for p in args.dynamics], [Path(p) for p in args.records], paths["out"], paths["figure"])
     elif stage == "concat":
         from .evaluation import concat_tables
 

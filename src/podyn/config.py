@@ -61,6 +61,12 @@ def validate_config(cfg: dict[str, Any], source: str = "config", schema_path: Pa
         if err is not None:
             where = ".".join(str(p) for p in list(err.absolute_path)[1:])
             raise ConfigError(f"{source}: invalid value at 'runs.{name}.overrides.{where}': {err.message}")
+    for name, setting in cfg.get("robustness", {}).get("settings", {}).items():
+        for objective, run in setting.items():
+            if run not in cfg["runs"] or cfg["runs"][run]["objective"] != objective:
+                raise ConfigError(f"{source}: invalid value at 'robustness.settings.{name}.{objective}': {run!r} is not a {objective} run under 'runs'")
+            if run not in cfg["dynamics"]["runs"]:
+                raise ConfigError(f"{source}: invalid value at 'robustness.settings.{name}.{objective}': add {run!r} to 'dynamics.runs'")
     for name in cfg.get("select", []):
         if name not in cfg["runs"]:
             raise ConfigError(f"{source}: invalid value at 'select': run {name!r} is not defined under 'runs'")

@@ -155,3 +155,84 @@ def ablation_figure(cfg: dict[str, Any], winrates_csv: Path, out_dir: Path) -> N
     fig.suptitle("Performance under ablation and coordination (gold-judged win rate against SFT)")
     fig.tight_layout()
     save(fig, Path(out_dir) / "fig4_ablations", fig_cfg["formats"])
+
+
+def _varying(records: pd.DataFrame) -> list[str]:
+    """The components whose weight is not 1 at some step."""
+    weights = records[records["kind"].str.startswith("weight/")]
+    return [k.removeprefix("weight/") for k, v in weights.groupby("kind")["value"] if (v != 1.0).any()]
+
+
+def weight_curves(ax: plt.Axes, records: pd.DataFrame, title: str, xlabel: str) -> None:
+    """The component weights a run applied at each step (mean over seeds, band across seeds)."""
+    data = records[records["kind"].isin([f"weight/{c}" for c in _varying(records)])]
+    data = data.assign(component=data["kind"].str.removeprefix("weight/").str.upper())
+    if data.empty:
+        ax.text(0.5, 0.5, "all weights 1", ha="center", va="center", transform=ax.transAxes)
+    else:
+        hue = [c for c in ("POS", "NEG", "TOP", "MID", "BOT") if c in set(data["component"])]
+        errorbar = ("ci", 95) if data["seed"].nunique() > 1 else None
+        sns.lineplot(data, x="step", y="value", hue="component", hue_order=hue, errorbar=errorbar, ax=ax,
+                     palette={c: PALETTE[c.lower()] for c in hue}, lw=1.2)
+        ax.legend(title=None, fontsize=7)
+    ax.axhline(1.0, color="grey", lw=0.8, ls=":")
+    ax.set_title(title, fontsize=9)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("weight")
+
+
+def weights_figure(cfg: dict[str, Any], records: dict[str, pd.DataFrame], stem: Path) -> None:
+    """fig6_weights: the weights every run with a schedule or a controller applied, one panel per run."""
+    runs = [r for r, frame in records.items() if _varying(frame)]
+    if not runs:
+        runs = list(records)[:1]
+    cols = min(4, len(runs))
+    rows = -(-len(runs) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 2.8 * rows), squeeze=False)
+    for ax, run in zip(axes.flat, runs):
+        spec = cfg["runs"].get(run, {})
+        weight_curves(ax, records[run], spec.get("label", run), "training step" if spec.get("objective") == "dpo" else "PPO iteration")
+    for ax in list(axes.flat)[len(runs):]:
+        ax.set_visible(False)
+    fig.suptitle("Component weights applied at each step")
+    fig.tight_layout()
+    save(fig, stem, cfg["figures"]["formats"])
+
+
+def copo_figure(cfg: dict[str, Any], winrates: pd.DataFrame, records: dict[str, pd.DataFrame], best_fixed: dict[str, str], stem: Path) -> None:
+    """fig7_copo: for each Coordinated-PO run, its win rate beside its baseline's and the best
+    fixed variant's, and the weights it chose over training."""
+    labels = {name: run.get("label", name) for name, run in cfg["runs"].items()}
+    copo = [(panel["baseline"], run) for panel in cfg["figures"]["ablation_panels"].values() for run in panel["runs"]
+            if cfg["runs"].get(run, {}).get("controller") is not None and run in records]
+    fig, axes = plt.subplots(max(1, len(copo)), 2, figsize=(10, 3.4 * max(1, len(copo))), squeeze=False)
+    for (ax_w, ax_c), (baseline, run) in zip(axes, copo):
+        shown = [baseline, run, *([best_fixed[run]] if best_fixed.get(run) else [])]
+        winrate_curves(ax_w, winrates, shown, labels)
+        xlabel = "training step" if cfg["runs"][run]["objective"] == "dpo" else "PPO iteration"
+        ax_w.set_title(f"{labels.get(run, run)} vs {baseline} and the best fixed variant", fontsize=9)
+        ax_w.set_xlabel(xlabel)
+        weight_curves(ax_c, records[run], f"weights chosen by {labels.get(run, run)}", xlabel)
+    fig.tight_layout()
+    save(fig, stem, cfg["figures"]["formats"])
+
+
+def robustness_heatmap(table: pd.DataFrame, stem: Path, fig_cfg: dict[str, Any]) -> None:
+    """Claims x settings, coloured by verdict (holds / inconclusive / fails)."""
+    from matplotlib.colors import ListedColormap
+
+    codes = {"fails": 0, "inconclusive": 1, "holds": 2}
+    grid = table.assign(code=table["verdict"].map(codes)).pivot(index="claim", columns="setting", values="code")
+    grid = grid.reindex(index=list(dict.fromkeys(table["claim"])), columns=list(dict.fromkeys(table["setting"])))
+    fig, ax = plt.subplots(figsize=(1.0 + 0.8 * grid.shape[1], 1.0 + 0.45 * grid.shape[0]))
+    ax.imshow(grid.to_numpy(float), cmap=ListedColormap(["#d7301f", "#fdd49e", "#1a9850"]), vmin=0, vmax=2, aspect="auto")
+    ax.set_xticks(range(grid.shape[1]), grid.columns, rotation=45, ha="right", fontsize=8)
+    ax.set_yticks(range(grid.shape[0]), grid.index, fontsize=8)
+    names = {v: k for k, v in codes.items()}
+    for (i, j), code in np.ndenumerate(grid.to_numpy(float)):
+        if not np.isnan(code):
+            ax.text(j, i, names[int(code)][0].upper(), ha="center", va="center", fontsize=7)
+    n_seeds = int(table["n_seeds"].min()) if len(table) else 0
+    ax.set_title(f"Claims across settings (H holds, F fails, I inconclusive; {n_seeds} seed(s))", fontsize=9)
+    fig.tight_layout()
+    save(fig, stem, fig_cfg["formats"])

@@ -64,5 +64,7 @@ def final_targets():
         *expand(f"{RESULTS}/dynamics/{{run}}.csv", run=DYNAMICS_RUNS),
         *rules.dynamics_figures.output,
         *rules.ablations.output,
+        *rules.coordination.output,
         f"{RESULTS}/claims.md",
+        *(rules.claims_robustness.output if config["robustness"]["settings"] else []),
     ]

@@ -63,3 +63,24 @@ rule claims:
     shell:
         "podyn claims --config {params.cfg:q} --dpo {input.dpo} --ppo {input.ppo} --ppo-records {input.ppo_records} --comparisons {input.comparisons}"
         " --out {output.md} --csv-out {output.csv} > {log} 2>&1"
+
+
+rule coordination:
+    """The weights every run applied (fig6), Coordinated PO against its baseline and the best
+    fixed variant (fig7), and tables/copo.csv: its cost, final weights and paired comparisons."""
+    input:
+        winrates=rules.winrates.output.winrates,
+        scores=expand(f"{RESULTS}/eval/judgements/{{run}}/seed{{seed}}_scores.csv", run=RUNS, seed=SEEDS),
+        records=expand(f"{RESULTS}/runs/{{run}}/seed{{seed}}/records.csv", run=RUNS, seed=SEEDS),
+    output:
+        table=f"{RESULTS}/tables/copo.csv",
+        figures=expand(f"{RESULTS}/figures/{{name}}.{{fmt}}", name=["fig6_weights", "fig7_copo"], fmt=config["figures"]["formats"]),
+    params:
+        cfg=stage_config("figures", "winrate", runs=config["runs"]),
+        tables=f"{RESULTS}/tables",
+        figures=f"{RESULTS}/figures",
+    log:
+        f"{RESULTS}/logs/figures/coordination.log",
+    shell:
+        "podyn coordination --config {params.cfg:q} --winrates {input.winrates} --scores {input.scores} --records {input.records}"
+        " --tables {params.tables} --figures {params.figures} > {log} 2>&1"
