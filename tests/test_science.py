@@ -310,3 +310,86 @@ def test_comparisons_table_has_mde_and_four_way_verdict():
     assert {"mde", "verdict", "variance", "paired_seeds"} <= set(table.columns)
     assert final.loc["better", "verdict"] == "better" and final.loc["same", "verdict"] == "no difference"
     assert final.loc["better", "n_seeds"] == 3 and final.loc["better", "paired_seeds"]
+
+
+# ----------------------------------------------------------------------------- claims robustness
+
+
+def test_claim_predicates_and_seed_verdicts():
+    from podyn.claims import claim_predicate, seed_verdict
+
+    assert claim_predicate(">= 0.7")(0.7) and not claim_predicate(">= 0.7")(0.69)
+    assert claim_predicate("< 0")(-0.1) and not claim_predicate("< 0")(0.0)
+    assert claim_predicate("in [0.2, 0.8]")(0.5) and not claim_predicate("in [0.2, 0.8]")(0.9)
+    assert claim_predicate("TOP > MID > BOT") is None
+    assert seed_verdict(np.array([0.9, 0.95, 0.92]), np.array([True] * 3), ">= 0.7")[3] == "holds"
+    assert seed_verdict(np.array([0.1, 0.2, 0.15]), np.array([False] * 3), ">= 0.7")[3] == "fails"
+    assert seed_verdict(np.array([0.5, 0.9, 0.7]), np.array([False, True, True]), ">= 0.7")[3] == "inconclusive"
+    assert seed_verdict(np.array([0.8]), np.array([True]), ">= 0.7")[3] == "holds"  # one seed: the point test
+    assert seed_verdict(np.array([1.0, 2.0]), np.array([True, False]), "TOP > MID > BOT")[3] == "inconclusive"
+
+
+def fake_dynamics(run: str, seeds, sign_flip: bool) -> pd.DataFrame:
+    rows = []
+    for seed in seeds:
+        for step in range(0, 100, 10):
+            tot = (-1) ** (step // 10) if sign_flip else 1.0 + 0.01 * seed
+            parts = {"tot": tot, "pos": 2.0, "neg": tot - 2.0, "top": 0.7 * tot, "mid": 0.2 * tot, "bot": 0.1 * tot}
+            rows += [{"run": run, "seed": seed, "step": step, "component": c, "layer": "all", "G": g} for c, g in parts.items()]
+    return pd.DataFrame(rows)
+
+
+def test_robustness_stage_writes_table_and_heatmap(tmp_path, tiny_cfg):
+    from podyn.claims import robustness_stage
+
+    seeds = [0, 1, 2]
+    (tmp_path / "dyn").mkdir()
+    fake_dynamics("dpo", seeds, False).to_csv(tmp_path / "dyn" / "dpo.csv", index=False)
+    fake_dynamics("ppo", seeds, True).to_csv(tmp_path / "dyn" / "ppo.csv", index=False)
+    records = []
+    for seed in seeds:
+        path = tmp_path / "runs" / "ppo" / f"seed{seed}" / "records.csv"
+        path.parent.mkdir(parents=True)
+        pd.DataFrame([{"step": 0, "kind": f"raw_advantage/{g}", "value": v} for g, v in (("top", 3.0), ("mid", 2.0), ("bot", 1.0))]).to_csv(path, index=False)
+        records.append(path)
+    cfg = {**tiny_cfg, "robustness": {"settings": {"default": {"dpo": "dpo", "ppo": "ppo"}}}}
+    table = robustness_stage(cfg, [tmp_path / "dyn" / "dpo.csv", tmp_path / "dyn" / "ppo.csv"], records, tmp_path / "t.csv", tmp_path / "fig")
+    verdicts = table.set_index("claim")["verdict"]
+    assert verdicts["dpo_stable_target"] == "holds" and verdicts["ppo_sign_changes"] == "holds"
+    assert verdicts["ppo_less_aligned_than_dpo"] == "holds"  # PPO positive at half its checkpoints, DPO at all
+    assert verdicts["ppo_advantage_order"] == "holds"
+    assert (table["n_seeds"] == 3).all() and set(table["verdict"]) <= {"holds", "fails", "inconclusive"}
+    assert (tmp_path / "t.csv").exists() and (tmp_path / "fig.png").exists()
+
+
+def test_coordination_stage_reports_cost_weights_and_comparisons(tmp_path, default_cfg):
+    from podyn.ablations import coordination_stage
+
+    rng = np.random.default_rng(4)
+    score_files, record_files, winrows = [], [], []
+    for run, mean in (("dpo", 0.7), ("copo_dpo", 0.72), ("cdpo_1", 0.6), ("dpo_wo_neg_early", 0.71)):
+        for seed in (0, 1):
+            judged = tmp_path / "eval" / "judgements" / run / f"seed{seed}_scores.csv"
+            judged.parent.mkdir(parents=True, exist_ok=True)
+            frames = [pd.DataFrame({"step": step, "prompt_index": range(64), "score": rng.binomial(1, mean, 64).astype(float)}) for step in (150, 300)]
+            pd.concat(frames).to_csv(judged, index=False)
+            score_files.append(judged)
+            winrows += [{"run": run, "seed": seed, "step": s, "win_rate": mean, "ci_low": mean - 0.05, "ci_high": mean + 0.05} for s in (150, 300)]
+            rec = tmp_path / "runs" / run / f"seed{seed}" / "records.csv"
+            rec.parent.mkdir(parents=True, exist_ok=True)
+            rows = [{"step": t, "kind": f"weight/{c}", "value": (1 + 0.001 * t if c == "pos" else 1.0) if run == "copo_dpo" else 1.0}
+                    for t in range(300) for c in ("pos", "neg", "top", "mid", "bot")]
+            if run == "copo_dpo":
+                rows += [{"step": t, "kind": "controller/seconds", "value": 0.5} for t in range(0, 300, 10)]
+                rows += [{"step": 300, "kind": "run/fit_seconds", "value": 60.0}, {"step": 300, "kind": "run/controller_seconds", "value": 15.0}]
+            pd.DataFrame(rows).to_csv(rec, index=False)
+            record_files.append(rec)
+    pd.DataFrame(winrows).to_csv(tmp_path / "winrates.csv", index=False)
+    cfg = copy.deepcopy(default_cfg)
+    cfg["figures"]["formats"] = ["png"]
+    table = coordination_stage(cfg, tmp_path / "winrates.csv", score_files, record_files, tmp_path / "tables", tmp_path / "figures")
+    assert list(table["run"]) == ["copo_dpo", "copo_dpo"] and list(table["cost_fraction"]) == [0.25, 0.25]
+    assert (table["measurements"] == 30).all() and table["final_pos"].iloc[0] == pytest.approx(1.299)
+    assert (table["vs_baseline_run"] == "dpo").all() and (table["vs_best_fixed_run"] == "dpo_wo_neg_early").all()
+    assert table["vs_baseline_variance"].iloc[0] == "seeds and prompts"
+    assert (tmp_path / "figures" / "fig6_weights.png").exists() and (tmp_path / "figures" / "fig7_copo.png").exists()

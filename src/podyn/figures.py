@@ -164,14 +164,14 @@ def _varying(records: pd.DataFrame) -> list[str]:
 
 
 def weight_curves(ax: plt.Axes, records: pd.DataFrame, title: str, xlabel: str) -> None:
-    """The component weights a run applied at each step (mean over seeds, band across seeds)."""
+    """The component weights a run applied at each step (mean over seeds, band: range across seeds)."""
     data = records[records["kind"].isin([f"weight/{c}" for c in _varying(records)])]
     data = data.assign(component=data["kind"].str.removeprefix("weight/").str.upper())
     if data.empty:
         ax.text(0.5, 0.5, "all weights 1", ha="center", va="center", transform=ax.transAxes)
     else:
         hue = [c for c in ("POS", "NEG", "TOP", "MID", "BOT") if c in set(data["component"])]
-        errorbar = ("ci", 95) if data["seed"].nunique() > 1 else None
+        errorbar = ("pi", 100) if data["seed"].nunique() > 1 else None  # min to max; no bootstrap over thousands of rows
         sns.lineplot(data, x="step", y="value", hue="component", hue_order=hue, errorbar=errorbar, ax=ax,
                      palette={c: PALETTE[c.lower()] for c in hue}, lw=1.2)
         ax.legend(title=None, fontsize=7)
@@ -224,7 +224,7 @@ def robustness_heatmap(table: pd.DataFrame, stem: Path, fig_cfg: dict[str, Any])
     codes = {"fails": 0, "inconclusive": 1, "holds": 2}
     grid = table.assign(code=table["verdict"].map(codes)).pivot(index="claim", columns="setting", values="code")
     grid = grid.reindex(index=list(dict.fromkeys(table["claim"])), columns=list(dict.fromkeys(table["setting"])))
-    fig, ax = plt.subplots(figsize=(1.0 + 0.8 * grid.shape[1], 1.0 + 0.45 * grid.shape[0]))
+    fig, ax = plt.subplots(figsize=(4.0 + 0.8 * grid.shape[1], 1.5 + 0.45 * grid.shape[0]))
     ax.imshow(grid.to_numpy(float), cmap=ListedColormap(["#d7301f", "#fdd49e", "#1a9850"]), vmin=0, vmax=2, aspect="auto")
     ax.set_xticks(range(grid.shape[1]), grid.columns, rotation=45, ha="right", fontsize=8)
     ax.set_yticks(range(grid.shape[0]), grid.index, fontsize=8)
