@@ -175,7 +175,7 @@ def coordination_stage(cfg: dict[str, Any], winrates_csv: Path, score_files: lis
             final_weights = {f"final_{k.removeprefix('weight/')}": v for k, v in last.set_index("kind")["value"].items() if k.startswith("weight/")}
             rows.append({"run": run, "seed": seed, "fit_seconds": fit, "controller_seconds": spent, "cost_fraction": spent / fit,
                          "measurements": int((per_seed["kind"] == "controller/seconds").sum()), **final_weights})
-    table = pd.DataFrame(rows)
+    table = pd.DataFrame(rows, columns=None if rows else ["run", "seed", "fit_seconds", "controller_seconds", "cost_fraction", "measurements"])
     baselines = {run: panel["baseline"] for panel in cfg["figures"]["ablation_panels"].values() for run in panel["runs"]}
     for run in table["run"].unique() if not table.empty else []:
         for prefix, other in (("vs_baseline", baselines.get(run)), ("vs_best_fixed", best.get(run))):

@@ -28,10 +28,13 @@ from .objectives import GROUPS, ComponentWeights
 from .schedules import weights_at
 
 Probe = Callable[[], tuple[torch.nn.Module, Any]]
+Targets = Callable[[torch.nn.Module], list[dict[str, torch.Tensor]]]  # model -> D'_t batches
 DEFAULT_STEER = {"dpo": ("pos", "neg"), "ppo": GROUPS}
 
 
-def multiplicative_update(weights: dict[str, float], G: dict[str, float], eta: float, w_min: float, w_max: float) -> dict[str, float]:
+def multiplicative_update(
+    weights: dict[str, float], G: dict[str, float], eta: float, w_min: float, w_max: float
+) -> dict[str, float]:
     """w_c <- clip(w_c * exp(eta * G_c / sum_j |G_j|), w_min, w_max) for every steered c.
     With sum_j |G_j| = 0 (nothing measured) the weights are kept."""
     total = sum(abs(g) for g in G.values())
@@ -72,7 +75,9 @@ class CoordinatedController:
 
     measures = True
 
-    def __init__(self, cfg: dict[str, Any], objective: str, targets: Callable[[torch.nn.Module], list[dict[str, torch.Tensor]]], base_specs: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self, cfg: dict[str, Any], objective: str, targets: Targets, base_specs: dict[str, Any] | None = None
+    ) -> None:
         self.steer = tuple(cfg.get("steer") or DEFAULT_STEER[objective])
         self.k, self.eta = int(cfg["k"]), float(cfg["eta"])
         self.w_min, self.w_max = float(cfg["w_min"]), float(cfg["w_max"])
@@ -113,7 +118,14 @@ class CoordinatedController:
             self.steered, self.seconds, self.history = dict(state["steered"]), state["seconds"], list(state["history"])
 
 
-def proxy_targets(cfg: dict[str, Any], tokenizer, heldout_rows: Sequence[dict], max_new_tokens: int, max_prompt_tokens: int | None, max_response_tokens: int | None) -> Callable[[torch.nn.Module], list[dict[str, torch.Tensor]]]:
+def proxy_targets(
+    cfg: dict[str, Any],
+    tokenizer,
+    heldout_rows: Sequence[dict],
+    max_new_tokens: int,
+    max_prompt_tokens: int | None,
+    max_response_tokens: int | None,
+) -> Targets:
     """D'_t from the first ``n_prompts`` held-out *training* pairs: the current policy's greedy
     responses, regenerated at every measurement (``policy_greedy``), or the pairs' chosen
     responses (``heldout_chosen``)."""
@@ -123,7 +135,8 @@ def proxy_targets(cfg: dict[str, Any], tokenizer, heldout_rows: Sequence[dict], 
     rows = list(heldout_rows)[: cfg["n_prompts"]]
     prompts = [encode_prompt(tokenizer, r["prompt"], max_prompt_tokens) for r in rows]
     if cfg["proxy"] == "heldout_chosen":
-        fixed = prompt_response_batch(prompts, [encode_response(tokenizer, r["chosen"], max_response_tokens) for r in rows], tokenizer.pad_token_id)
+        chosen_ids = [encode_response(tokenizer, r["chosen"], max_response_tokens) for r in rows]
+        fixed = prompt_response_batch(prompts, chosen_ids, tokenizer.pad_token_id)
 
         def chosen(model: torch.nn.Module) -> list[dict[str, torch.Tensor]]:
             return [{k: v.to(model.device) for k, v in fixed.items()}]
@@ -132,7 +145,8 @@ def proxy_targets(cfg: dict[str, Any], tokenizer, heldout_rows: Sequence[dict], 
 
     def greedy(model: torch.nn.Module) -> list[dict[str, torch.Tensor]]:
         roll = generate(model, tokenizer, prompts, max_new_tokens, do_sample=False)
-        responses = [seq[roll.prompt_width :][mask.bool()].tolist() for seq, mask in zip(roll.sequences, roll.response_mask)]
+        generated = roll.sequences[:, roll.prompt_width :]
+        responses = [seq[mask.bool()].tolist() for seq, mask in zip(generated, roll.response_mask)]
         batch = prompt_response_batch(prompts, responses, tokenizer.pad_token_id)
         return [{k: v.to(model.device) for k, v in batch.items()}]
 
@@ -145,4 +159,5 @@ def weight_source(run: dict[str, Any], targets_factory: Callable[[dict[str, Any]
         return ScheduleSource(run["weights"])
     if targets_factory is None:
         raise ValueError(f"run {run['name']!r} has a controller but no proxy target set was given")
-    return CoordinatedController(run["controller"], run["objective"], targets_factory(run["controller"]), run["weights"])
+    controller = run["controller"]
+    return CoordinatedController(controller, run["objective"], targets_factory(controller), run["weights"])

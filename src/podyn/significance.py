@@ -40,7 +40,9 @@ class Comparison:
     verdict: str
 
 
-def hierarchical_bootstrap(a: np.ndarray, b: np.ndarray, paired: bool, samples: int = 2000, seed: int = 0) -> np.ndarray:
+def hierarchical_bootstrap(
+    a: np.ndarray, b: np.ndarray, paired: bool, samples: int = 2000, seed: int = 0
+) -> np.ndarray:
     """Bootstrap replicates of mean(a) - mean(b) for two seeds x prompts score matrices with the
     same prompt columns. Paired: a and b have the same seed rows and one seed draw serves both;
     otherwise each run's seeds are drawn on their own. The prompt draw is shared (same prompts)."""
@@ -79,7 +81,15 @@ def four_way_verdict(low: float, high: float, mde: float) -> str:
     return "inconclusive"
 
 
-def compare(a: np.ndarray, b: np.ndarray, paired: bool, samples: int = 2000, confidence: float = 0.95, power: float = 0.8, seed: int = 0) -> Comparison:
+def compare(
+    a: np.ndarray,
+    b: np.ndarray,
+    paired: bool,
+    samples: int = 2000,
+    confidence: float = 0.95,
+    power: float = 0.8,
+    seed: int = 0,
+) -> Comparison:
     """Difference mean(a) - mean(b) of two seeds x prompts matrices, with the hierarchical
     bootstrap's percentile CI, its MDE and the four-way verdict."""
     a, b = np.atleast_2d(np.asarray(a, float)), np.atleast_2d(np.asarray(b, float))
@@ -90,8 +100,16 @@ def compare(a: np.ndarray, b: np.ndarray, paired: bool, samples: int = 2000, con
     mde = detectable_effect(se, confidence, power)
     n_seeds = min(a.shape[0], b.shape[0])
     return Comparison(
-        difference=float(a.mean() - b.mean()), ci_low=low, ci_high=high, se=se, mde=mde, n_seeds=n_seeds, n_prompts=a.shape[1],
-        paired_seeds=paired, variance=SEEDS_AND_PROMPTS if n_seeds > 1 else PROMPTS_ONLY, verdict=four_way_verdict(low, high, mde),
+        difference=float(a.mean() - b.mean()),
+        ci_low=low,
+        ci_high=high,
+        se=se,
+        mde=mde,
+        n_seeds=n_seeds,
+        n_prompts=a.shape[1],
+        paired_seeds=paired,
+        variance=SEEDS_AND_PROMPTS if n_seeds > 1 else PROMPTS_ONLY,
+        verdict=four_way_verdict(low, high, mde),
     )
 
 
@@ -121,4 +139,6 @@ def variance_components(diff: np.ndarray) -> VarianceComponents:
     ms_cols = n_s * cols.var(ddof=1)
     resid = d - rows[:, None] - cols[None, :] + grand
     ms_e = (resid**2).sum() / ((n_s - 1) * (n_p - 1))
-    return VarianceComponents(seed=max((ms_rows - ms_e) / n_p, 0.0), prompt=max((ms_cols - ms_e) / n_s, 0.0), residual=float(ms_e))
+    return VarianceComponents(
+        seed=max((ms_rows - ms_e) / n_p, 0.0), prompt=max((ms_cols - ms_e) / n_s, 0.0), residual=float(ms_e)
+    )
