@@ -393,3 +393,13 @@ def test_coordination_stage_reports_cost_weights_and_comparisons(tmp_path, defau
     assert (table["vs_baseline_run"] == "dpo").all() and (table["vs_best_fixed_run"] == "dpo_wo_neg_early").all()
     assert table["vs_baseline_variance"].iloc[0] == "seeds and prompts"
     assert (tmp_path / "figures" / "fig6_weights.png").exists() and (tmp_path / "figures" / "fig7_copo.png").exists()
+
+
+def test_claims_robustness_config_pairs_runs_that_change_one_setting():
+    cfg = experiment_cfg("claims-robustness.yaml")
+    settings = cfg["robustness"]["settings"]
+    assert len(settings) == 10 and settings["default"] == {"dpo": "dpo", "ppo": "ppo"}
+    for name, setting in settings.items():
+        changed = [(obj, key) for obj in ("dpo", "ppo") for key, value in resolve_run(cfg, setting[obj])["hyper"].items() if value != cfg[obj][key]]
+        assert len(changed) == (0 if name == "default" else 1), (name, changed)
+        assert set(setting.values()) <= set(cfg["dynamics"]["runs"]) and set(setting.values()) <= set(cfg["select"])
