@@ -18,6 +18,7 @@ include: "workflow/rules/preference.smk"
 include: "workflow/rules/evaluation.smk"
 include: "workflow/rules/dynamics.smk"
 include: "workflow/rules/figures.smk"
+include: "workflow/rules/robustness.smk"
 include: "workflow/rules/report.smk"
 
 

@@ -16,7 +16,8 @@ from podyn.schedules import weights_at
 
 REPO = Path(__file__).resolve().parents[1]
 GRID = ["dpo", "dpo_wo_neg_early", "dpo_wo_pos_late", "cdpo_1", "cdpo_2", "cdpo_3", "ppo", "ppo_wo_top", "ppo_wo_mid",
-        "cppo_top_1", "cppo_top_2", "cppo_top_3", "cppo_mid_1", "cppo_mid_2", "cppo_mid_3", "hppo_1", "hppo_2", "hppo_3"]
+        "cppo_top_1", "cppo_top_2", "cppo_top_3", "cppo_mid_1", "cppo_mid_2", "cppo_mid_3", "hppo_1", "hppo_2", "hppo_3",
+        "copo_dpo", "copo_ppo"]
 
 
 @pytest.fixture(scope="module")
@@ -78,12 +79,12 @@ def _dry_run_jobs(tmp_path: Path, *config_args: str) -> dict[str, int]:
 
 def test_grid_expands_to_one_job_per_run_and_seed(tmp_path):
     jobs = _dry_run_jobs(tmp_path)
-    assert jobs["train"] == 18 and jobs["judge"] == 18
+    assert jobs["train"] == 20 and jobs["judge"] == 20 and jobs["coordination"] == 1
     assert jobs["dynamics"] == 2 and jobs["final_responses"] == 2
     assert jobs["sft"] == 1 and jobs["reward_model"] == 1 and jobs["ablations"] == 1
 
 
 def test_seeds_multiply_the_grid(tmp_path):
     jobs = _dry_run_jobs(tmp_path, "seeds=[0,1,2]")
-    assert jobs["train"] == 54 and jobs["judge"] == 54 and jobs["dynamics"] == 6
+    assert jobs["train"] == 60 and jobs["judge"] == 60 and jobs["dynamics"] == 6
     assert jobs["sft"] == 1  # data, SFT and the reward model are shared by every seed

@@ -10,9 +10,10 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from .config import ClaimsConfig, Config
+from .config import ClaimsConfig, Config, RobustnessSetting
 from .io import write_csv, write_text
 from .results import read_records
+from .statistics import seed_interval
 
 
 @dataclass
@@ -96,17 +97,28 @@ def _cell(text: str) -> str:
     return text.replace("|", "\\|")
 
 
+def _variance(row) -> str:
+    return str(getattr(row, "variance", "prompts"))
+
+
+def _mde(row) -> str:
+    return f"{row.mde:.3f}" if hasattr(row, "mde") else "n/a"
+
+
 def ablation_claims(comparisons: pd.DataFrame) -> list[Claim]:
     """One claim per variant, from its paired comparison with its baseline at the final step:
     an ablation ("w/o") is claimed to hurt, a coordinated variant to help."""
     claims = []
-    for row in comparisons[comparisons["step"] == "final"].itertuples():
+    final = comparisons[comparisons["step"] == "final"]
+    if "paper_claim" in final:  # Coordinated PO is podyn's, not a claim of the paper
+        final = final[final["paper_claim"].astype(str).str.lower() == "true"]
+    for row in final.itertuples():
         ablation = "_wo_" in row.variant
         expected = "worse" if ablation else "better"
         text = (f"Removing a component ({row.variant}) hurts {row.baseline.upper()}." if ablation
                 else f"The coordinated variant {row.variant} beats {row.baseline.upper()}.")
         claims.append(Claim(f"{row.variant}_vs_{row.baseline}", text,
-                            f"final win rate minus {row.baseline}'s, paired over prompts [{row.ci_low:+.3f}, {row.ci_high:+.3f}]: {row.verdict}",
+                            f"final win rate minus {row.baseline}'s over {_variance(row)} [{row.ci_low:+.3f}, {row.ci_high:+.3f}], MDE {_mde(row)}: {row.verdict}",
                             row.difference, f"95% CI {'< 0' if ablation else '> 0'}", row.verdict == expected))
     return claims
 
@@ -135,7 +147,118 @@ def claims_report(
     preamble = ("Each claim from the paper's abstract and captions is turned into a statistic of this experiment's "
                 "gradient-alignment tables (`dynamics/*.csv`) and PPO records, pooled over seeds, and compared with "
                 "the threshold in the config's `claims` section; the ablation claims compare each variant's final "
-                "win rate with its baseline's, paired over prompts (`tables/comparisons.csv`). Thresholds are fixed in "
-                "advance; a claim that does not reproduce is reported as such, and so is 'no significant difference'.")
+                "win rate with its baseline's over seeds and prompts (`tables/comparisons.csv`, with its MDE). "
+                "Thresholds are fixed in advance; a claim that does not reproduce is reported as such, and so is an "
+                "inconclusive comparison.")
     write_claims(claims, out, csv_out, preamble)
     return claims
+
+
+# ----------------------------------------------------------------------------- robustness across settings
+
+
+def claim_predicate(threshold: str):
+    """The claim's test as a function of its statistic, parsed from its threshold text
+    (``>= x``, ``> x``, ``< x``, ``<= x``, ``in [a, b]``); None when the test is not a function
+    of the statistic alone (e.g. ``TOP > MID > BOT``)."""
+    text = threshold.strip()
+    if text.startswith("in ["):
+        low, high = (float(v) for v in text[4:-1].split(","))
+        return lambda v: low <= v <= high
+    tests = ((">=", lambda v, x: v >= x), ("<=", lambda v, x: v <= x), (">", lambda v, x: v > x), ("<", lambda v, x: v < x))
+    for op, fn in tests:
+        if text.startswith(op):
+            try:
+                x = float(text[len(op):])
+            except ValueError:
+                return None
+            return lambda v, x=x, fn=fn: fn(v, x)
+    return None
+
+
+def seed_verdict(
+    values: np.ndarray, holds: np.ndarray, threshold: str, confidence: float = 0.95
+) -> tuple[float, float, float, str]:
+    """Mean of a claim's per-seed statistic, its t-interval across seeds, and a verdict: ``holds``
+    (the claim's test passes over the whole interval), ``fails`` (fails over the whole interval)
+    or ``inconclusive``. With one seed there is no interval and the verdict is the point test's.
+    A test that is not a function of the statistic holds / fails when every seed agrees."""
+    mean = float(np.mean(values))
+    low, high = seed_interval(np.asarray(values, float), confidence)
+    if len(values) < 2:
+        return mean, low, high, "holds" if bool(holds[0]) else "fails"
+    test = claim_predicate(threshold)
+    if test is None:
+        return mean, low, high, "holds" if holds.all() else ("fails" if not holds.any() else "inconclusive")
+    # an interval test: the predicates used here are monotone or an interval, so checking the
+    # two ends and (for `in [a, b]`) the mean decides it
+    ends = [test(low), test(high), test(mean)]
+    return mean, low, high, "holds" if all(ends) else ("fails" if not any(ends) else "inconclusive")
+
+
+def robustness_table(
+    settings: dict[str, RobustnessSetting],
+    dynamics: dict[str, pd.DataFrame],
+    records: dict[str, pd.DataFrame],
+    th: ClaimsConfig,
+    confidence: float = 0.95,
+) -> pd.DataFrame:
+    """Every dynamics claim under every setting (a DPO run and a PPO run), computed per seed,
+    with a t-interval across seeds and a holds / fails / inconclusive verdict."""
+    rows = []
+    for name, setting in settings.items():
+        dpo, ppo, rec = dynamics[setting.dpo], dynamics[setting.ppo], records[setting.ppo]
+        seeds = sorted(set(dpo["seed"]) & set(ppo["seed"]))
+        per_seed = [
+            dynamics_claims(dpo[dpo["seed"] == s], ppo[ppo["seed"] == s], rec[rec["seed"] == s], th) for s in seeds
+        ]
+        for i, claim in enumerate(per_seed[0]):
+            values = np.array([claims[i].value for claims in per_seed], float)
+            holds = np.array([claims[i].holds for claims in per_seed])
+            mean, low, high, verdict = seed_verdict(values, holds, claim.threshold, confidence)
+            rows.append(
+                {
+                    "setting": name,
+                    "dpo_run": setting.dpo,
+                    "ppo_run": setting.ppo,
+                    "claim": claim.id,
+                    "statistic": mean,
+                    "ci_low": low,
+                    "ci_high": high,
+                    "n_seeds": len(seeds),
+                    "threshold": claim.threshold,
+                    "verdict": verdict,
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def robustness_stage(
+    cfg: Config,
+    *,
+    dynamics: Sequence[Path],
+    dynamics_runs: Sequence[str],
+    records: Sequence[Path],
+    record_runs: Sequence[str],
+    seeds: Sequence[int],
+    out: Path,
+    figure: Path,
+) -> pd.DataFrame:
+    """``tables/claims_robustness.csv`` (``out``) and its heatmap (claims x settings; ``figure``
+    is the stem). ``dynamics_runs`` names the run of each dynamics table; ``record_runs`` and
+    ``seeds`` the run and seed of each records file."""
+    from .figures import robustness_heatmap
+
+    if len(dynamics) != len(dynamics_runs):
+        raise ValueError(f"{len(dynamics)} dynamics tables but {len(dynamics_runs)} run labels")
+    tables = {run: pd.read_csv(path) for path, run in zip(dynamics, dynamics_runs)}
+    by_run: dict[str, tuple[list[Path], list[int]]] = {}
+    for path, run, seed in zip(records, record_runs, seeds, strict=True):
+        by_run.setdefault(run, ([], []))
+        by_run[run][0].append(Path(path))
+        by_run[run][1].append(int(seed))
+    run_records = {run: read_records(paths, run_seeds) for run, (paths, run_seeds) in by_run.items()}
+    table = robustness_table(cfg.robustness.settings, tables, run_records, cfg.claims, cfg.winrate.confidence)
+    write_csv(out, table)
+    robustness_heatmap(table, Path(figure), cfg.figures)
+    return table

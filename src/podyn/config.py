@@ -36,7 +36,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
 from pydantic.json_schema import GenerateJsonSchema
 
-from .schedules import Weights, scale_steps
+from .schedules import WEIGHT_KEYS, Weights, cdpo_weights, scale_steps
 
 REPO = Path(__file__).resolve().parents[2]
 SCHEMA_PATH = REPO / "workflow" / "schemas" / "config.schema.yaml"
@@ -293,6 +293,43 @@ class PPOConfig(Section):
 OBJECTIVES: dict[str, type[Section]] = {"dpo": DPOConfig, "ppo": PPOConfig}
 
 
+class CdpoConfig(Section):
+    """cDPO (method.md §5): POS/NEG weights from (t1, t2), in the paper's steps (scaled by step_scale)."""
+
+    t1: float = Field(ge=0, description="End of the POS-emphasised phase (the paper's steps).")
+    t2: float = Field(ge=0, description="Start of the NEG-emphasised phase (the paper's steps).")
+    reading: Literal["piecewise", "linear"] = Field(
+        "piecewise", description="[choice] piecewise (POS only, both, NEG only) or a linear blend."
+    )
+    rho: float = Field(
+        0.0, ge=0, le=1, description="[choice] floor of the de-emphasised component: 0 is the hard reading."
+    )
+
+
+class ControllerConfig(Section):
+    """Coordinated PO in real time (method.md §9): weights steered by G measured while training."""
+
+    steer: list[Literal["pos", "neg", "top", "mid", "bot"]] | None = Field(
+        None, min_length=1, description="Steered components (null: DPO steers pos, neg; PPO top, mid, bot)."
+    )
+    k: int = Field(10, ge=1, description="Measure G and update the weights every k steps (PPO iterations).")
+    eta: float = Field(
+        0.1, ge=0, description="Step size of w_c <- clip(w_c exp(eta G_c / sum_j |G_j|), w_min, w_max); 0 is the baseline."
+    )
+    w_min: float = Field(0.25, ge=0, description="Smallest weight the controller may set.")
+    w_max: float = Field(2.0, gt=0, description="Largest weight the controller may set.")
+    proxy: Literal["policy_greedy", "heldout_chosen"] = Field(
+        "policy_greedy",
+        description="[choice] D'_t: the current policy's greedy responses to held-out training prompts, "
+        "or their chosen responses.",
+    )
+    n_prompts: int = Field(32, ge=1, description="Held-out training prompts in D'_t (test prompts are never used).")
+    method: Literal["jvp", "finite_difference"] = Field(
+        "finite_difference", description="Directional derivatives by forward-mode AD or a central finite difference."
+    )
+    fd_eps: float = Field(1.0e-3, gt=0, description="Finite-difference step as a length in parameter space.")
+
+
 class RunConfig(Section):
     """One preference-optimization run: an objective plus component-weight schedules."""
 
@@ -304,6 +341,12 @@ class RunConfig(Section):
     overrides: dict[str, Any] = Field(
         default_factory=dict,
         description="Keys of the objective's section overridden for this run (validated as that section).",
+    )
+    cdpo: CdpoConfig | None = Field(
+        None, description="cDPO's POS/NEG weights from (t1, t2) and its reading; explicit `weights` entries win."
+    )
+    controller: ControllerConfig | None = Field(
+        None, description="Coordinated PO: the weights are steered by G measured while training (null: none)."
     )
 
 
@@ -363,6 +406,9 @@ class JudgeConfig(Section):
 class WinrateConfig(Section):
     bootstrap_samples: int = Field(2000, ge=1, description="Bootstrap resamples of every confidence interval.")
     confidence: float = Field(0.95, gt=0, lt=1, description="Confidence level of every interval.")
+    power: float = Field(
+        0.8, gt=0, lt=1, description="Power at which each comparison's minimum detectable effect (mde) is computed."
+    )
 
 
 class DynamicsConfig(Section):
@@ -400,6 +446,9 @@ class AblationPanel(Section):
     title: str = Field(description="Panel title.")
     baseline: str = Field(description="The baseline run.")
     runs: list[str] = Field(description="The variants drawn beside it.")
+    paper_claim: bool = Field(
+        True, description="The panel tests a claim of the paper (false: podyn's own, e.g. Coordinated PO)."
+    )
 
 
 def _default_panels() -> dict[str, AblationPanel]:
@@ -410,6 +459,8 @@ def _default_panels() -> dict[str, AblationPanel]:
         "d": AblationPanel(title="cPPO-top", baseline="ppo", runs=["cppo_top_1", "cppo_top_2", "cppo_top_3"]),
         "e": AblationPanel(title="cPPO-mid", baseline="ppo", runs=["cppo_mid_1", "cppo_mid_2", "cppo_mid_3"]),
         "f": AblationPanel(title="hPPO", baseline="ppo", runs=["hppo_1", "hppo_2", "hppo_3"]),
+        "g": AblationPanel(title="Coordinated PO (DPO)", baseline="dpo", runs=["copo_dpo"], paper_claim=False),
+        "h": AblationPanel(title="Coordinated PO (PPO)", baseline="ppo", runs=["copo_ppo"], paper_claim=False),
     }
 
 
@@ -445,6 +496,21 @@ class ClaimsConfig(Section):
     )
     group_spread: float = Field(
         0.1, description="TOP/MID/BOT differ if their mean shares of |G| spread at least this much."
+    )
+
+
+class RobustnessSetting(Section):
+    """One setting of the claim robustness map: a DPO run and a PPO run, both with dynamics."""
+
+    dpo: str = Field(description="The setting's DPO run (a run under `runs`, listed in `dynamics.runs`).")
+    ppo: str = Field(description="The setting's PPO run (a run under `runs`, listed in `dynamics.runs`).")
+
+
+class RobustnessConfig(Section):
+    """Claim robustness map (config/claims-robustness.yaml): each setting pairs a DPO run with a PPO run."""
+
+    settings: dict[str, RobustnessSetting] = Field(
+        default_factory=dict, description="Setting name -> its DPO and PPO runs (empty: no robustness map)."
     )
 
 
@@ -488,6 +554,7 @@ class Config(Section):
     figures: FiguresConfig = Field(default_factory=FiguresConfig)
     claims: ClaimsConfig = Field(default_factory=ClaimsConfig)
     winrate: WinrateConfig = Field(default_factory=WinrateConfig)
+    robustness: RobustnessConfig = Field(default_factory=RobustnessConfig)
 
     @field_validator("seeds", mode="before")
     @classmethod
@@ -518,6 +585,14 @@ class Config(Section):
                 first = err.errors(include_url=False)[0]
                 path, message = _describe(first)
                 raise KeyPathError(f"runs.{name}.overrides.{path}", message) from None
+        for name, setting in self.robustness.settings.items():
+            for objective in ("dpo", "ppo"):
+                run = getattr(setting, objective)
+                where = f"robustness.settings.{name}.{objective}"
+                if run not in self.runs or self.runs[run].objective != objective:
+                    raise KeyPathError(where, f"{run!r} is not a {objective} run under 'runs'")
+                if run not in self.dynamics.runs:
+                    raise KeyPathError(where, f"add {run!r} to 'dynamics.runs'")
         for name in self.select or []:
             if name not in self.runs:
                 raise KeyPathError("select", f"run {name!r} is not defined under 'runs'")
@@ -542,6 +617,8 @@ class ResolvedRun:
     objective: str
     hyper: DPOConfig | PPOConfig
     weights: Weights
+    label: str = ""
+    controller: ControllerConfig | None = None
 
 
 def resolve_run(cfg: Any, name: str) -> ResolvedRun:
@@ -554,8 +631,19 @@ def resolve_run(cfg: Any, name: str) -> ResolvedRun:
         hyper = OBJECTIVES[run.objective].model_validate({**section.model_dump(by_alias=True), **run.overrides})
     except ValidationError as err:
         raise ConfigError(format_errors(err, f"runs.{name}.overrides")) from None
+    weights = run.weights
+    cdpo = getattr(run, "cdpo", None)
+    if cdpo is not None:  # cDPO's (t1, t2) with its reading; explicit `weights` entries win
+        expanded = cdpo_weights(cdpo.t1, cdpo.t2, cdpo.reading, cdpo.rho)
+        explicit = {k: getattr(weights, k) for k in WEIGHT_KEYS if getattr(weights, k) is not None}
+        weights = expanded.model_copy(update=explicit)
     return ResolvedRun(
-        name=name, objective=run.objective, hyper=hyper, weights=scale_steps(run.weights, hyper.step_scale)
+        name=name,
+        objective=run.objective,
+        hyper=hyper,
+        weights=scale_steps(weights, hyper.step_scale),
+        label=getattr(run, "label", None) or name,
+        controller=getattr(run, "controller", None),
     )
 
 

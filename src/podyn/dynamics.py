@@ -107,9 +107,13 @@ class DPOBatch:
         return sequence_logps(model, self.input_ids[rows], self.attention_mask[rows], self.response_mask[rows])
 
     def component_losses(self, logps: torch.Tensor) -> dict[str, torch.Tensor]:
+        return self.weighted_losses(logps, {c: ComponentWeights.only(c) for c in COMPONENTS})
+
+    def weighted_losses(self, logps: torch.Tensor, weightings: dict[str, ComponentWeights]) -> dict[str, torch.Tensor]:
+        """The DPO surrogate under each named set of component weights."""
         chosen, rejected = logps.chunk(2)
         terms = dpo_terms(chosen, rejected, self.ref_chosen.to(logps.dtype), self.ref_rejected.to(logps.dtype), self.beta)
-        return {c: dpo_component_loss(chosen, rejected, terms.omega, terms.groups, ComponentWeights.only(c)) for c in COMPONENTS}
+        return {name: dpo_component_loss(chosen, rejected, terms.omega, terms.groups, w) for name, w in weightings.items()}
 
 
 @dataclass
@@ -157,19 +161,22 @@ class PPOBatch:
         return float(ppo_clip_fraction(logps, old, advantages, mask, self.clip_eps))
 
     def component_losses(self, logps: torch.Tensor) -> dict[str, torch.Tensor]:
+        return self.weighted_losses(logps, {c: ComponentWeights.only(c) for c in COMPONENTS})
+
+    def weighted_losses(self, logps: torch.Tensor, weightings: dict[str, ComponentWeights]) -> dict[str, torch.Tensor]:
+        """The PPO policy loss under each named set of component weights (the batch's 1/N kept)."""
         mask = self.response_mask.to(logps.dtype)
         n_tokens = mask.sum()
-        return {
-            c: ppo_policy_loss(logps, self.old_logps.to(logps.dtype), self.advantages.to(logps.dtype), mask, self.groups, ComponentWeights.only(c), self.clip_eps, n_tokens)
-            for c in COMPONENTS
-        }
+        old, adv = self.old_logps.to(logps.dtype), self.advantages.to(logps.dtype)
+        return {name: ppo_policy_loss(logps, old, adv, mask, self.groups, w, self.clip_eps, n_tokens) for name, w in weightings.items()}
 
 
-def loss_sensitivities(batch, logps: torch.Tensor) -> dict[str, torch.Tensor]:
-    """dL_c/ds for every component c and per-sample log-prob s (no model pass needed)."""
+def loss_sensitivities(batch, logps: torch.Tensor, weightings: dict[str, ComponentWeights] | None = None) -> dict[str, torch.Tensor]:
+    """dL_c/ds for every component c (or every named weighting) and per-sample log-prob s
+    (no model pass needed)."""
     with torch.enable_grad():
         s = logps.detach().requires_grad_(True)
-        losses = batch.component_losses(s)
+        losses = batch.component_losses(s) if weightings is None else batch.weighted_losses(s, weightings)
     return {c: torch.autograd.grad(loss, s, retain_graph=True)[0] for c, loss in losses.items()}
 
 
@@ -193,6 +200,18 @@ def gradient_alignment(model: torch.nn.Module, batch, final_batches: list[dict[s
     G = {c: float((sens[c].double() * derivatives.double()).sum()) for c in COMPONENTS}
     norm = float(torch.sqrt(sum((g.double() ** 2).sum() for g in gbar.values())))
     return Alignment(G=G, derivatives=derivatives, sensitivities=sens, gbar_norm=norm)
+
+
+def weighted_alignment(model: torch.nn.Module, batch, final_batches: list[dict[str, torch.Tensor]], weightings: dict[str, ComponentWeights], method: str = "finite_difference", fd_eps: float = 1e-3) -> dict[str, float]:
+    """G of the objective under each named set of component weights, by the fast path
+    (one backward pass over D', one directional-derivative pass over B): what the
+    Coordinated-PO controller measures while training (method.md §9)."""
+    gbar = mean_nll_gradient(model, final_batches)
+    with torch.no_grad():
+        logps = batch.logps(model)
+    derivatives = directional_derivatives(model, batch, gbar, method, fd_eps)
+    sens = loss_sensitivities(batch, logps, weightings)
+    return {name: float((sens[name].double() * derivatives.double()).sum()) for name in weightings}
 
 
 def gradient_alignment_direct(model: torch.nn.Module, batch, final_batches: list[dict[str, torch.Tensor]]) -> dict[str, float]:

@@ -3,7 +3,10 @@
 * fig1_dpo_dynamics / fig2_ppo_dynamics: G over training, panels (a) TOT, (b) POS/NEG,
   (c) TOP/MID/BOT, on a symmetric-log axis so that negative values stay visible;
 * fig3_ppo_advantages: mean raw advantage of the TOP/MID/BOT token groups per PPO iteration;
-* fig5_grad_magnitudes: per-mini-batch gradient L2 norms, IQR outliers red, others blue.
+* fig5_grad_magnitudes: per-mini-batch gradient L2 norms, IQR outliers red, others blue;
+* fig6_weights / fig7_copo: the component weights each run applied, and Coordinated PO against
+  its baseline and the best fixed variant (the ``coordination`` stage);
+* claims_robustness: the claims x settings heatmap (the ``claims-robustness`` stage).
 
 Several seeds are drawn as their mean with a 95% confidence band.
 """
@@ -136,8 +139,9 @@ def ablation_figure(cfg: Config, winrates_csv: Path, out_dir: Path) -> None:
     fig_cfg = cfg.figures
     sns.set_theme(style=fig_cfg.style, context="paper")
     winrates = pd.read_csv(winrates_csv)
-    labels = {name: name if run.label is None else run.label for name, run in cfg.runs.items()}
-    panels = fig_cfg.ablation_panels
+    labels = run_labels(cfg)
+    present = set(winrates["run"])  # an experiment that selects part of the grid draws only its panels
+    panels = {key: panel for key, panel in fig_cfg.ablation_panels.items() if present.intersection(panel.runs)}
     cols = min(3, len(panels))
     rows = -(-len(panels) // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 3.6 * rows), squeeze=False)
@@ -151,3 +155,104 @@ def ablation_figure(cfg: Config, winrates_csv: Path, out_dir: Path) -> None:
     fig.suptitle("Performance under ablation and coordination (gold-judged win rate against SFT)")
     fig.tight_layout()
     save(fig, Path(out_dir) / "fig4_ablations", fig_cfg.formats)
+
+
+def run_labels(cfg: Config) -> dict[str, str]:
+    """Every run's legend label (its name where it has none)."""
+    return {name: name if run.label is None else run.label for name, run in cfg.runs.items()}
+
+
+def _xlabel(cfg: Config, run: str) -> str:
+    spec = cfg.runs.get(run)
+    return "training step" if spec is not None and spec.objective == "dpo" else "PPO iteration"
+
+
+def _varying(records: pd.DataFrame) -> list[str]:
+    """The components whose weight is not 1 at some step."""
+    weights = records[records["kind"].str.startswith("weight/")]
+    return [k.removeprefix("weight/") for k, v in weights.groupby("kind")["value"] if (v != 1.0).any()]
+
+
+def weight_curves(ax: plt.Axes, records: pd.DataFrame, title: str, xlabel: str) -> None:
+    """The component weights a run applied at each step (mean over seeds, band: range across seeds)."""
+    data = records[records["kind"].isin([f"weight/{c}" for c in _varying(records)])]
+    data = data.assign(component=data["kind"].str.removeprefix("weight/").str.upper())
+    if data.empty:
+        ax.text(0.5, 0.5, "all weights 1", ha="center", va="center", transform=ax.transAxes)
+    else:
+        hue = [c for c in ("POS", "NEG", "TOP", "MID", "BOT") if c in set(data["component"])]
+        # min to max across seeds; no bootstrap over thousands of rows
+        errorbar = ("pi", 100) if data["seed"].nunique() > 1 else None
+        palette = {c: PALETTE[c.lower()] for c in hue}
+        sns.lineplot(
+            data, x="step", y="value", hue="component", hue_order=hue, errorbar=errorbar, ax=ax, palette=palette, lw=1.2
+        )
+        ax.legend(title=None, fontsize=7)
+    ax.axhline(1.0, color="grey", lw=0.8, ls=":")
+    ax.set_title(title, fontsize=9)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("weight")
+
+
+def weights_figure(cfg: Config, records: dict[str, pd.DataFrame], stem: Path) -> None:
+    """fig6_weights: the weights every run with a schedule or a controller applied, one panel per run."""
+    runs = [r for r, frame in records.items() if _varying(frame)]
+    if not runs:
+        runs = list(records)[:1]
+    labels = run_labels(cfg)
+    cols = min(4, len(runs))
+    rows = -(-len(runs) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 2.8 * rows), squeeze=False)
+    for ax, run in zip(axes.flat, runs):
+        weight_curves(ax, records[run], labels.get(run, run), _xlabel(cfg, run))
+    for ax in list(axes.flat)[len(runs):]:
+        ax.set_visible(False)
+    fig.suptitle("Component weights applied at each step")
+    fig.tight_layout()
+    save(fig, stem, cfg.figures.formats)
+
+
+def copo_figure(
+    cfg: Config, winrates: pd.DataFrame, records: dict[str, pd.DataFrame], best_fixed: dict[str, str], stem: Path
+) -> None:
+    """fig7_copo: for each Coordinated-PO run, its win rate beside its baseline's and the best
+    fixed variant's, and the weights it chose over training."""
+    labels = run_labels(cfg)
+    copo = [
+        (panel.baseline, run)
+        for panel in cfg.figures.ablation_panels.values()
+        for run in panel.runs
+        if run in cfg.runs and cfg.runs[run].controller is not None and run in records
+    ]
+    fig, axes = plt.subplots(max(1, len(copo)), 2, figsize=(10, 3.4 * max(1, len(copo))), squeeze=False)
+    for (ax_w, ax_c), (baseline, run) in zip(axes, copo):
+        shown = [baseline, run, *([best_fixed[run]] if best_fixed.get(run) else [])]
+        winrate_curves(ax_w, winrates, shown, labels)
+        xlabel = _xlabel(cfg, run)
+        ax_w.set_title(f"{labels.get(run, run)} vs {baseline} and the best fixed variant", fontsize=9)
+        ax_w.set_xlabel(xlabel)
+        weight_curves(ax_c, records[run], f"weights chosen by {labels.get(run, run)}", xlabel)
+    fig.tight_layout()
+    save(fig, stem, cfg.figures.formats)
+
+
+def robustness_heatmap(table: pd.DataFrame, stem: Path, fig_cfg: FiguresConfig) -> None:
+    """Claims x settings, coloured by verdict (holds / inconclusive / fails)."""
+    from matplotlib.colors import ListedColormap
+
+    codes = {"fails": 0, "inconclusive": 1, "holds": 2}
+    grid = table.assign(code=table["verdict"].map(codes)).pivot(index="claim", columns="setting", values="code")
+    grid = grid.reindex(index=list(dict.fromkeys(table["claim"])), columns=list(dict.fromkeys(table["setting"])))
+    fig, ax = plt.subplots(figsize=(4.0 + 0.8 * grid.shape[1], 1.5 + 0.45 * grid.shape[0]))
+    colours = ListedColormap(["#d7301f", "#fdd49e", "#1a9850"])
+    ax.imshow(grid.to_numpy(float), cmap=colours, vmin=0, vmax=2, aspect="auto")
+    ax.set_xticks(range(grid.shape[1]), grid.columns, rotation=45, ha="right", fontsize=8)
+    ax.set_yticks(range(grid.shape[0]), grid.index, fontsize=8)
+    names = {v: k for k, v in codes.items()}
+    for (i, j), code in np.ndenumerate(grid.to_numpy(float)):
+        if not np.isnan(code):
+            ax.text(j, i, names[int(code)][0].upper(), ha="center", va="center", fontsize=7)
+    n_seeds = int(table["n_seeds"].min()) if len(table) else 0
+    ax.set_title(f"Claims across settings (H holds, F fails, I inconclusive; {n_seeds} seed(s))", fontsize=9)
+    fig.tight_layout()
+    save(fig, stem, fig_cfg.formats)

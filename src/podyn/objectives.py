@@ -46,16 +46,31 @@ class ComponentWeights:
         return cls(**{g: float(g == component) for g in GROUPS})
 
 
-def tertile_groups(scores: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+TIE_RTOL = 1e-4
+
+
+def tertile_groups(scores: torch.Tensor, mask: torch.Tensor | None = None, rtol: float = TIE_RTOL) -> torch.Tensor:
     """Split the (masked) elements into tertiles by ``scores``: 0 = TOP (largest third),
-    1 = MID, 2 = BOT; -1 where masked. Ties are broken by index (earlier element ranks
-    higher); when n is not divisible by 3 the first tertiles get the extra elements
-    (``torch.tensor_split``)."""
+    1 = MID, 2 = BOT; -1 where masked. Scores within ``rtol`` (relative to the largest |score|)
+    of their neighbour in sorted order are ties, and ties are broken by index (earlier element
+    ranks higher). So at DPO's step 0, where every omega is beta/2 up to float noise between the
+    policy and reference passes, the split is by index, not by that noise. When n is not
+    divisible by 3 the first tertiles get the extra elements (``torch.tensor_split``)."""
     flat = scores.detach().reshape(-1)
     valid = torch.ones_like(flat, dtype=torch.bool) if mask is None else mask.reshape(-1).bool()
     index = torch.nonzero(valid).squeeze(1)
+    values = flat[index].double()
     # stable sort of -score keeps index order among equal scores
-    order = index[torch.sort(-flat[index].double(), stable=True).indices]
+    by_value = torch.sort(-values, stable=True).indices
+    sorted_values = values[by_value]
+    tolerance = rtol * float(values.abs().max()) if len(values) else 0.0
+    # a new tie cluster starts wherever the gap to the previous (larger) score exceeds the tolerance
+    cluster = torch.zeros_like(by_value)
+    if len(values) > 1:
+        cluster[1:] = torch.cumsum(((sorted_values[:-1] - sorted_values[1:]) > tolerance).long(), 0)
+    # rank by cluster, then by index within a cluster
+    key = cluster * (len(flat) + 1) + index[by_value]
+    order = index[by_value][torch.argsort(key)]
     groups = torch.full_like(flat, -1, dtype=torch.long)
     for group_id, part in enumerate(torch.tensor_split(order, 3)):
         groups[part] = group_id

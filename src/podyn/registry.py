@@ -64,7 +64,14 @@ SFT = Arg("--sft", "directory of the SFT model")
 
 # the keys a run's training reads: its objective's section and its entry of `runs` (not its
 # legend label, which retrains nothing)
-RUN_KEYS = ("{objective}", "runs.{run}.objective", "runs.{run}.weights", "runs.{run}.overrides")
+RUN_KEYS = (
+    "{objective}",
+    "runs.{run}.objective",
+    "runs.{run}.weights",
+    "runs.{run}.overrides",
+    "runs.{run}.cdpo",
+    "runs.{run}.controller",
+)
 MODEL_KEYS = ("model", "trainer", "generation")
 
 
@@ -256,6 +263,37 @@ STAGES: dict[str, Stage] = {
                 Arg("--scores", "per-prompt scores, one file per run and seed", "paths"),
                 Arg("--tables", "output directory of the tables"),
                 Arg("--figures", "output directory of figure 4"),
+            ),
+        ),
+        Stage(
+            "coordination",
+            "podyn.winrate_tables:coordination_stage",
+            "Figures of the weights each run applied and of Coordinated PO; tables/copo.csv (cost, weights, "
+            "comparisons).",
+            reads=("figures", "winrate", "runs"),
+            args=(
+                Arg("--winrates", "winrates.csv"),
+                Arg("--runs", "run of each scores and records file, in order", "strs"),
+                Arg("--seeds", "seed of each scores and records file, in order", "ints"),
+                Arg("--scores", "per-prompt scores, one file per run and seed", "paths"),
+                Arg("--records", "per-step records, one file per run and seed (the order of --scores)", "paths"),
+                Arg("--tables", "output directory of the tables"),
+                Arg("--figures", "output directory of the figures"),
+            ),
+        ),
+        Stage(
+            "claims-robustness",
+            "podyn.claims:robustness_stage",
+            "The dynamics claims under every robustness setting: tables/claims_robustness.csv and its heatmap.",
+            reads=("claims", "figures", "winrate", "robustness"),
+            args=(
+                Arg("--dynamics", "dynamics tables of the settings' runs", "paths"),
+                Arg("--dynamics-runs", "run of each dynamics table, in order", "strs"),
+                Arg("--records", "the PPO runs' records, one per run and seed", "paths"),
+                Arg("--record-runs", "run of each records file, in order", "strs"),
+                Arg("--seeds", "seed of each records file, in order", "ints"),
+                Arg("--out", "output CSV"),
+                Arg("--figure", "output stem of the heatmap (one file per figures.formats)"),
             ),
         ),
         Stage(

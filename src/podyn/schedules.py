@@ -5,11 +5,15 @@ A run's ``weights`` config maps a component to a *weight spec*:
 * a number: a constant weight (``top: 0.3`` is cPPO-top with lambda = 0.3);
 * ``{value: v, before: s}``: weight v while t < s, else ``otherwise`` (default 1);
 * ``{value: v, after: s}``: weight v while t > s, else ``otherwise`` (default 1);
-* ``{ramp: {start: a, end: b, from: w0, to: w1}}``: w0 until a, linear to w1 at b, then w1;
-* ``{wave: {period: p, amplitude: tau, shape: sine|square, phase: 0}}``:
-  1 + tau * s(t) with s(t) = sin(2 pi (t + phase) / p), or for ``square`` the square wave
-  of the same period: +1 on the first half of each period, -1 on the second;
+* ``{ramp: {start: a, end: b, from: w0, to: w1}, floor: f}``: w0 until a, linear to w1 at b,
+  then w1; never below ``floor`` (default none);
+* ``{wave: {period: p, amplitude: tau, shape: cosine|sine|square, phase: 0}}``:
+  1 + tau * s(t) with s(t) = cos(2 pi (t + phase) / p) (the default, method.md §5: a sine
+  vanishes at every whole step when p = 2), sin(...) for ``sine``, or for ``square`` the
+  square wave of the same period: +1 on the first half of each period, -1 on the second;
 * a list of specs: their product.
+
+A run's ``cdpo`` key (method.md §5) expands to POS/NEG specs with :func:`cdpo_weights`.
 
 Step-valued keys (``before``, ``after``, ``start``, ``end``, ``period``, ``phase``) are the paper's
 and are multiplied by the objective's ``step_scale`` when a run is resolved
@@ -67,9 +71,10 @@ class Ramp(_Spec):
 
 
 class RampSpec(_Spec):
-    """A linear ramp between two weights."""
+    """A linear ramp between two weights, optionally floored."""
 
     ramp: Ramp
+    floor: float | None = Field(None, description="The weight never goes below this value (null: no floor).")
 
     def scaled(self, scale: float) -> "RampSpec":
         return self.model_copy(update={"ramp": self.ramp.scaled(scale)})
@@ -78,8 +83,10 @@ class RampSpec(_Spec):
 class Wave(_Spec):
     period: float = Field(gt=0, description="Period in steps (the paper's).")
     amplitude: float = Field(description="tau in 1 + tau * s(t).")
-    shape: Literal["sine", "square"] = Field(
-        "sine", description="s(t): a sine, or the square wave of the same period."
+    shape: Literal["cosine", "sine", "square"] = Field(
+        "cosine",
+        description="[choice] s(t): a cosine (method.md §5; a sine vanishes at every whole step when the period "
+        "is 2), a sine, or the square wave of the same period.",
     )
     phase: float = Field(0.0, description="Shift of t in steps (the paper's).")
 
@@ -159,15 +166,18 @@ def _weight(spec: Any, step: float) -> float:
     if isinstance(spec, RampSpec):
         r = spec.ramp
         frac = 1.0 if r.end <= r.start else min(max((step - r.start) / (r.end - r.start), 0.0), 1.0)
-        return r.from_ + frac * (r.to - r.from_)
+        value = r.from_ + frac * (r.to - r.from_)
+        return value if spec.floor is None else max(value, spec.floor)
     if isinstance(spec, WaveSpec):
         w = spec.wave
         cycles = (step + w.phase) / w.period
         if w.shape == "square":
             # not sign(sin): at the crossings sin's rounding error would pick the sign
             s = 1.0 if cycles % 1.0 < 0.5 else -1.0
-        else:
+        elif w.shape == "sine":
             s = math.sin(2 * math.pi * cycles)
+        else:
+            s = math.cos(2 * math.pi * cycles)
         return 1.0 + w.amplitude * s
     if isinstance(spec, BeforeSpec):
         return spec.value if step < spec.before else spec.otherwise
@@ -188,3 +198,23 @@ def weights_at(weights: Weights | dict[str, Any], step: float) -> "ComponentWeig
     if not isinstance(weights, Weights):
         weights = Weights.model_validate(weights)
     return ComponentWeights(**{k: _weight(getattr(weights, k), step) for k in WEIGHT_KEYS})
+
+
+def cdpo_weights(t1: float, t2: float, reading: str = "piecewise", rho: float = 0.0) -> Weights:
+    """cDPO's POS/NEG weight specs (method.md §5), in the same step units as t1 and t2.
+
+    ``piecewise``: t < t1: w_pos = 1, w_neg = rho; t1 <= t <= t2: both 1 (plain DPO);
+    t > t2: w_pos = rho, w_neg = 1. ``rho = 0`` is the hard reading (one component only),
+    ``rho > 0`` the floor reading (the de-emphasised component keeps weight rho).
+    ``linear``: w_pos = 1 - a(t), w_neg = a(t), a(t) = clip((t - t1) / (t2 - t1), 0, 1),
+    each floored at rho (w = max(w, rho)), so ``rho = 0`` is the plain blend."""
+    rho = float(rho)
+    if reading == "piecewise":
+        return Weights(neg=BeforeSpec(value=rho, before=float(t1)), pos=AfterSpec(value=rho, after=float(t2)))
+    if reading == "linear":
+        t1, t2 = float(t1), float(t2)
+        return Weights(
+            pos=RampSpec(ramp=Ramp(start=t1, end=t2, from_=1.0, to=0.0), floor=rho),
+            neg=RampSpec(ramp=Ramp(start=t1, end=t2, from_=0.0, to=1.0), floor=rho),
+        )
+    raise ValueError(f"unknown cDPO reading {reading!r} (piecewise or linear)")

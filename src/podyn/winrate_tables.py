@@ -1,6 +1,8 @@
 """The run grid's win-rate tables: per run, the final and best judged step's win rate with
-confidence intervals across seeds and over prompts, and paired comparisons of each variant
-with its panel's baseline (docs/method.md §4-§6); the ``ablations`` stage also draws figure 4."""
+confidence intervals across seeds and over prompts, and comparisons of each variant with its
+panel's baseline over seeds and prompts, with their MDE and four-way verdict (docs/method.md
+§4-§6); the ``ablations`` stage also draws figure 4. The ``coordination`` stage draws the
+weights each run applied and Coordinated PO's comparisons (``tables/copo.csv``)."""
 
 from __future__ import annotations
 
@@ -13,8 +15,8 @@ import pandas as pd
 from .config import AblationPanel, Config, RunConfig, WinrateConfig
 from .io import write_csv, write_text
 from .length_control import length_controlled_win_rate
-from .results import read_scores
-from .statistics import bootstrap_ci, paired_difference, seed_interval, verdict
+from .results import read_records, read_scores
+from .statistics import bootstrap_ci, paired_difference, seed_interval
 
 
 def _summary(scores: pd.DataFrame, step: int, winrate: WinrateConfig, prefix: str) -> dict[str, float]:
@@ -77,32 +79,43 @@ def comparisons(scores: pd.DataFrame, panels: dict[str, AblationPanel], winrate:
             continue
         for variant in (r for r in spec.runs if r in present):
             for step in ("final", "best"):
-                result = paired_difference(
-                    scores, variant, spec.baseline, winrate.bootstrap_samples, winrate.confidence, step
-                )
+                result = _compare(scores, variant, spec.baseline, winrate, step)
                 rows.append(
                     {
                         "panel": panel,
                         "variant": variant,
                         "baseline": spec.baseline,
                         "step": step,
+                        "paper_claim": spec.paper_claim,
                         **result,
-                        "verdict": verdict(result["ci_low"], result["ci_high"]),
                     }
                 )
-    columns = [
-        "panel",
-        "variant",
-        "baseline",
-        "step",
-        "difference",
-        "ci_low",
-        "ci_high",
-        "n_prompts",
-        "n_seeds",
-        "verdict",
-    ]
-    return pd.DataFrame(rows, columns=columns)
+    return pd.DataFrame(rows, columns=COMPARISON_COLUMNS)
+
+
+COMPARISON_COLUMNS = [
+    "panel",
+    "variant",
+    "baseline",
+    "step",
+    "difference",
+    "ci_low",
+    "ci_high",
+    "se",
+    "mde",
+    "n_prompts",
+    "n_seeds",
+    "paired_seeds",
+    "variance",
+    "verdict",
+    "paper_claim",
+]
+
+
+def _compare(scores: pd.DataFrame, variant: str, baseline: str, winrate: WinrateConfig, step: str) -> dict:
+    return paired_difference(
+        scores, variant, baseline, winrate.bootstrap_samples, winrate.confidence, winrate.power, step
+    )
 
 
 def _fmt(mean: float, low: float, high: float) -> str:
@@ -146,3 +159,105 @@ def ablation_stage(
     write_tables(winrate_table(score_table, cfg.runs, cfg.winrate, order), Path(tables) / "winrates")
     write_csv(Path(tables) / "comparisons.csv", comparisons(score_table, panels, cfg.winrate))
     ablation_figure(cfg, winrates, figures)
+
+
+def best_fixed_variants(winrates: pd.DataFrame, cfg: Config) -> dict[str, str]:
+    """For each Coordinated-PO run, the fixed (paper) variant of the same baseline with the
+    highest final win rate (mean over seeds)."""
+    last = winrates["step"] == winrates.groupby("run")["step"].transform("max")
+    final = winrates[last].groupby("run")["win_rate"].mean()
+    panels = cfg.figures.ablation_panels.values()
+    out = {}
+    for panel in panels:
+        for run in panel.runs:
+            if run not in cfg.runs or cfg.runs[run].controller is None:
+                continue
+            fixed = [
+                r
+                for p in panels
+                if p.baseline == panel.baseline and p.paper_claim
+                for r in p.runs
+                if r in final.index
+            ]
+            if fixed:
+                out[run] = max(fixed, key=lambda r: final[r])
+    return out
+
+
+def _cost_rows(run: str, frame: pd.DataFrame) -> list[dict]:
+    """Per seed: training and controller seconds, the cost fraction, the number of
+    measurements and the final weights of a Coordinated-PO run."""
+    rows = []
+    for seed, per_seed in frame.groupby("seed"):
+        totals = per_seed.groupby("kind")["value"].sum()
+        fit, spent = totals.get("run/fit_seconds", np.nan), totals.get("run/controller_seconds", np.nan)
+        weight_rows = per_seed[per_seed["kind"].str.startswith("weight/")]
+        last = weight_rows[weight_rows["step"] == weight_rows["step"].max()]
+        final_weights = {f"final_{k.removeprefix('weight/')}": v for k, v in last.set_index("kind")["value"].items()}
+        rows.append(
+            {
+                "run": run,
+                "seed": seed,
+                "fit_seconds": fit,
+                "controller_seconds": spent,
+                "cost_fraction": spent / fit,
+                "measurements": int((per_seed["kind"] == "controller/seconds").sum()),
+                **final_weights,
+            }
+        )
+    return rows
+
+
+def coordination_stage(
+    cfg: Config,
+    *,
+    winrates: Path,
+    runs: list[str],
+    seeds: list[int],
+    scores: list[Path],
+    records: list[Path],
+    tables: Path,
+    figures: Path,
+) -> pd.DataFrame:
+    """fig6_weights (the weights every scheduled or steered run applied), fig7_copo, and
+    ``tables/copo.csv``: each Coordinated-PO run's cost (controller time / training time), its
+    final weights, and its comparisons with the baseline and the best fixed variant. ``runs``
+    and ``seeds`` name the run and seed of each file in ``scores`` and, in the same order, in
+    ``records``."""
+    from .figures import copo_figure, weights_figure
+
+    by_run: dict[str, tuple[list[Path], list[int]]] = {}
+    for path, run, seed in zip(records, runs, seeds, strict=True):
+        by_run.setdefault(run, ([], []))
+        by_run[run][0].append(Path(path))
+        by_run[run][1].append(int(seed))
+    run_records = {run: read_records(paths, run_seeds) for run, (paths, run_seeds) in by_run.items()}
+    winrate_frame = pd.read_csv(winrates)
+    best = best_fixed_variants(winrate_frame, cfg)
+    weights_figure(cfg, run_records, Path(figures) / "fig6_weights")
+    copo_figure(cfg, winrate_frame, run_records, best, Path(figures) / "fig7_copo")
+    score_table = read_scores(scores, runs, seeds)
+    rows = [
+        row
+        for run, frame in run_records.items()
+        if run in cfg.runs and cfg.runs[run].controller is not None
+        for row in _cost_rows(run, frame)
+    ]
+    base_columns = ["run", "seed", "fit_seconds", "controller_seconds", "cost_fraction", "measurements"]
+    table = pd.DataFrame(rows, columns=None if rows else base_columns)
+    baselines = {run: panel.baseline for panel in cfg.figures.ablation_panels.values() for run in panel.runs}
+    for run in table["run"].unique() if not table.empty else []:
+        for prefix, other in (("vs_baseline", baselines.get(run)), ("vs_best_fixed", best.get(run))):
+            if other is None or other not in set(score_table["run"]):
+                continue
+            result = _compare(score_table, run, other, cfg.winrate, "final")
+            at = table["run"] == run
+            numbers = [result["difference"], result["ci_low"], result["ci_high"], result["mde"]]
+            table.loc[at, [prefix, f"{prefix}_ci_low", f"{prefix}_ci_high", f"{prefix}_mde"]] = numbers
+            table.loc[at, [f"{prefix}_run", f"{prefix}_verdict", f"{prefix}_variance"]] = [
+                other,
+                result["verdict"],
+                result["variance"],
+            ]
+    write_csv(Path(tables) / "copo.csv", table)
+    return table

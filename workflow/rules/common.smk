@@ -69,6 +69,8 @@ def final_targets():
         *expand(f"{RESULTS}/dynamics/{{run}}.csv", run=DYNAMICS_RUNS),
         *rules.dynamics_figures.output,
         *rules.ablations.output,
+        *rules.coordination.output,
         f"{RESULTS}/claims.md",
         *rules.report_pages.output,
+        *(rules.claims_robustness.output if CFG.robustness.settings else []),
     ]

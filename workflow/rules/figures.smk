@@ -88,3 +88,26 @@ rule claims:
     shell:
         "podyn claims --config {params.cfg:q} --dpo {input.dpo} --ppo {input.ppo} --seeds {params.seeds}"
         " --ppo-records {input.ppo_records} --comparisons {input.comparisons} --out {output.md} --csv-out {output.csv} > {log} 2>&1"
+
+
+rule coordination:
+    """The weights every run applied (fig6), Coordinated PO against its baseline and the best
+    fixed variant (fig7), and tables/copo.csv: its cost, final weights and paired comparisons."""
+    input:
+        winrates=rules.winrates.output.winrates,
+        scores=[f"{RESULTS}/eval/judgements/{run}/seed{seed}_scores.csv" for run, seed in RUN_SEEDS],
+        records=[f"{RESULTS}/runs/{run}/seed{seed}/records.csv" for run, seed in RUN_SEEDS],
+    output:
+        table=f"{RESULTS}/tables/copo.csv",
+        figures=[f"{RESULTS}/figures/{name}.{fmt}" for name in ("fig6_weights", "fig7_copo") for fmt in FORMATS],
+    params:
+        cfg=stage_config("coordination"),
+        runs=[run for run, _ in RUN_SEEDS],
+        seeds=[seed for _, seed in RUN_SEEDS],
+        tables=f"{RESULTS}/tables",
+        figures=f"{RESULTS}/figures",
+    log:
+        f"{RESULTS}/logs/figures/coordination.log",
+    shell:
+        "podyn coordination --config {params.cfg:q} --winrates {input.winrates} --runs {params.runs} --seeds {params.seeds}"
+        " --scores {input.scores} --records {input.records} --tables {params.tables} --figures {params.figures} > {log} 2>&1"

@@ -5,6 +5,7 @@ records and Lightning's metrics."""
 from __future__ import annotations
 
 import math
+import time
 from pathlib import Path
 
 import lightning as L
@@ -14,6 +15,7 @@ from datasets import Dataset
 from .. import data as data_mod
 from ..batching import encode_prompt, pair_collator, shuffled_loader
 from ..config import Config, ResolvedRun, resolve_run
+from ..controller import WeightSource, proxy_targets, weight_source
 from ..io import DataError
 from ..models import inference_device, load_policy, load_scalar_model, load_tokenizer
 from ..training.checkpoints import RunRecorder
@@ -46,6 +48,8 @@ def train_run(
             "objective": resolved.objective,
             "hyper": hyper.model_dump(mode="json"),
             "weights": resolved.weights.model_dump(mode="json", by_alias=True),
+            # a controller changes the training; a run without one keeps the settings it always had
+            **({"controller": resolved.controller.model_dump(mode="json")} if resolved.controller else {}),
         },
         "seed": seed,
         **{k: getattr(cfg, k).model_dump(mode="json") for k in ("model", "trainer", "generation")},
@@ -73,7 +77,12 @@ def train_run(
     else:
         module, loader, max_steps = _ppo_setup(cfg, resolved, policy, tokenizer, recorder, data, sft, reward, seed)
     trainer = make_trainer(workdir, cfg.trainer, max_steps)
+    start = time.perf_counter()
     fit_resumable(trainer, module, loader, workdir)
+    # this attempt's training time, beside the controller's share of it (Coordinated PO's cost)
+    module.records.add(step=total, kind="run/fit_seconds", value=time.perf_counter() - start)
+    if module.weight_source.measures:
+        module.records.add(step=total, kind="run/controller_seconds", value=module.weight_source.seconds)
     recorder.finish(policy.to(inference_device(cfg.trainer)), Path(generations), Path(checkpoints))
     module.records.write(Path(records))
     copy_metrics(workdir, Path(metrics))
@@ -100,7 +109,21 @@ def _dpo_setup(
     gen = cfg.generation
     collate = pair_collator(tokenizer, gen.max_prompt_tokens, gen.max_response_tokens)
     loader = shuffled_loader(dpo_dataset(data, ref_logps), run.hyper.batch_size, collate, seed)
-    return DPOModule(policy, run.hyper, run.weights, recorder), loader, run.hyper.max_steps
+    source = _weight_source(cfg, run, tokenizer, data)
+    return DPOModule(policy, run.hyper, source, recorder), loader, run.hyper.max_steps
+
+
+def _weight_source(cfg: Config, run: ResolvedRun, tokenizer, data: Path) -> WeightSource:
+    """The run's schedule, or its Coordinated-PO controller with D'_t from held-out training pairs."""
+    gen = cfg.generation
+
+    def targets(controller):
+        heldout = data_mod.load_split(data, "prefs_heldout")
+        return proxy_targets(
+            controller, tokenizer, heldout, gen.max_new_tokens, gen.max_prompt_tokens, gen.max_response_tokens
+        )
+
+    return weight_source(run, targets)
 
 
 def _ppo_setup(
@@ -131,7 +154,7 @@ def _ppo_setup(
         tokenizer=tokenizer,
         hyper=hyper,
         max_new_tokens=gen.max_new_tokens,
-        weights=run.weights,
+        weights=_weight_source(cfg, run, tokenizer, data),
         recorder=recorder,
         reward_norm_prompts=collate([prompts[int(i)] for i in norm_rows]) if hyper.normalize_reward else None,
     )

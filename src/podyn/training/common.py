@@ -115,6 +115,18 @@ class StepRecords:
         write_csv(path, pd.DataFrame(self.rows))
 
 
+def record_weights(records: StepRecords, step: int, weights, source) -> None:
+    """The component weights a step applied and, when the weight source measured G at this step
+    (Coordinated PO), what it measured and how long that took."""
+    for name, value in vars(weights).items():
+        records.add(step=step, kind=f"weight/{name}", value=float(value))
+    history = getattr(source, "history", None)
+    if history and history[-1]["step"] == step:
+        for key, value in history[-1].items():
+            if key != "step":
+                records.add(step=step, kind=f"controller/{key}", value=float(value))
+
+
 def copy_metrics(workdir: Path, dest: Path) -> None:
     """Lightning's CSV metrics of the run, as a declared output. The rows of interrupted
     attempts come first, each cut where the next attempt resumed."""

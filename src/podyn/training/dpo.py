@@ -3,29 +3,35 @@ differ only in the run's weight schedule."""
 
 from __future__ import annotations
 
-
 import lightning as L
 import torch
 
 from ..config import DPOConfig
+from ..controller import WeightSource, as_weight_source
+from ..dynamics import DPOBatch
 from ..models import sequence_logps
 from ..objectives import dpo_component_loss, dpo_terms
-from ..schedules import Weights, weights_at
+from ..schedules import Weights
 from .checkpoints import RunRecorder
-from .common import StepRecords, adamw_with_schedule, grad_norm
+from .common import StepRecords, adamw_with_schedule, grad_norm, record_weights
 
 
 class DPOModule(L.LightningModule):
     """DPO's training step; ``hyper`` is the run's ``dpo`` section (with its overrides) and
-    ``weights`` its component-weight schedules."""
+    ``weights`` its component-weight schedules or a weight source (:mod:`podyn.controller`:
+    Coordinated PO's controller)."""
 
     def __init__(
-        self, policy: torch.nn.Module, hyper: DPOConfig, weights: Weights, recorder: RunRecorder | None
+        self,
+        policy: torch.nn.Module,
+        hyper: DPOConfig,
+        weights: Weights | WeightSource,
+        recorder: RunRecorder | None,
     ) -> None:
         super().__init__()
         self.policy = policy.train()  # from_pretrained returns eval mode
         self.hyper = hyper
-        self.weight_specs = weights
+        self.weight_source = as_weight_source(weights)
         self.recorder = recorder
         self.records = StepRecords()
 
@@ -33,10 +39,17 @@ class DPOModule(L.LightningModule):
         step = self.global_step
         if self.recorder is not None:
             self.recorder.at_step(step, self.policy, {"step": step, "indices": batch["index"]})
-        weights = weights_at(self.weight_specs, step)
+        ref_chosen, ref_rejected = batch["ref_chosen"], batch["ref_rejected"]
+
+        def probe():
+            fields = (batch["input_ids"], batch["attention_mask"], batch["response_mask"], ref_chosen, ref_rejected)
+            return self.policy, DPOBatch(*fields, self.hyper.beta)
+
+        weights = self.weight_source(step, probe)
+        record_weights(self.records, step, weights, self.weight_source)
         logps = sequence_logps(self.policy, batch["input_ids"], batch["attention_mask"], batch["response_mask"])
         chosen, rejected = logps.chunk(2)
-        ref_chosen, ref_rejected = batch["ref_chosen"].to(logps.dtype), batch["ref_rejected"].to(logps.dtype)
+        ref_chosen, ref_rejected = ref_chosen.to(logps.dtype), ref_rejected.to(logps.dtype)
         terms = dpo_terms(chosen, rejected, ref_chosen, ref_rejected, beta=self.hyper.beta)
         loss = dpo_component_loss(chosen, rejected, terms.omega, terms.groups, weights)
         self._log_step(terms, chosen, rejected, ref_chosen, ref_rejected, weights)
@@ -67,9 +80,11 @@ class DPOModule(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["podyn_records"] = self.records.state_dict()
+        checkpoint["podyn_weight_source"] = self.weight_source.state_dict()
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self.records.load_state_dict(checkpoint.get("podyn_records", []))
+        self.weight_source.load_state_dict(checkpoint.get("podyn_weight_source", {}))
 
     def configure_optimizers(self):
         return adamw_with_schedule(self.policy.parameters(), self.hyper)

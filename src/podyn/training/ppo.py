@@ -25,9 +25,11 @@ from ..objectives import (
     tertile_groups,
     value_loss,
 )
-from ..schedules import Weights, weights_at
+from ..controller import WeightSource, as_weight_source
+from ..dynamics import PPOBatch
+from ..schedules import Weights
 from .checkpoints import RunRecorder
-from .common import StepRecords, grad_norm
+from .common import StepRecords, grad_norm, record_weights
 
 
 def response_logps(model: torch.nn.Module, rollout: dict[str, torch.Tensor], temperature: float = 1.0) -> torch.Tensor:
@@ -58,12 +60,13 @@ class PPOModule(L.LightningModule):
         tokenizer,
         hyper: PPOConfig,
         max_new_tokens: int,
-        weights: Weights,
+        weights: Weights | WeightSource,
         recorder: RunRecorder | None,
         reward_norm_prompts: list[list[int]] | None = None,
     ) -> None:
         """``hyper`` is the run's ``ppo`` section (with its overrides), ``weights`` its
-        component-weight schedules, ``max_new_tokens`` the rollouts' length limit."""
+        component-weight schedules or a weight source (:mod:`podyn.controller`),
+        ``max_new_tokens`` the rollouts' length limit."""
         super().__init__()
         self.automatic_optimization = False
         # train mode (from_pretrained returns eval mode) with every dropout probability set to 0:
@@ -76,7 +79,8 @@ class PPOModule(L.LightningModule):
         self.tokenizer = tokenizer
         self.hyper = hyper
         self.max_new_tokens = max_new_tokens
-        self.weight_specs = weights
+        # a schedule, or a weight source (podyn.controller: Coordinated PO's controller)
+        self.weight_source = as_weight_source(weights)
         self.recorder = recorder
         self.records = StepRecords()
         self.iteration = 0
@@ -156,7 +160,10 @@ class PPOModule(L.LightningModule):
         if self.hyper.normalize_reward and self.reward_norm is None:
             self.fit_reward_normalization(self.reward_norm_prompts)
         batch = self.rollout(prompt_ids)
-        weights = weights_at(self.weight_specs, it)
+        weights = self.weight_source(
+            it, lambda: (self.policy, PPOBatch.from_record({**batch, "clip_eps": self.hyper.clip_eps}))
+        )
+        record_weights(self.records, it, weights, self.weight_source)
         if self.recorder is not None:
             self.recorder.at_step(it, self.policy, {"step": it, "weights": weights.__dict__, "clip_eps": self.hyper.clip_eps, **batch})
         self._record_advantages(it, batch)
@@ -231,11 +238,13 @@ class PPOModule(L.LightningModule):
         checkpoint["podyn_records"] = self.records.state_dict()
         checkpoint["podyn_iteration"] = self.iteration
         checkpoint["podyn_reward_norm"] = self.reward_norm
+        checkpoint["podyn_weight_source"] = self.weight_source.state_dict()
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self.records.load_state_dict(checkpoint.get("podyn_records", []))
         self.iteration = checkpoint.get("podyn_iteration", 0)
         self.reward_norm = checkpoint.get("podyn_reward_norm")
+        self.weight_source.load_state_dict(checkpoint.get("podyn_weight_source", {}))
 
     def configure_optimizers(self):
         opt = torch.optim.AdamW(
