@@ -314,7 +314,9 @@ class ControllerConfig(Section):
     )
     k: int = Field(10, ge=1, description="Measure G and update the weights every k steps (PPO iterations).")
     eta: float = Field(
-        0.1, ge=0, description="Step size of w_c <- clip(w_c exp(eta G_c / sum_j |G_j|), w_min, w_max); 0 is the baseline."
+        0.1,
+        ge=0,
+        description="Step size of w_c <- clip(w_c exp(eta G_c / sum_j |G_j|), w_min, w_max); 0 is the baseline.",
     )
     w_min: float = Field(0.25, ge=0, description="Smallest weight the controller may set.")
     w_max: float = Field(2.0, gt=0, description="Largest weight the controller may set.")

@@ -185,7 +185,8 @@ def weight_curves(ax: plt.Axes, records: pd.DataFrame, title: str, xlabel: str) 
         errorbar = ("pi", 100) if data["seed"].nunique() > 1 else None
         palette = {c: PALETTE[c.lower()] for c in hue}
         sns.lineplot(
-            data, x="step", y="value", hue="component", hue_order=hue, errorbar=errorbar, ax=ax, palette=palette, lw=1.2
+            data, x="step", y="value", hue="component", hue_order=hue, errorbar=errorbar, ax=ax, palette=palette,
+            lw=1.2,
         )
         ax.legend(title=None, fontsize=7)
     ax.axhline(1.0, color="grey", lw=0.8, ls=":")

@@ -33,8 +33,9 @@ code { background: #f0f4f8; padding: 0 0.2em; }
 
 COMPARISONS_NOTE = (
     "Each variant's win rate against the SFT model minus its baseline's (figure 4's panels), at each run's final "
-    "judged step and at its best one, paired by prompt and seed, with a bootstrap confidence interval over prompts. "
-    "The verdict is 'better' or 'worse' only when the interval excludes 0."
+    "judged step and at its best one, with a hierarchical bootstrap interval over seeds and prompts (seeds paired "
+    "where both runs have them) and its minimum detectable effect (mde). The verdict is 'better' or 'worse' when "
+    "the interval excludes 0, 'no difference' when it lies within +-mde, else 'inconclusive'."
 )
 
 

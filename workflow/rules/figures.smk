@@ -109,5 +109,6 @@ rule coordination:
     log:
         f"{RESULTS}/logs/figures/coordination.log",
     shell:
-        "podyn coordination --config {params.cfg:q} --winrates {input.winrates} --runs {params.runs} --seeds {params.seeds}"
-        " --scores {input.scores} --records {input.records} --tables {params.tables} --figures {params.figures} > {log} 2>&1"
+        "podyn coordination --config {params.cfg:q} --winrates {input.winrates}"
+        " --runs {params.runs} --seeds {params.seeds} --scores {input.scores} --records {input.records}"
+        " --tables {params.tables} --figures {params.figures} > {log} 2>&1"

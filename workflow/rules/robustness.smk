@@ -21,6 +21,7 @@ rule claims_robustness:
     log:
         f"{RESULTS}/logs/claims_robustness.log",
     shell:
-        "podyn claims-robustness --config {params.cfg:q} --dynamics {input.dynamics} --dynamics-runs {params.dynamics_runs}"
+        "podyn claims-robustness --config {params.cfg:q}"
+        " --dynamics {input.dynamics} --dynamics-runs {params.dynamics_runs}"
         " --records {input.records} --record-runs {params.record_runs} --seeds {params.seeds}"
         " --out {output.table} --figure {params.figure} > {log} 2>&1"
