@@ -441,3 +441,14 @@ def test_claims_robustness_config_pairs_runs_that_change_one_setting():
         ]
         assert len(changed) == (0 if name == "default" else 1), (name, changed)
         assert set(runs.values()) <= set(cfg.dynamics.runs) and set(runs.values()) <= set(cfg.select)
+
+
+def test_ablation_figure_with_only_the_baselines(tmp_path, default_cfg):
+    """An experiment that runs no variant (the tiny e2e: select [dpo, ppo]) still draws figure 4,
+    with the panels of its baselines."""
+    from podyn.figures import ablation_figure
+
+    rows = [{"run": r, "seed": 0, "step": s, "win_rate": 0.5, "ci_low": 0.4, "ci_high": 0.6} for r in ("dpo", "ppo") for s in (0, 2)]
+    pd.DataFrame(rows).to_csv(tmp_path / "winrates.csv", index=False)
+    ablation_figure(default_cfg, tmp_path / "winrates.csv", tmp_path)
+    assert (tmp_path / "fig4_ablations.png").exists()

@@ -140,8 +140,13 @@ def ablation_figure(cfg: Config, winrates_csv: Path, out_dir: Path) -> None:
     sns.set_theme(style=fig_cfg.style, context="paper")
     winrates = pd.read_csv(winrates_csv)
     labels = run_labels(cfg)
-    present = set(winrates["run"])  # an experiment that selects part of the grid draws only its panels
+    # an experiment that selects part of the grid draws only the panels with a variant it ran; one
+    # that ran no variant (only the baselines) draws the panels of its baselines
+    present = set(winrates["run"])
     panels = {key: panel for key, panel in fig_cfg.ablation_panels.items() if present.intersection(panel.runs)}
+    if not panels:
+        panels = {key: panel for key, panel in fig_cfg.ablation_panels.items() if panel.baseline in present}
+    panels = panels or dict(fig_cfg.ablation_panels)
     cols = min(3, len(panels))
     rows = -(-len(panels) // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 3.6 * rows), squeeze=False)
