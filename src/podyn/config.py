@@ -186,6 +186,13 @@ class TrainerConfig(Section):
     checkpoint_every_n_steps: int = Field(50, ge=1, description="Lightning resume checkpoints.")
     deterministic: bool = Field(False, description="torch deterministic algorithms.")
     progress_refresh: int = Field(20, ge=1, description="Progress-bar refresh interval (steps).")
+    logps_chunk_tokens: int = Field(
+        0,
+        ge=0,
+        description="DPO training and reference log-probs: apply the output head only at response positions, this"
+        " many tokens at a time, recomputed in backward (0: the plain full-logits computation). Saves the"
+        " (tokens x vocab) float32 logits; pays off with a large vocabulary.",
+    )
 
 
 class GenerationConfig(Section):

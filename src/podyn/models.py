@@ -125,11 +125,58 @@ def token_logps(model: torch.nn.Module, input_ids: torch.Tensor, attention_mask:
     return torch.gather(F.log_softmax(logits, dim=-1), 2, input_ids[:, 1:, None]).squeeze(2)
 
 
-def sequence_logps(model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, response_mask: torch.Tensor) -> torch.Tensor:
+def sequence_logps(
+    model: torch.nn.Module,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    response_mask: torch.Tensor,
+    chunk_tokens: int = 0,
+) -> torch.Tensor:
     """logp(y|x): the sum of response-token log-probs (prompt and padding masked), shape (B,).
 
-    ``response_mask`` is aligned with ``input_ids``; position 0 can never be a response token."""
+    ``response_mask`` is aligned with ``input_ids``; position 0 can never be a response token.
+    ``chunk_tokens > 0`` takes the memory-light path of :func:`chunked_response_logps`."""
+    if chunk_tokens > 0:
+        return chunked_response_logps(model, input_ids, attention_mask, response_mask, chunk_tokens)
     return (token_logps(model, input_ids, attention_mask) * response_mask[:, 1:]).sum(-1)
+
+
+def _target_logps(hidden: torch.Tensor, targets: torch.Tensor, head: torch.nn.Module) -> torch.Tensor:
+    """log softmax(head(hidden))[targets] for N rows: (N, H), (N,) -> (N,), in at least float32."""
+    logits = _at_least_float32(head(hidden))  # (N, V): one chunk's logits, never the batch's
+    return logits.gather(1, targets[:, None]).squeeze(1) - torch.logsumexp(logits, dim=-1)
+
+
+def chunked_response_logps(
+    model: torch.nn.Module,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    response_mask: torch.Tensor,
+    chunk_tokens: int,
+) -> torch.Tensor:
+    """:func:`sequence_logps` without the ``(B, T, V)`` logits: the output head is applied only
+    at the positions that predict a response token, ``chunk_tokens`` of them at a time, and each
+    chunk is recomputed in the backward pass (activation checkpointing) instead of kept. Peak
+    memory for the head is ``chunk_tokens x V`` floats instead of ``B x T x V`` (several copies
+    once upcast and log-softmaxed), and prompt positions cost no head at all. Same values and
+    gradients as the padded computation up to float reassociation. Shapes: (B, T) -> (B,)."""
+    from torch.utils.checkpoint import checkpoint
+
+    resources.add_tokens(attention_mask.sum())
+    hidden = model.base_model(
+        input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids_from_mask(attention_mask)
+    ).last_hidden_state  # (B, T, H), after the final norm
+    predicts = response_mask[:, 1:].bool()  # (B, T-1): position t predicts token t+1
+    rows = predicts.nonzero()[:, 0]  # (N,) the batch row of each response token
+    states, targets = hidden[:, :-1][predicts], input_ids[:, 1:][predicts]  # (N, H), (N,)
+    head = model.get_output_embeddings()
+    parts = [
+        checkpoint(_target_logps, states[i : i + chunk_tokens], targets[i : i + chunk_tokens], head, use_reentrant=False)
+        for i in range(0, len(targets), chunk_tokens)
+    ]
+    token = torch.cat(parts) if parts else hidden.new_zeros(0, dtype=torch.float32)
+    out = torch.zeros(input_ids.shape[0], dtype=token.dtype, device=token.device)
+    return out.index_add(0, rows, token)
 
 
 def scalar_head_outputs(model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:

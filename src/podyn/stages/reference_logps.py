@@ -28,7 +28,13 @@ def reference_logps(cfg: Config, *, data: Path, sft: Path, out: Path) -> None:
     for batch in loader:
         batch = {k: v.to(device) for k, v in batch.items()}
         c, r = (
-            sequence_logps(model, batch["input_ids"], batch["attention_mask"], batch["response_mask"])
+            sequence_logps(
+                model,
+                batch["input_ids"],
+                batch["attention_mask"],
+                batch["response_mask"],
+                chunk_tokens=cfg.trainer.logps_chunk_tokens,
+            )
             .double()
             .cpu()
             .chunk(2)

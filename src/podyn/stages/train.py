@@ -100,7 +100,8 @@ def _dpo_setup(
     gen = cfg.generation
     collate = pair_collator(tokenizer, gen.max_prompt_tokens, gen.max_response_tokens)
     loader = shuffled_loader(dpo_dataset(data, ref_logps), run.hyper.batch_size, collate, seed)
-    return DPOModule(policy, run.hyper, run.weights, recorder), loader, run.hyper.max_steps
+    module = DPOModule(policy, run.hyper, run.weights, recorder, cfg.trainer.logps_chunk_tokens)
+    return module, loader, run.hyper.max_steps
 
 
 def _ppo_setup(

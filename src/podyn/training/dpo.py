@@ -20,7 +20,12 @@ class DPOModule(L.LightningModule):
     ``weights`` its component-weight schedules."""
 
     def __init__(
-        self, policy: torch.nn.Module, hyper: DPOConfig, weights: Weights, recorder: RunRecorder | None
+        self,
+        policy: torch.nn.Module,
+        hyper: DPOConfig,
+        weights: Weights,
+        recorder: RunRecorder | None,
+        logps_chunk_tokens: int = 0,
     ) -> None:
         super().__init__()
         self.policy = policy.train()  # from_pretrained returns eval mode
@@ -28,13 +33,20 @@ class DPOModule(L.LightningModule):
         self.weight_specs = weights
         self.recorder = recorder
         self.records = StepRecords()
+        self.logps_chunk_tokens = logps_chunk_tokens
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         step = self.global_step
         if self.recorder is not None:
             self.recorder.at_step(step, self.policy, {"step": step, "indices": batch["index"]})
         weights = weights_at(self.weight_specs, step)
-        logps = sequence_logps(self.policy, batch["input_ids"], batch["attention_mask"], batch["response_mask"])
+        logps = sequence_logps(
+            self.policy,
+            batch["input_ids"],
+            batch["attention_mask"],
+            batch["response_mask"],
+            chunk_tokens=self.logps_chunk_tokens,
+        )
         chosen, rejected = logps.chunk(2)
         ref_chosen, ref_rejected = batch["ref_chosen"].to(logps.dtype), batch["ref_rejected"].to(logps.dtype)
         terms = dpo_terms(chosen, rejected, ref_chosen, ref_rejected, beta=self.hyper.beta)
