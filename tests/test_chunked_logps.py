@@ -40,3 +40,22 @@ def test_chunked_logps_equal_plain_values_and_gradients(chunk):
             assert b is None or not b.abs().any()
         else:
             torch.testing.assert_close(b, a, rtol=1e-10, atol=1e-12)
+
+
+def test_adamw_is_fused_only_on_cuda_parameters():
+    from podyn.training.common import adamw
+
+    cpu = torch.nn.Linear(3, 2)
+    opt = adamw(cpu.parameters(), lr=1e-3)
+    assert not opt.defaults["fused"]
+    groups = adamw([{"params": cpu.parameters(), "lr": 1e-3}], lr=1e-3)
+    assert len(groups.param_groups[0]["params"]) == 2  # a generator inside a group is not consumed twice
+
+
+def test_dpo_max_grad_norm_reaches_the_trainer(tmp_path):
+    from podyn.config import TrainerConfig
+    from podyn.training.common import make_trainer
+
+    trainer = make_trainer(tmp_path, TrainerConfig(), max_steps=1, max_grad_norm=0.5)
+    assert trainer.gradient_clip_val == 0.5 and trainer.gradient_clip_algorithm == "norm"
+    assert make_trainer(tmp_path, TrainerConfig(), max_steps=1).gradient_clip_val is None

@@ -217,6 +217,9 @@ class SupervisedConfig(Section):
         "cosine", description="After warm-up: constant, or cosine decay to 0."
     )
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
+    max_grad_norm: float | None = Field(
+        None, gt=0, description="Clip the gradient to this L2 norm before each step (null: no clipping)."
+    )
 
 
 class DPOConfig(Section):
@@ -236,6 +239,9 @@ class DPOConfig(Section):
     )
     eval_every: int = Field(30, ge=0, description="Judge the policy every K steps (the final step is always judged).")
     step_scale: float = Field(1.0, gt=0, description="Multiplies every step-valued schedule key (the paper's steps).")
+    max_grad_norm: float | None = Field(
+        None, gt=0, description="Clip the gradient to this L2 norm before each step (null: no clipping)."
+    )
 
 
 class PPOConfig(Section):

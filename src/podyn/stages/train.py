@@ -72,7 +72,8 @@ def train_run(
         module, loader, max_steps = _dpo_setup(cfg, resolved, policy, tokenizer, recorder, data, ref_logps, seed)
     else:
         module, loader, max_steps = _ppo_setup(cfg, resolved, policy, tokenizer, recorder, data, sft, reward, seed)
-    trainer = make_trainer(workdir, cfg.trainer, max_steps)
+    clip = resolved.hyper.max_grad_norm if resolved.objective == "dpo" else None  # PPO clips per minibatch
+    trainer = make_trainer(workdir, cfg.trainer, max_steps, max_grad_norm=clip)
     fit_resumable(trainer, module, loader, workdir)
     recorder.finish(policy.to(inference_device(cfg.trainer)), Path(generations), Path(checkpoints))
     module.records.write(Path(records))
