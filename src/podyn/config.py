@@ -193,6 +193,11 @@ class TrainerConfig(Section):
         " many tokens at a time, recomputed in backward (0: the plain full-logits computation). Saves the"
         " (tokens x vocab) float32 logits; pays off with a large vocabulary.",
     )
+    pack_sequences: bool = Field(
+        False,
+        description="DPO training and reference log-probs: concatenate a batch's rows into one sequence without"
+        " padding (positions restart per row, attention kept within rows), so no compute goes to padding.",
+    )
 
 
 class GenerationConfig(Section):

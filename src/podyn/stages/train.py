@@ -15,7 +15,7 @@ from .. import data as data_mod
 from ..batching import encode_prompt, pair_collator, shuffled_loader
 from ..config import Config, ResolvedRun, resolve_run
 from ..io import DataError
-from ..models import inference_device, load_policy, load_scalar_model, load_tokenizer
+from ..models import inference_device, load_policy, load_scalar_model, load_tokenizer, logps_options
 from ..training.checkpoints import RunRecorder
 from ..training.common import copy_metrics, fit_resumable, make_trainer, prepare_workdir
 from ..training.dpo import DPOModule
@@ -101,7 +101,7 @@ def _dpo_setup(
     gen = cfg.generation
     collate = pair_collator(tokenizer, gen.max_prompt_tokens, gen.max_response_tokens)
     loader = shuffled_loader(dpo_dataset(data, ref_logps), run.hyper.batch_size, collate, seed)
-    module = DPOModule(policy, run.hyper, run.weights, recorder, cfg.trainer.logps_chunk_tokens)
+    module = DPOModule(policy, run.hyper, run.weights, recorder, logps_options(cfg.trainer))
     return module, loader, run.hyper.max_steps
 
 

@@ -25,7 +25,7 @@ class DPOModule(L.LightningModule):
         hyper: DPOConfig,
         weights: Weights,
         recorder: RunRecorder | None,
-        logps_chunk_tokens: int = 0,
+        logps_options: dict[str, int | bool] | None = None,
     ) -> None:
         super().__init__()
         self.policy = policy.train()  # from_pretrained returns eval mode
@@ -33,7 +33,7 @@ class DPOModule(L.LightningModule):
         self.weight_specs = weights
         self.recorder = recorder
         self.records = StepRecords()
-        self.logps_chunk_tokens = logps_chunk_tokens
+        self.logps_options = logps_options or {}  # chunked / packed log-probs (models.sequence_logps)
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         step = self.global_step
@@ -45,7 +45,7 @@ class DPOModule(L.LightningModule):
             batch["input_ids"],
             batch["attention_mask"],
             batch["response_mask"],
-            chunk_tokens=self.logps_chunk_tokens,
+            **self.logps_options,
         )
         chosen, rejected = logps.chunk(2)
         ref_chosen, ref_rejected = batch["ref_chosen"].to(logps.dtype), batch["ref_rejected"].to(logps.dtype)
