@@ -19,6 +19,21 @@ and one device:
    driven by a Lightning ``Trainer`` (reference log-probs precomputed, as the pipeline
    does). Timestamps at the trainers' step hooks, the device synchronised at each.
 
+Issue 11's acceptance setting (``--data hh-rlhf``): real HH-RLHF pairs (the prompt is the
+dialogue up to the last ``Assistant:`` marker), tokenised by a byte-level BPE trained on the
+same file with ``tokenizers`` (no hub), consecutive batches in file-sample order on both sides;
+TRL with precomputed reference log-probs (``--trl-only-precomputed``) against podyn with its
+options (``--chunk-tokens``, ``--pack``, ``--max-grad-norm``), each timed in its own
+subprocess (``--isolate``) so that its peak resident memory (VmHWM, reset by ``echo 5 >
+/proc/self/clear_refs`` after imports and model build) is its own. TRL 1.16's DPO has no
+``use_logits_to_keep`` option, ignores ``padding_free`` (it warns and pads), and always uses
+its fused, chunked LM head; its best settings here are its defaults (fused AdamW) with
+precomputed reference log-probs and no gradient checkpointing. The last line printed is
+``speedup <pairs/s ratio> memory <peak memory ratio>``, podyn over TRL precomputed::
+
+    python bench/trl_dpo.py --model-size pythia-70m --data hh-rlhf --pairs 4 --warmup 1 --steps 3 \
+        --threads 1 --chunk-tokens 256 --pack --max-grad-norm 1.0 --isolate --trl-only-precomputed
+
 Run ``python bench/trl_dpo.py --help``. Nothing is downloaded: the Pythia sizes are
 Pythia's architecture (``GPTNeoXConfig`` with Pythia's dimensions) with random weights.
 """
