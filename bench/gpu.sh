@@ -13,12 +13,15 @@
 # itself comes from src/ on PYTHONPATH; nothing is downloaded and no model is loaded from a
 # hub (the Pythia size is Pythia's architecture with random weights).
 #
-# It runs bench/trl_dpo.py with Pythia-1.4B's architecture, 8 pairs x 512 tokens:
-#   1. float32 parity + bf16-autocast step times, no gradient checkpointing (as podyn);
-#   2. bench/dynamics_cost.py: G's cost against a training step at Pythia-410M size;
-#   3. step times again with gradient checkpointing on both sides (TRL's DPOConfig default).
-# Output: printed, and under $OUT (main/, gc/, gpu.log; 6 files) when $OUT is set, else
-# under bench/out/gpu/.
+# It runs bench/trl_dpo.py with Pythia-1.4B's architecture, bf16 autocast (parity float32):
+#   1. issue 11's acceptance run: HH-RLHF pairs (4 per step; $HH_FILE, default the shared
+#      harmless-base test split beside the checkout; synthetic 512-token pairs when absent), TRL with
+#      precomputed reference log-probs against podyn chunked + packed, each in its own subprocess
+#      (peak GPU memory each); the last line printed is `speedup <ratio> memory <ratio>`;
+#   2. bench/dynamics_cost.py: G's cost (DPO and PPO) against a training step, Pythia-410M, bf16;
+#   3. the earlier 8 x 512-token synthetic comparison (all three implementations, one process).
+# Output: printed, and under $OUT (hh/, main/, gpu.log, dynamics_cost.txt) when $OUT is set,
+# else under bench/out/gpu/. Not yet run on a GPU at the time of writing.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -53,19 +56,23 @@ import podyn.training.dpo, trl  # fail here, not minutes in
 
 run_all() {
     local common=(--device cuda --model-size pythia-1.4b --pairs 8 --seq-len 512 --bf16 --steps 20 --warmup 3)
+    local hh_file="${HH_FILE:-../shared/data/hh-rlhf/harmless-base-test.jsonl.gz}" data=(--data hh-rlhf --hh-file "$hh_file")
+    [ -f "$hh_file" ] || { echo "no $hh_file: step 1 uses synthetic 512-token pairs"; data=(--data synthetic --seq-len 512); }
+    local fast=(--chunk-tokens 1024 --pack --max-grad-norm 1.0)
     local status=0
     echo "== install (offline, from .whl/)"
     install || return 2
     export PYTHONPATH="/tmp/site:$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
     echo "== environment"
     report_environment || return 2
-    echo "== 1/3: parity (float32) and step time (bf16 autocast), no gradient checkpointing"
-    timeout 240 python3 bench/trl_dpo.py "${common[@]}" --out "$out/main" || status=$?
-    echo "== 2/3: cost of G (6 components) against one training step, Pythia-410M architecture, bf16 weights"
+    echo "== 1/3: HH-RLHF, 4 pairs per step: parity (float32), then TRL precomputed vs podyn chunked + packed (bf16), isolated"
+    timeout 240 python3 bench/trl_dpo.py --device cuda --model-size pythia-1.4b --pairs 4 --max-tokens 1024 --bf16 --steps 20 --warmup 3 \
+        "${data[@]}" "${fast[@]}" --isolate --trl-only-precomputed --out "$out/hh" || status=$?
+    echo "== 2/3: cost of G (6 components) against one training step, DPO and PPO, Pythia-410M architecture, bf16 weights"
     timeout 120 python3 bench/dynamics_cost.py --size pythia-410m --device cuda --dtype bfloat16 --batch 16 --list-len 120 --repeats 3 \
         | tee "$out/dynamics_cost.txt" || status=$?
-    echo "== 3/3: step time with gradient checkpointing on both sides"
-    timeout 100 python3 bench/trl_dpo.py "${common[@]}" --skip-parity --gradient-checkpointing --out "$out/gc" || status=$?
+    echo "== 3/3: 8 x 512 synthetic tokens, podyn chunked + packed, all three implementations, no parity"
+    timeout 150 python3 bench/trl_dpo.py "${common[@]}" "${fast[@]}" --skip-parity --out "$out/main" || status=$?
     nvidia-smi --query-gpu=name,clocks.sm,clocks.mem,temperature.gpu --format=csv,noheader
     echo "== done (exit $status)"
     return "$status"
@@ -76,7 +83,7 @@ if [ "${1:-}" = fetch ]; then
     exit $?
 fi
 out="${OUT:-bench/out/gpu}"
-mkdir -p "$out/main" "$out/gc"
+mkdir -p "$out/main" "$out/hh"
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 run_all 2>&1 | tee "$out/gpu.log"
 exit "${PIPESTATUS[0]}"

@@ -19,6 +19,21 @@ and one device:
    driven by a Lightning ``Trainer`` (reference log-probs precomputed, as the pipeline
    does). Timestamps at the trainers' step hooks, the device synchronised at each.
 
+Issue 11's acceptance setting (``--data hh-rlhf``): real HH-RLHF pairs (the prompt is the
+dialogue up to the last ``Assistant:`` marker), tokenised by a byte-level BPE trained on the
+same file with ``tokenizers`` (no hub), consecutive batches in file-sample order on both sides;
+TRL with precomputed reference log-probs (``--trl-only-precomputed``) against podyn with its
+options (``--chunk-tokens``, ``--pack``, ``--max-grad-norm``), each timed in its own
+subprocess (``--isolate``) so that its peak resident memory (VmHWM, reset by ``echo 5 >
+/proc/self/clear_refs`` after imports and model build) is its own. TRL 1.16's DPO has no
+``use_logits_to_keep`` option, ignores ``padding_free`` (it warns and pads), and always uses
+its fused, chunked LM head; its best settings here are its defaults (fused AdamW) with
+precomputed reference log-probs and no gradient checkpointing. The last line printed is
+``speedup <pairs/s ratio> memory <peak memory ratio>``, podyn over TRL precomputed::
+
+    python bench/trl_dpo.py --model-size pythia-70m --data hh-rlhf --pairs 4 --warmup 1 --steps 3 \
+        --threads 1 --chunk-tokens 256 --pack --max-grad-norm 1.0 --isolate --trl-only-precomputed
+
 Run ``python bench/trl_dpo.py --help``. Nothing is downloaded: the Pythia sizes are
 Pythia's architecture (``GPTNeoXConfig`` with Pythia's dimensions) with random weights.
 """
@@ -60,8 +75,12 @@ from podyn.models import build_gpt_neox, build_word_tokenizer, prepare_tokenizer
 from podyn.objectives import ComponentWeights, dpo_component_loss, dpo_terms  # noqa: E402
 from podyn.batching import pair_collator  # noqa: E402
 
+HH_FILE = ROOT.parent / "shared" / "data" / "hh-rlhf" / "harmless-base-test.jsonl.gz"
+ASSISTANT = "\n\nAssistant:"
+
 PYTHIA_VOCAB = 50304  # Pythia's embedding rows (the tokenizer's 50277 ids, padded)
 PYTHIA = {
+    "pythia-70m": {"hidden_size": 512, "num_layers": 6, "num_heads": 8, "intermediate_size": 2048},
     "pythia-410m": {"hidden_size": 1024, "num_layers": 24, "num_heads": 16, "intermediate_size": 4096},
     "pythia-1.4b": {"hidden_size": 2048, "num_layers": 24, "num_heads": 16, "intermediate_size": 8192},
 }
@@ -108,6 +127,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0, help="data, initial weights and parity noise (default: %(default)s)")
     parser.add_argument("--config", type=Path, default=ROOT / "config.yaml", help="where the tiny architecture, beta and lr come from (default: config.yaml)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads on CPU (default: torch's)")
+    parser.add_argument("--data", choices=["synthetic", "hh-rlhf"], default="synthetic", help="synthetic: the task's pairs lengthened to --seq-len, one batch repeated; hh-rlhf: consecutive batches of real HH-RLHF pairs (--hh-file) with a byte-level BPE trained on that file (default: %(default)s)")
+    parser.add_argument("--hh-file", type=Path, default=HH_FILE, help="HH-RLHF jsonl(.gz) with chosen/rejected dialogues (default: the shared harmless-base test split)")
+    parser.add_argument("--max-tokens", type=int, default=512, help="hh-rlhf: pairs whose longer row exceeds this many tokens are skipped, not truncated (default: %(default)s)")
+    parser.add_argument("--chunk-tokens", type=int, default=0, help="podyn's trainer.logps_chunk_tokens, in parity and timing (default: %(default)s)")
+    parser.add_argument("--pack", action="store_true", help="podyn's trainer.pack_sequences, in parity and timing")
+    parser.add_argument("--max-grad-norm", type=float, default=None, help="podyn's gradient clipping in the timed run (TRL clips at its default 1.0; default: none)")
+    parser.add_argument("--trl-only-precomputed", action="store_true", help="time TRL only with precomputed reference log-probs")
+    parser.add_argument("--isolate", action="store_true", help="time each implementation in its own subprocess and report its peak resident memory (VmHWM) during the run")
+    parser.add_argument("--worker", choices=["trl", "trl-ref", "podyn"], default=None, help=argparse.SUPPRESS)
     parser.add_argument("--skip-parity", action="store_true", help="only time")
     parser.add_argument("--skip-timing", action="store_true", help="only check parity")
     parser.add_argument("--out", type=Path, default=Path(os.environ.get("OUT") or ROOT / "bench" / "out" / "trl_dpo"), help="where parity.json, timing.csv and timing.md go (default: $OUT, else bench/out/trl_dpo)")
@@ -180,6 +208,67 @@ def make_rows(n_pairs: int, seq_len: int, seed: int, tokenizer) -> list[dict[str
     return rows
 
 
+def hh_pairs(path: Path) -> list[dict[str, str]]:
+    """HH-RLHF rows as (prompt, chosen, rejected): the prompt is the dialogue up to and including
+    the chosen row's last ``Assistant:`` turn marker, the responses what follows it in each row.
+    Rows whose rejected dialogue does not share that prompt, or with an empty response, are skipped."""
+    import gzip
+
+    opener = gzip.open if path.suffix == ".gz" else open
+    pairs = []
+    with opener(path, "rt", encoding="utf-8") as f:
+        for line in f:
+            row = json.loads(line)
+            cut = row["chosen"].rfind(ASSISTANT) + len(ASSISTANT)
+            prompt = row["chosen"][:cut]
+            if cut < len(ASSISTANT) or not row["rejected"].startswith(prompt):
+                continue
+            chosen, rejected = row["chosen"][cut:], row["rejected"][cut:]
+            if chosen.strip() and rejected.strip():
+                pairs.append({"prompt": prompt, "chosen": chosen, "rejected": rejected})
+    return pairs
+
+
+def hh_tokenizer(path: Path, cache: Path):
+    """A byte-level BPE (GPT-NeoX's kind, up to its 50277 ids) trained on the file's dialogues,
+    with Pythia's EOS and padding tokens; trained once and kept at ``cache`` so that every
+    subprocess of one run tokenises alike."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    from podyn.models import EOS_TOKEN, PAD_TOKEN
+
+    if not cache.exists():
+        tok = Tokenizer(models.BPE())
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        tok.decoder = decoders.ByteLevel()
+        trainer = trainers.BpeTrainer(vocab_size=50277, special_tokens=[EOS_TOKEN, PAD_TOKEN], initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+        texts = [p[k] for p in hh_pairs(path) for k in ("prompt", "chosen", "rejected")]
+        tok.train_from_iterator(texts, trainer)
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_suffix(".tmp")
+        tok.save(str(tmp))
+        tmp.replace(cache)
+    return prepare_tokenizer(PreTrainedTokenizerFast(tokenizer_file=str(cache), eos_token=EOS_TOKEN, pad_token=PAD_TOKEN))
+
+
+def hh_rows(path: Path, n_pairs: int, max_tokens: int, seed: int, tokenizer) -> list[dict[str, str]]:
+    """``n_pairs`` HH-RLHF pairs drawn at random (``seed``) among those whose longer row (prompt,
+    response, EOS) has at most ``max_tokens`` tokens, so lengths vary as in the data below the cap."""
+    pairs = hh_pairs(path)
+    order = np.random.default_rng(seed).permutation(len(pairs))
+    rows = []
+    for i in order:
+        row = pairs[i]
+        prompt = len(tokenizer(row["prompt"], add_special_tokens=False).input_ids)
+        longest = max(len(tokenizer(row[k], add_special_tokens=False).input_ids) for k in ("chosen", "rejected"))
+        if prompt + longest + 1 <= max_tokens:
+            rows.append(row)
+            if len(rows) == n_pairs:
+                return rows
+    raise ValueError(f"{path}: only {len(rows)} pairs of at most {max_tokens} tokens, {n_pairs} asked for")
+
+
 def synchronize(device: str) -> None:
     if device == "cuda":
         torch.cuda.synchronize()
@@ -210,6 +299,7 @@ def dpo_config(out_dir: str, args: argparse.Namespace, settings: dict[str, Any],
         precompute_ref_log_probs=precompute,
         max_length=None,
         use_cpu=args.device == "cpu",
+        train_sampling_strategy="sequential",  # batches in the data's order, as ours (hh-rlhf: same batches each side)
         report_to="none",
         save_strategy="no",
         disable_tqdm=True,
@@ -271,11 +361,16 @@ def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).norm() / b.norm().clamp(min=torch.finfo(b.dtype).tiny))
 
 
-def our_loss_and_grads(policy: torch.nn.Module, batch: dict[str, torch.Tensor], ref_c: torch.Tensor, ref_r: torch.Tensor, beta: float):
+def logps_options(args: argparse.Namespace) -> dict[str, int | bool]:
+    """podyn's sequence_logps options (trainer.logps_chunk_tokens, trainer.pack_sequences)."""
+    return {"chunk_tokens": getattr(args, "chunk_tokens", 0), "packed": getattr(args, "pack", False)}
+
+
+def our_loss_and_grads(policy: torch.nn.Module, batch: dict[str, torch.Tensor], ref_c: torch.Tensor, ref_r: torch.Tensor, beta: float, options: dict | None = None):
     """Our value (``dpo_terms(...).loss``), our gradients (of ``dpo_component_loss`` with
     default weights, what DPOModule backpropagates) and the margins."""
     policy.zero_grad(set_to_none=True)
-    c, r = sequence_logps(policy, batch["input_ids"], batch["attention_mask"], batch["response_mask"]).chunk(2)
+    c, r = sequence_logps(policy, batch["input_ids"], batch["attention_mask"], batch["response_mask"], **(options or {})).chunk(2)
     terms = dpo_terms(c, r, ref_c, ref_r, beta)
     dpo_component_loss(c, r, terms.omega, terms.groups, ComponentWeights()).backward()
     grads = {n: p.grad.detach().cpu().clone() for n, p in policy.named_parameters()}
@@ -308,11 +403,11 @@ def check_parity(pristine: torch.nn.Module, rows: list[dict], tokenizer, args: a
     batch = {k: v.to(device) for k, v in pair_collator(tokenizer, None, None)(rows).items()}
     ref = copy.deepcopy(pristine).to(device).eval()
     with torch.no_grad():  # as the pipeline's reference_logps stage
-        ref_c, ref_r = sequence_logps(ref, batch["input_ids"], batch["attention_mask"], batch["response_mask"]).double().chunk(2)
+        ref_c, ref_r = sequence_logps(ref, batch["input_ids"], batch["attention_mask"], batch["response_mask"], **logps_options(args)).double().chunk(2)
     ref_c, ref_r = ref_c.float(), ref_r.float()  # DPOModule casts to the policy's log-prob dtype
     policy = perturbed_policy(ref, batch, ref_c, ref_r, beta, args.seed).train()
 
-    loss_ours, grads_ours, margins, logps = our_loss_and_grads(policy, batch, ref_c, ref_r, beta)
+    loss_ours, grads_ours, margins, logps = our_loss_and_grads(policy, batch, ref_c, ref_r, beta, logps_options(args))
     policy.zero_grad(set_to_none=True)
     policy, ref = policy.to("cpu"), ref.to("cpu")  # TRL places them itself; free the device first
     free_memory(device)
@@ -410,6 +505,8 @@ class Timing:
     compute_ms: float
     peak_gpu_mb: float | None
     details: str
+    peak_rss_mb: float | None = None  # --isolate: the subprocess's VmHWM from just before the trainer to the end
+    rss_growth_mb: float | None = None  # that peak minus the resident memory when it was reset
 
 
 def summarize(clock: StepClock, name: str, reference: str, warmup: int, pairs: int, peak_gpu_mb: float | None, details: str) -> Timing:
@@ -439,7 +536,7 @@ def _peak(device: str) -> float | None:
     return torch.cuda.max_memory_allocated() / 2**20 if device == "cuda" else None
 
 
-def time_trl(pristine: torch.nn.Module, rows: list[dict], tokenizer, args: argparse.Namespace, settings: dict[str, Any], precompute: bool) -> Timing:
+def time_trl(pristine: torch.nn.Module, rows: list[dict], tokenizer, args: argparse.Namespace, settings: dict[str, Any], precompute: bool, copy_model: bool = True) -> Timing:
     """TRL's ``trainer.train()`` for warm-up + steps optimizer steps on the one batch."""
     from datasets import Dataset
     from transformers import TrainerCallback
@@ -456,7 +553,7 @@ def time_trl(pristine: torch.nn.Module, rows: list[dict], tokenizer, args: argpa
             clock.end()
 
     _reset_peak(args.device)
-    policy = copy.deepcopy(pristine)
+    policy = copy.deepcopy(pristine) if copy_model else pristine
     # Without precompute TRL needs a reference model; given none it would reload the policy
     # from its hub name, which a model built from a config does not have.
     ref = None if precompute else copy.deepcopy(pristine)
@@ -481,16 +578,19 @@ def our_reference_logps(model: torch.nn.Module, rows: list[dict], collate: Calla
         for start in range(0, len(rows), args.pairs):
             chunk = rows[start : start + args.pairs]
             batch = {k: v.to(args.device) for k, v in collate(chunk).items()}
-            c, r = sequence_logps(model, batch["input_ids"], batch["attention_mask"], batch["response_mask"]).double().chunk(2)
+            c, r = sequence_logps(model, batch["input_ids"], batch["attention_mask"], batch["response_mask"], **logps_options(args)).double().chunk(2)
             out += [{**row, "ref_chosen": float(a), "ref_rejected": float(b)} for row, a, b in zip(chunk, c, r, strict=True)]
     return out
 
 
-def time_ours(pristine: torch.nn.Module, rows: list[dict], tokenizer, args: argparse.Namespace, settings: dict[str, Any]) -> Timing:
-    """Our DPOModule under a Lightning Trainer for warm-up + steps optimizer steps on the one batch."""
+def time_ours(pristine: torch.nn.Module, rows: list[dict], tokenizer, args: argparse.Namespace, settings: dict[str, Any], copy_model: bool = True) -> Timing:
+    """Our DPOModule under a Lightning Trainer for warm-up + steps optimizer steps, the
+    reference log-probs computed first by the policy itself (which is the reference before
+    training; TRL's precompute does the same)."""
     import lightning as L
     from torch.utils.data import DataLoader
 
+    from podyn.config import DPOConfig
     from podyn.training.dpo import DPOModule
 
     clock = StepClock(args.device)
@@ -504,15 +604,15 @@ def time_ours(pristine: torch.nn.Module, rows: list[dict], tokenizer, args: argp
 
     _reset_peak(args.device)
     collate = pair_collator(tokenizer, None, None)
-    policy = copy.deepcopy(pristine)
-    data = our_reference_logps(copy.deepcopy(pristine), rows, collate, args)  # the SFT model is the reference
+    policy = copy.deepcopy(pristine) if copy_model else pristine
+    data = our_reference_logps(policy, rows, collate, args)  # the SFT model is the reference
     free_memory(args.device)
     if args.gradient_checkpointing:
         policy.gradient_checkpointing_enable()
     steps = args.warmup + args.steps
-    hyper = {"beta": settings["beta"], "lr": settings["lr"], "max_steps": steps, "warmup_steps": 0, "lr_schedule": "constant", "weight_decay": 0.0}
-    module = DPOModule(policy, hyper, weight_specs={}, recorder=None)
-    loader = DataLoader(data, batch_size=args.pairs, shuffle=True, drop_last=True, collate_fn=collate, generator=torch.Generator().manual_seed(args.seed))
+    hyper = DPOConfig(beta=settings["beta"], lr=settings["lr"], max_steps=steps, warmup_steps=0, lr_schedule="constant", weight_decay=0.0)
+    module = DPOModule(policy, hyper, {}, recorder=None, logps_options=logps_options(args))
+    loader = DataLoader(data, batch_size=args.pairs, shuffle=False, drop_last=True, collate_fn=collate)
     with tempfile.TemporaryDirectory() as tmp:
         trainer = L.Trainer(
             accelerator="gpu" if args.device == "cuda" else "cpu",
@@ -526,12 +626,17 @@ def time_ours(pristine: torch.nn.Module, rows: list[dict], tokenizer, args: argp
             enable_model_summary=False,
             num_sanity_val_steps=0,
             limit_val_batches=0,
+            gradient_clip_val=args.max_grad_norm,
+            gradient_clip_algorithm="norm" if args.max_grad_norm else None,
             default_root_dir=tmp,
             callbacks=[Stamp()],
         )
         trainer.fit(module, train_dataloaders=loader)
     optimizer = type(trainer.optimizers[0]).__name__
-    timing = summarize(clock, "podyn DPOModule (Lightning)", "precomputed", args.warmup, args.pairs, _peak(args.device), f"optim={optimizer} (torch defaults), no clipping")
+    options = ", ".join(f"{k}={v}" for k, v in logps_options(args).items())
+    clip = f"max_grad_norm={args.max_grad_norm}" if args.max_grad_norm else "no clipping"
+    fused = getattr(trainer.optimizers[0], "defaults", {}).get("fused")
+    timing = summarize(clock, "podyn DPOModule (Lightning)", "precomputed", args.warmup, args.pairs, _peak(args.device), f"optim={optimizer} (fused={fused}), {clip}, {options}")
     del trainer, module, policy
     free_memory(args.device)
     return timing
@@ -548,11 +653,13 @@ def format_timings(timings: list[Timing]) -> str:
     """Markdown table; ratios are pairs/s over TRL's (default, then precomputed reference)."""
     base = {t.reference: t.pairs_per_s for t in timings if t.implementation.startswith("TRL")}
     has_gpu = any(t.peak_gpu_mb is not None for t in timings)
-    head = ["implementation", "reference log-probs", "pairs/s", "step ms", "fwd+bwd+opt ms", "vs TRL default", "vs TRL precomputed"] + (["peak GPU MB"] if has_gpu else [])
+    has_rss = any(t.peak_rss_mb is not None for t in timings)
+    head = ["implementation", "reference log-probs", "pairs/s", "step ms", "fwd+bwd+opt ms", "vs TRL default", "vs TRL precomputed"] + (["peak GPU MB"] if has_gpu else []) + (["peak RSS MB", "RSS growth MB"] if has_rss else [])
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for t in timings:
         ratios = [f"{t.pairs_per_s / base[k]:.2f}x" if k in base else "n/a" for k in ("forward each step", "precomputed")]
-        cells = [t.implementation, t.reference, f"{t.pairs_per_s:.1f}", f"{t.step_ms:.1f}", f"{t.compute_ms:.1f}", *ratios] + ([f"{t.peak_gpu_mb:.0f}"] if has_gpu else [])
+        cells = [t.implementation, t.reference, f"{t.pairs_per_s:.2f}", f"{t.step_ms:.1f}", f"{t.compute_ms:.1f}", *ratios] + ([f"{t.peak_gpu_mb:.0f}"] if has_gpu else [])
+        cells += [f"{t.peak_rss_mb:.0f}", f"{t.rss_growth_mb:.0f}"] if has_rss else []
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -597,25 +704,94 @@ class Setup:
 
 
 def prepare(args: argparse.Namespace) -> Setup:
+    """hh-rlhf: pairs x (warm-up + steps) rows, consecutive batches of ``pairs`` (parity uses the first)."""
     if args.threads:
         torch.set_num_threads(args.threads)
     settings = bench_settings(args)
-    tokenizer = prepare_tokenizer(build_word_tokenizer(vocabulary()))
-    rows = make_rows(args.pairs, args.seq_len, args.seed, tokenizer)
+    if args.data == "hh-rlhf":
+        if not args.hh_file.exists():
+            raise SystemExit(f"--hh-file {args.hh_file}: no such file")
+        tokenizer = hh_tokenizer(args.hh_file, args.out / "hh_tokenizer.json")
+        rows = hh_rows(args.hh_file, args.pairs * (args.warmup + args.steps), args.max_tokens, args.seed, tokenizer)
+        args.seq_len = args.max_tokens  # positions the model must cover
+    else:
+        tokenizer = prepare_tokenizer(build_word_tokenizer(vocabulary()))
+        rows = make_rows(args.pairs, args.seq_len, args.seed, tokenizer)
     start = time.perf_counter()
     pristine = build_model(args.model_size, tokenizer, settings["tiny_arch"], args.seq_len, args.attn, args.seed, args.device)
     build_s = time.perf_counter() - start
-    padded_len = pair_collator(tokenizer, None, None)(rows)["input_ids"].shape[1]
+    padded_len = pair_collator(tokenizer, None, None)(rows[: args.pairs])["input_ids"].shape[1]
     return Setup(settings, tokenizer, rows, pristine, padded_len, build_s)
 
 
+def _status_mb(field: str) -> float:
+    """A ``/proc/self/status`` memory field (VmHWM, VmRSS) in MiB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"/proc/self/status has no {field}")
+
+
+def run_worker(args: argparse.Namespace) -> int:
+    """One implementation's timing in this process (``--isolate``). Libraries are imported and
+    the model built first; then the resident high-water mark is reset (``echo 5 >
+    /proc/self/clear_refs``), so VmHWM at the end is the peak resident memory of the trainer's
+    set-up, reference pass and training (weights, gradients, optimizer state, activations)."""
+    setup = prepare(args)
+    if args.worker.startswith("trl"):
+        import datasets  # noqa: F401
+        import trl  # noqa: F401
+    else:
+        import lightning  # noqa: F401
+
+        import podyn.training.dpo  # noqa: F401
+    free_memory(args.device)
+    Path("/proc/self/clear_refs").write_text("5")
+    base = _status_mb("VmRSS")
+    if args.worker == "podyn":
+        timing = time_ours(setup.pristine, setup.rows, setup.tokenizer, args, setup.settings, copy_model=False)
+    else:
+        timing = time_trl(setup.pristine, setup.rows, setup.tokenizer, args, setup.settings, precompute=args.worker == "trl", copy_model=False)
+    timing.peak_rss_mb = _status_mb("VmHWM")
+    timing.rss_growth_mb = timing.peak_rss_mb - base
+    (args.out / f"worker_{args.worker}.json").write_text(json.dumps(asdict(timing)) + "\n")
+    return 0
+
+
+def isolated_timings(args: argparse.Namespace, argv: list[str]) -> list[Timing]:
+    """Each implementation timed by a subprocess of this script, one after the other."""
+    import subprocess
+
+    names = ([] if args.trl_only_precomputed else ["trl-ref"]) + ["trl", "podyn"]
+    timings = []
+    for name in names:
+        subprocess.run([sys.executable, str(Path(__file__).resolve()), *argv, "--skip-parity", "--out", str(args.out), "--worker", name], check=True)
+        timings.append(Timing(**json.loads((args.out / f"worker_{name}.json").read_text())))
+    return timings
+
+
+def final_line(timings: list[Timing]) -> str:
+    """``speedup <ratio> memory <ratio>``: podyn over TRL with precomputed reference log-probs;
+    memory from the isolated subprocesses' peak RSS (CPU) or peak GPU memory."""
+    trl = next(t for t in timings if t.implementation.startswith("TRL") and t.reference == "precomputed")
+    ours = next(t for t in timings if t.implementation.startswith("podyn"))
+    mem = {"rss": (ours.peak_rss_mb, trl.peak_rss_mb), "gpu": (ours.peak_gpu_mb, trl.peak_gpu_mb)}
+    mine, theirs = mem["gpu"] if ours.peak_gpu_mb is not None else mem["rss"]
+    memory = f"{mine / theirs:.2f}" if mine is not None and theirs else "n/a"
+    return f"speedup {ours.pairs_per_s / trl.pairs_per_s:.2f} memory {memory}"
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
     quiet_libraries()
+    args.out.mkdir(parents=True, exist_ok=True)
+    if args.worker:
+        return run_worker(args)
     setup = prepare(args)
     settings, tokenizer, rows, pristine = setup.settings, setup.tokenizer, setup.rows, setup.pristine
     header = {
-        "model": args.model_size, "params_M": round(sum(p.numel() for p in pristine.parameters()) / 1e6, 1),
+        "model": args.model_size, "data": args.data, "params_M": round(sum(p.numel() for p in pristine.parameters()) / 1e6, 1),
         "device": args.device, "pairs": args.pairs, "padded_len": setup.padded_len, "bf16": args.bf16,
         "gradient_checkpointing": args.gradient_checkpointing, "attn": args.attn, "beta": settings["beta"],
         "lr": settings["lr"], **environment(args),
@@ -625,22 +801,30 @@ def main(argv: list[str] | None = None) -> int:
 
     parity = None
     if not args.skip_parity:
-        parity = check_parity(pristine, rows, tokenizer, args, settings)
+        parity = check_parity(pristine, rows[: args.pairs], tokenizer, args, settings)
         print(format_parity(parity), flush=True)
 
     timings: list[Timing] = []
     if not args.skip_timing:
-        timings.append(time_trl(pristine, rows, tokenizer, args, settings, precompute=False))
-        timings.append(time_trl(pristine, rows, tokenizer, args, settings, precompute=True))
-        timings.append(time_ours(pristine, rows, tokenizer, args, settings))
+        if args.isolate:
+            del setup, pristine
+            timings = isolated_timings(args, argv)
+        else:
+            if not args.trl_only_precomputed:
+                timings.append(time_trl(pristine, rows, tokenizer, args, settings, precompute=False))
+            timings.append(time_trl(pristine, rows, tokenizer, args, settings, precompute=True))
+            timings.append(time_ours(pristine, rows, tokenizer, args, settings))
         precision = "bf16 autocast" if args.bf16 else "float32"
-        print(f"\nDPO step time, {args.steps} timed steps after {args.warmup} warm-up, {args.pairs} pairs x {setup.padded_len} tokens, {precision}:")
+        shape = f"{args.pairs} pairs x {header['padded_len']} tokens" if args.data == "synthetic" else f"{args.pairs} pairs per step, consecutive HH-RLHF batches (first padded to {header['padded_len']} tokens)"
+        print(f"\nDPO step time, {args.steps} timed steps after {args.warmup} warm-up, {shape}, {precision}:")
         print(format_timings(timings))
         print(TIMING_LEGEND)
         for t in timings:
             print(f"  {t.implementation} ({t.reference}): {t.details}")
     write_outputs(args.out, header, parity, timings)
     print(f"\nwritten to {args.out}")
+    if timings:
+        print(final_line(timings), flush=True)
     return 0 if parity is None or parity.passed else 1
 
 

@@ -186,6 +186,18 @@ class TrainerConfig(Section):
     checkpoint_every_n_steps: int = Field(50, ge=1, description="Lightning resume checkpoints.")
     deterministic: bool = Field(False, description="torch deterministic algorithms.")
     progress_refresh: int = Field(20, ge=1, description="Progress-bar refresh interval (steps).")
+    logps_chunk_tokens: int = Field(
+        0,
+        ge=0,
+        description="DPO training and reference log-probs: apply the output head only at response positions, this"
+        " many tokens at a time, recomputed in backward (0: the plain full-logits computation). Saves the"
+        " (tokens x vocab) float32 logits; pays off with a large vocabulary.",
+    )
+    pack_sequences: bool = Field(
+        False,
+        description="DPO training and reference log-probs: concatenate a batch's rows into one sequence without"
+        " padding (positions restart per row, attention kept within rows), so no compute goes to padding.",
+    )
 
 
 class GenerationConfig(Section):
@@ -210,6 +222,9 @@ class SupervisedConfig(Section):
         "cosine", description="After warm-up: constant, or cosine decay to 0."
     )
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
+    max_grad_norm: float | None = Field(
+        None, gt=0, description="Clip the gradient to this L2 norm before each step (null: no clipping)."
+    )
 
 
 class DPOConfig(Section):
@@ -230,6 +245,9 @@ class DPOConfig(Section):
     eval_every: int = Field(30, ge=0, description="Judge the policy every K steps (the final step is always judged).")
     step_scale: float = Field(
         1.0, gt=0, description="[choice] Multiplies every step-valued schedule key (the paper's steps)."
+    )
+    max_grad_norm: float | None = Field(
+        None, gt=0, description="Clip the gradient to this L2 norm before each step (null: no clipping)."
     )
 
 

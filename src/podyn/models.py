@@ -151,11 +151,95 @@ def disable_dropout(model: torch.nn.Module) -> torch.nn.Module:
     return model
 
 
-def sequence_logps(model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, response_mask: torch.Tensor) -> torch.Tensor:
+def sequence_logps(
+    model: torch.nn.Module,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    response_mask: torch.Tensor,
+    chunk_tokens: int = 0,
+    packed: bool = False,
+) -> torch.Tensor:
     """logp(y|x): the sum of response-token log-probs (prompt and padding masked), shape (B,).
 
-    ``response_mask`` is aligned with ``input_ids``; position 0 can never be a response token."""
+    ``response_mask`` is aligned with ``input_ids``; position 0 can never be a response token.
+    ``chunk_tokens > 0`` or ``packed`` take the memory-light path of :func:`response_logps`."""
+    if chunk_tokens > 0 or packed:
+        return response_logps(model, input_ids, attention_mask, response_mask, chunk_tokens, packed)
     return (token_logps(model, input_ids, attention_mask) * response_mask[:, 1:]).sum(-1)
+
+
+def logps_options(trainer: TrainerConfig) -> dict[str, int | bool]:
+    """The :func:`sequence_logps` options a trainer config selects for DPO and its reference pass."""
+    return {"chunk_tokens": trainer.logps_chunk_tokens, "packed": trainer.pack_sequences}
+
+
+def _target_logps(hidden: torch.Tensor, targets: torch.Tensor, head: torch.nn.Module) -> torch.Tensor:
+    """log softmax(head(hidden))[targets] for N rows: (N, H), (N,) -> (N,), in at least float32."""
+    logits = _at_least_float32(head(hidden))  # (N, V): one chunk's logits, never the batch's
+    return logits.gather(1, targets[:, None]).squeeze(1) - torch.logsumexp(logits, dim=-1)
+
+
+def _packed_rows(
+    input_ids: torch.Tensor, attention_mask: torch.Tensor, response_mask: torch.Tensor
+) -> tuple[torch.Tensor, ...]:
+    """The batch's real tokens as one row without padding: ids, positions restarting at 0 for
+    every row (how the attention keeps rows apart), response mask and the source row of each
+    token, each (1, N) with N = attention_mask.sum()."""
+    keep = attention_mask.bool()
+    lengths = keep.sum(1)
+    starts = torch.cumsum(lengths, 0) - lengths
+    rows = torch.repeat_interleave(torch.arange(len(lengths), device=input_ids.device), lengths)
+    positions = torch.arange(int(lengths.sum()), device=input_ids.device) - starts[rows]
+    return input_ids[keep][None], positions[None], response_mask[keep][None], rows[None]
+
+
+def response_logps(
+    model: torch.nn.Module,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    response_mask: torch.Tensor,
+    chunk_tokens: int = 0,
+    packed: bool = False,
+) -> torch.Tensor:
+    """:func:`sequence_logps` without the ``(B, T, V)`` logits, and optionally without padding.
+
+    * The output head is applied only at the positions that predict a response token, and with
+      ``chunk_tokens > 0`` that many at a time, each chunk recomputed in the backward pass
+      (activation checkpointing) instead of kept: the head's peak memory is ``chunk_tokens x V``
+      floats instead of several ``B x T x V`` copies, and prompt positions cost no head at all.
+    * ``packed``: the rows are concatenated into one sequence without padding, positions
+      restarting per row; transformers reads the restarts as sequence boundaries and builds a
+      block-diagonal causal mask (or the varlen kernel, with flash attention), so attention never
+      crosses rows and no compute is spent on padding.
+
+    Same values and gradients as the padded computation up to float reassociation (tested).
+    Shapes: (B, T) -> (B,)."""
+    from torch.utils.checkpoint import checkpoint
+
+    resources.add_tokens(attention_mask.sum())
+    if packed:
+        ids, positions, responses, rows = _packed_rows(input_ids, attention_mask, response_mask)
+        out = model.base_model(input_ids=ids, position_ids=positions, attention_mask=None, use_cache=False)
+    else:
+        ids, responses = input_ids, response_mask
+        rows = torch.arange(len(ids), device=ids.device)[:, None].expand_as(ids)
+        out = model.base_model(
+            input_ids=ids, attention_mask=attention_mask, position_ids=position_ids_from_mask(attention_mask)
+        )
+    hidden = out.last_hidden_state  # (R, L, H) after the final norm; R = 1 when packed
+    predicts = responses[:, 1:].bool()  # (R, L-1): position t predicts token t+1 (never across rows:
+    # a row's first token is a prompt token)
+    states, targets, owner = hidden[:, :-1][predicts], ids[:, 1:][predicts], rows[:, 1:][predicts]  # (N, H), (N,)
+    head = model.get_output_embeddings()
+    step = chunk_tokens or max(len(targets), 1)
+    parts = [
+        checkpoint(_target_logps, states[i : i + step], targets[i : i + step], head, use_reentrant=False)
+        if chunk_tokens
+        else _target_logps(states[i : i + step], targets[i : i + step], head)
+        for i in range(0, len(targets), step)
+    ]
+    token = torch.cat(parts) if parts else hidden.new_zeros(0, dtype=torch.float32)
+    return torch.zeros(input_ids.shape[0], dtype=token.dtype, device=token.device).index_add(0, owner, token)
 
 
 def scalar_head_outputs(model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:

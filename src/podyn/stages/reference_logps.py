@@ -12,7 +12,7 @@ from .. import data as data_mod
 from ..batching import pair_collator
 from ..config import Config
 from ..io import atomic_path
-from ..models import inference_device, load_policy, load_tokenizer, sequence_logps
+from ..models import inference_device, load_policy, load_tokenizer, logps_options, sequence_logps
 
 
 @torch.no_grad()
@@ -28,7 +28,13 @@ def reference_logps(cfg: Config, *, data: Path, sft: Path, out: Path) -> None:
     for batch in loader:
         batch = {k: v.to(device) for k, v in batch.items()}
         c, r = (
-            sequence_logps(model, batch["input_ids"], batch["attention_mask"], batch["response_mask"])
+            sequence_logps(
+                model,
+                batch["input_ids"],
+                batch["attention_mask"],
+                batch["response_mask"],
+                **logps_options(cfg.trainer),
+            )
             .double()
             .cpu()
             .chunk(2)

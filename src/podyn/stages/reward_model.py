@@ -32,7 +32,7 @@ def reward_model(cfg: Config, *, data: Path, sft: Path, out: Path, metrics: Path
     collate = pair_collator(tokenizer, gen.max_prompt_tokens, gen.max_response_tokens)
     rm_cfg = cfg.reward_model
     loader = shuffled_loader(data_mod.load_split(data, "prefs_train"), rm_cfg.batch_size, collate, cfg.seed)
-    trainer = make_trainer(Path(workdir), cfg.trainer, rm_cfg.max_steps)
+    trainer = make_trainer(Path(workdir), cfg.trainer, rm_cfg.max_steps, max_grad_norm=rm_cfg.max_grad_norm)
     fit_resumable(trainer, RewardModule(model, rm_cfg), loader, Path(workdir))
     heldout = DataLoader(data_mod.load_split(data, "prefs_heldout"), batch_size=rm_cfg.batch_size, collate_fn=collate)
     hits = pairwise_hits(model.to(inference_device(cfg.trainer)), heldout).cpu().numpy()

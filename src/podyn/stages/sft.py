@@ -27,6 +27,6 @@ def sft(cfg: Config, *, data: Path, base: Path, out: Path, workdir: Path) -> Non
     gen = cfg.generation
     collate = sft_collator(tokenizer, gen.max_prompt_tokens, gen.max_response_tokens)
     loader = shuffled_loader(data_mod.load_split(data, "sft"), cfg.sft.batch_size, collate, cfg.seed)
-    trainer = make_trainer(Path(workdir), cfg.trainer, cfg.sft.max_steps)
+    trainer = make_trainer(Path(workdir), cfg.trainer, cfg.sft.max_steps, max_grad_norm=cfg.sft.max_grad_norm)
     fit_resumable(trainer, SFTModule(model, cfg.sft), loader, Path(workdir))
     save_pretrained_atomic(out, model, tokenizer)

@@ -17,7 +17,7 @@ from ..batching import encode_prompt, pair_collator, shuffled_loader
 from ..config import Config, ResolvedRun, resolve_run
 from ..controller import WeightSource, proxy_targets, weight_source
 from ..io import DataError
-from ..models import inference_device, load_policy, load_scalar_model, load_tokenizer
+from ..models import inference_device, load_policy, load_scalar_model, load_tokenizer, logps_options
 from ..training.checkpoints import RunRecorder
 from ..training.common import copy_metrics, fit_resumable, make_trainer, prepare_workdir
 from ..training.dpo import DPOModule
@@ -76,7 +76,8 @@ def train_run(
         module, loader, max_steps = _dpo_setup(cfg, resolved, policy, tokenizer, recorder, data, ref_logps, seed)
     else:
         module, loader, max_steps = _ppo_setup(cfg, resolved, policy, tokenizer, recorder, data, sft, reward, seed)
-    trainer = make_trainer(workdir, cfg.trainer, max_steps)
+    clip = resolved.hyper.max_grad_norm if resolved.objective == "dpo" else None  # PPO clips per minibatch
+    trainer = make_trainer(workdir, cfg.trainer, max_steps, max_grad_norm=clip)
     start = time.perf_counter()
     fit_resumable(trainer, module, loader, workdir)
     # this attempt's training time, beside the controller's share of it (Coordinated PO's cost)
@@ -110,7 +111,8 @@ def _dpo_setup(
     collate = pair_collator(tokenizer, gen.max_prompt_tokens, gen.max_response_tokens)
     loader = shuffled_loader(dpo_dataset(data, ref_logps), run.hyper.batch_size, collate, seed)
     source = _weight_source(cfg, run, tokenizer, data)
-    return DPOModule(policy, run.hyper, source, recorder), loader, run.hyper.max_steps
+    module = DPOModule(policy, run.hyper, source, recorder, logps_options(cfg.trainer))
+    return module, loader, run.hyper.max_steps
 
 
 def _weight_source(cfg: Config, run: ResolvedRun, tokenizer, data: Path) -> WeightSource:

@@ -27,6 +27,7 @@ class DPOModule(L.LightningModule):
         hyper: DPOConfig,
         weights: Weights | WeightSource,
         recorder: RunRecorder | None,
+        logps_options: dict[str, int | bool] | None = None,
     ) -> None:
         super().__init__()
         self.policy = policy.train()  # from_pretrained returns eval mode
@@ -34,6 +35,7 @@ class DPOModule(L.LightningModule):
         self.weight_source = as_weight_source(weights)
         self.recorder = recorder
         self.records = StepRecords()
+        self.logps_options = logps_options or {}  # chunked / packed log-probs (models.sequence_logps)
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         step = self.global_step
@@ -47,7 +49,13 @@ class DPOModule(L.LightningModule):
 
         weights = self.weight_source(step, probe)
         record_weights(self.records, step, weights, self.weight_source)
-        logps = sequence_logps(self.policy, batch["input_ids"], batch["attention_mask"], batch["response_mask"])
+        logps = sequence_logps(
+            self.policy,
+            batch["input_ids"],
+            batch["attention_mask"],
+            batch["response_mask"],
+            **self.logps_options,
+        )
         chosen, rejected = logps.chunk(2)
         ref_chosen, ref_rejected = ref_chosen.to(logps.dtype), ref_rejected.to(logps.dtype)
         terms = dpo_terms(chosen, rejected, ref_chosen, ref_rejected, beta=self.hyper.beta)
