@@ -16,13 +16,14 @@ from torch.utils.data import DataLoader
 
 from . import data as data_mod
 from .batching import encode_prompt
-from .config import resolve_run
+from .config import ConfigError, resolve_run
 from .data.synthetic import TaskConfig, generate_task, vocabulary
 from .io import write_csv, write_jsonl
 from .judges import bootstrap_ci
 from .models import build_gpt_neox, build_word_tokenizer, inference_device, load_policy, load_scalar_model, load_tokenizer, prepare_tokenizer, sequence_logps
 from .training.checkpoints import RunRecorder
-from .training.common import copy_metrics, fit_resumable, make_trainer, prepare_workdir
+from .training.common import fit_resumable, layer_classes, make_trainer, metric_rows, prepare_workdir, trained_model
+from .training.loader import resumable_loader
 from .training.dpo import DPOModule
 from .training.ppo import PPOModule
 from .training.reward import RewardModule, pair_collator, pairwise_hits
@@ -100,20 +101,20 @@ def base_model(cfg: dict[str, Any], out_dir: Path) -> None:
     save_pretrained_atomic(out_dir, model, tokenizer)
 
 
-def _loader(dataset, batch_size: int, collate, seed: int, drop_last: bool = True) -> DataLoader:
-    return DataLoader(dataset, batch_size=batch_size, shuffle=True, collate_fn=collate, drop_last=drop_last, generator=torch.Generator().manual_seed(seed))
-
-
 def sft(cfg: dict[str, Any], data_dir: Path, base_dir: Path, out_dir: Path, workdir: Path) -> None:
     prepare_workdir(workdir, {k: cfg[k] for k in ("seed", "model", "trainer", "generation", "sft")}, [Path(data_dir) / "sft.jsonl", base_dir])
     L.seed_everything(cfg["seed"], workers=True, verbose=False)
     tokenizer = load_tokenizer(base_dir)
     model = load_policy(base_dir, cfg["model"])
     gen = cfg["generation"]
-    loader = _loader(data_mod.load_split(data_dir, "sft"), cfg["sft"]["batch_size"], sft_collator(tokenizer, gen["max_prompt_tokens"], gen["max_response_tokens"]), cfg["seed"])
-    trainer = make_trainer(Path(workdir), cfg["trainer"], cfg["sft"]["max_steps"])
+    collate = sft_collator(tokenizer, gen["max_prompt_tokens"], gen["max_response_tokens"])
+    steps = cfg["sft"]["max_steps"]
+    loader = resumable_loader(data_mod.load_split(data_dir, "sft"), cfg["sft"]["batch_size"], steps, collate, cfg["seed"], "sft.batch_size")
+    trainer = make_trainer(Path(workdir), cfg["trainer"], steps, wrap_layers=layer_classes(model))
     fit_resumable(trainer, SFTModule(model, cfg["sft"]), loader, Path(workdir))
-    save_pretrained_atomic(out_dir, model, tokenizer)
+    if not trainer.is_global_zero:
+        return
+    save_pretrained_atomic(out_dir, trained_model(trainer, model, "model.", lambda: load_policy(base_dir, cfg["model"])), tokenizer)
 
 
 def reward_model(cfg: dict[str, Any], data_dir: Path, sft_dir: Path, out_dir: Path, metrics_out: Path, workdir: Path) -> None:
@@ -124,9 +125,13 @@ def reward_model(cfg: dict[str, Any], data_dir: Path, sft_dir: Path, out_dir: Pa
     gen = cfg["generation"]
     collate = pair_collator(tokenizer, gen["max_prompt_tokens"], gen["max_response_tokens"])
     rm_cfg = cfg["reward_model"]
-    loader = _loader(data_mod.load_split(data_dir, "prefs_train"), rm_cfg["batch_size"], collate, cfg["seed"])
-    trainer = make_trainer(Path(workdir), cfg["trainer"], rm_cfg["max_steps"])
+    prefs = data_mod.load_split(data_dir, "prefs_train")
+    loader = resumable_loader(prefs, rm_cfg["batch_size"], rm_cfg["max_steps"], collate, cfg["seed"], "reward_model.batch_size")
+    trainer = make_trainer(Path(workdir), cfg["trainer"], rm_cfg["max_steps"], wrap_layers=layer_classes(model))
     fit_resumable(trainer, RewardModule(model, rm_cfg), loader, Path(workdir))
+    if not trainer.is_global_zero:
+        return
+    model = trained_model(trainer, model, "model.", lambda: load_scalar_model(sft_dir, cfg["model"]))
     heldout = DataLoader(data_mod.load_split(data_dir, "prefs_heldout"), batch_size=rm_cfg["batch_size"], collate_fn=collate)
     hits = pairwise_hits(model.to(inference_device(cfg)), heldout).cpu().numpy()
     accuracy, low, high = bootstrap_ci(hits, cfg["winrate"]["bootstrap_samples"], cfg["winrate"]["confidence"], cfg["seed"])
@@ -188,16 +193,24 @@ def train_run(cfg: dict[str, Any], run_name: str, seed: int, paths: dict[str, Pa
         total = hyper["max_steps"]
     else:
         total = hyper["iterations"]
-    recorder = RunRecorder(workdir, tokenizer, prompts, total, hyper["checkpoint_every"], hyper["eval_every"], gen["max_new_tokens"], gen["max_prompt_tokens"], gen["eval_batch_size"])
+    recorder = RunRecorder(
+        workdir, tokenizer, prompts, total, hyper["checkpoint_every"], hyper["eval_every"], gen["max_new_tokens"],
+        gen["max_prompt_tokens"], gen["eval_batch_size"], fresh_model=lambda: load_policy(paths["sft"], cfg["model"]),
+    )
     if run["objective"] == "dpo":
         module, loader, max_steps = _dpo_setup(cfg, hyper, run, policy, tokenizer, recorder, paths, seed)
     else:
         module, loader, max_steps = _ppo_setup(cfg, hyper, run, policy, tokenizer, recorder, paths, seed)
-    trainer = make_trainer(workdir, cfg["trainer"], max_steps)
+    if run["objective"] == "ppo" and cfg["trainer"]["strategy"] == "fsdp":
+        raise ConfigError("trainer.strategy: PPO runs support 'auto' and 'ddp'; 'fsdp' is for SFT, reward model and DPO")
+    trainer = make_trainer(workdir, cfg["trainer"], max_steps, wrap_layers=layer_classes(policy))
     fit_resumable(trainer, module, loader, workdir)
+    if not trainer.is_global_zero:
+        return
+    policy = trained_model(trainer, policy, "policy.", lambda: load_policy(paths["sft"], cfg["model"]))
     recorder.finish(policy.to(inference_device(cfg)), Path(paths["generations"]), Path(paths["checkpoints"]))
     module.records.write(Path(paths["records"]))
-    copy_metrics(workdir, Path(paths["metrics"]))
+    metric_rows(trainer).write(Path(paths["metrics"]))
 
 
 def _dpo_setup(cfg, hyper, run, policy, tokenizer, recorder, paths, seed):
@@ -208,7 +221,8 @@ def _dpo_setup(cfg, hyper, run, policy, tokenizer, recorder, paths, seed):
     dataset = dataset.add_column("index", list(range(len(dataset))))
     dataset = dataset.add_column("ref_chosen", ref["chosen"].tolist()).add_column("ref_rejected", ref["rejected"].tolist())
     gen = cfg["generation"]
-    loader = _loader(dataset, hyper["batch_size"], pair_collator(tokenizer, gen["max_prompt_tokens"], gen["max_response_tokens"]), seed)
+    collate = pair_collator(tokenizer, gen["max_prompt_tokens"], gen["max_response_tokens"])
+    loader = resumable_loader(dataset, hyper["batch_size"], hyper["max_steps"], collate, seed, f"{run['name']}: dpo.batch_size")
     return DPOModule(policy, hyper, run["weights"], recorder), loader, hyper["max_steps"]
 
 
@@ -219,7 +233,7 @@ def _ppo_setup(cfg, hyper, run, policy, tokenizer, recorder, paths, seed):
     def collate(rows: list[str]) -> list[list[int]]:
         return [encode_prompt(tokenizer, p, gen["max_prompt_tokens"]) for p in rows]
 
-    loader = _loader(prompts, hyper["rollout_batch_size"], collate, seed)
+    loader = resumable_loader(prompts, hyper["rollout_batch_size"], hyper["iterations"], collate, seed, f"{run['name']}: ppo.rollout_batch_size")
     module = PPOModule(
         policy=policy,
         value_model=load_scalar_model(paths["reward"], cfg["model"]),
