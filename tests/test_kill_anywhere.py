@@ -3,9 +3,9 @@ random moments and rerun until it finishes, writes byte for byte what an uninter
 writes: its declared outputs, its analysis checkpoints and judged responses, and (for DPO
 and PPO) the judged win rates.
 
-The first attempt is killed at a random moment after its first resume checkpoint exists, so
-that every stage really resumes mid-run; later attempts at a uniformly random moment of a
-whole run (start-up, training, checkpoint writing or the final writes). Set
+The first attempt is killed just after a random one of its first resume checkpoints, so that
+every stage really resumes mid-run; later attempts at a uniformly random moment of a whole
+run (start-up, training, checkpoint writing or the final writes). Set
 ``PODYN_KILL_SEED`` to replay the kill moments of a failure (they are in its message)."""
 
 from __future__ import annotations
@@ -23,6 +23,8 @@ import pytest
 from conftest import podyn_exe, write_config
 
 KILLS = 2  # attempts killed per stage, before the rerun that finishes
+# resume checkpoints written before the last step with stage_config's settings
+MID_RUN_SAVES = {"sft": 13, "reward-model": 7, "train-dpo": 5, "train-ppo": 1}
 COMPARED_WORK = ("analysis", "generations", "final")  # work-directory parts that later stages read
 
 
@@ -56,23 +58,30 @@ def run_to_end(cmd: list[str], env: dict, log: Path) -> float:
     return time.monotonic() - start
 
 
-def kill_at(cmd: list[str], env: dict, log: Path, delay: float, after: Path | None = None) -> str:
-    """Start ``cmd``; SIGKILL it ``delay`` seconds after start (or after ``after`` appears).
-    Returns what happened, for the failure message."""
+def kill_at(cmd: list[str], env: dict, log: Path, delay: float, last: Path | None = None, saves: int = 0) -> str:
+    """Start ``cmd``; SIGKILL it ``delay`` seconds after its start, or after it has written
+    ``last`` ``saves`` times (each atomic save renames a new file into place). Returns what
+    happened, for the failure message."""
     with open(log, "w") as handle:
         proc = subprocess.Popen(cmd, env=env, stdout=handle, stderr=subprocess.STDOUT)
         try:
-            deadline = time.monotonic() + 300
-            while after is not None and not after.exists():
-                assert proc.poll() is None, f"ended (rc {proc.returncode}) before writing {after}:\n{log.read_text()[-3000:]}"
+            seen, inode, deadline = 0, None, time.monotonic() + 300
+            while seen < saves:
+                assert proc.poll() is None, f"ended (rc {proc.returncode}) after {seen} of {saves} saves:\n{log.read_text()[-3000:]}"
                 assert time.monotonic() < deadline
-                time.sleep(0.01)
+                try:
+                    now = last.stat().st_ino
+                except FileNotFoundError:
+                    now = None
+                if now is not None and now != inode:
+                    seen, inode = seen + 1, now
+                time.sleep(0.002)
             try:
                 proc.wait(timeout=delay)
                 assert proc.returncode == 0, log.read_text()[-3000:]
-                return f"finished before {delay:.2f} s"
+                return f"finished before {delay:.2f} s (after {saves} saves)"
             except subprocess.TimeoutExpired:
-                return f"killed after {delay:.2f} s"
+                return f"killed {delay:.2f} s after {saves} saves"
         finally:
             proc.kill()  # SIGKILL; this process only
             proc.wait()
@@ -105,7 +114,8 @@ def test_killed_anywhere_resumes_bit_identically(stage, tmp_path, tiny_raw, asse
     shutil.rmtree(root)
 
     last = root / "work" / "lightning" / "last.ckpt"
-    story = [kill_at(cmd, env, tmp_path / "attempt0.log", rng.uniform(0, 0.3 * duration), after=last)]
+    saves = rng.randint(1, max(1, MID_RUN_SAVES[stage] // 2))
+    story = [kill_at(cmd, env, tmp_path / "attempt0.log", rng.uniform(0, 0.05), last, saves)]
     assert story[0].startswith("killed"), f"the first attempt {story[0]}; give the stage more steps"
     for attempt in range(1, KILLS):
         story.append(kill_at(cmd, env, tmp_path / f"attempt{attempt}.log", rng.uniform(0, duration)))

@@ -18,7 +18,7 @@ from . import data as data_mod
 from .batching import encode_prompt
 from .config import ConfigError, resolve_run
 from .data.synthetic import TaskConfig, generate_task, vocabulary
-from .io import write_csv, write_jsonl
+from .io import write_csv, write_jsonl, write_torch
 from .judges import bootstrap_ci
 from .models import build_gpt_neox, build_word_tokenizer, inference_device, load_policy, load_scalar_model, load_tokenizer, prepare_tokenizer, sequence_logps
 from .training.checkpoints import RunRecorder
@@ -153,10 +153,7 @@ def reference_logps(cfg: dict[str, Any], data_dir: Path, sft_dir: Path, out_file
         c, r = sequence_logps(model, batch["input_ids"], batch["attention_mask"], batch["response_mask"]).double().cpu().chunk(2)
         chosen.append(c)
         rejected.append(r)
-    from .io import atomic_path
-
-    with atomic_path(out_file) as tmp:
-        torch.save({"chosen": torch.cat(chosen), "rejected": torch.cat(rejected)}, tmp)
+    write_torch(out_file, {"chosen": torch.cat(chosen), "rejected": torch.cat(rejected)})
 
 
 @torch.no_grad()

@@ -9,7 +9,7 @@ from typing import Any, Callable, Sequence
 import torch
 
 from ..generation import greedy_responses
-from ..io import atomic_path, read_jsonl, write_json, write_jsonl
+from ..io import read_jsonl, write_json, write_jsonl, write_torch
 
 
 class RunRecorder:
@@ -83,8 +83,7 @@ class RunRecorder:
     def save_analysis(self, step: int, model: torch.nn.Module, batch_payload: dict[str, Any]) -> None:
         target = self.workdir / "analysis" / f"step_{step}"
         model.save_pretrained(target)
-        with atomic_path(target / "batch.pt") as tmp:
-            torch.save({k: v.detach().cpu() if torch.is_tensor(v) else v for k, v in batch_payload.items()}, tmp)
+        write_torch(target / "batch.pt", {k: v.detach().cpu() if torch.is_tensor(v) else v for k, v in batch_payload.items()})
 
     def save_generations(self, step: int, model: torch.nn.Module) -> None:
         responses = greedy_responses(

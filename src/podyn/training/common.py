@@ -15,6 +15,7 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.loggers import CSVLogger
 
+from ..config import ConfigError
 from ..io import write_csv, write_text
 from .distributed import is_launched_worker
 from .resume import AtomicCheckpointIO, RNGStateCheckpoint
@@ -44,7 +45,9 @@ def make_strategy(trainer_cfg: dict[str, Any], wrap_layers: set[type] | None = N
             state_dict_type="full",  # one last.ckpt file, written atomically, like the other strategies
         )
     if name != "auto":
-        raise ValueError(f"trainer.strategy: {name!r} is not one of auto, ddp, fsdp")
+        raise ConfigError(f"trainer.strategy: {name!r} is not one of auto, ddp, fsdp")
+    if str(trainer_cfg.get("devices", 1)) != "1":
+        raise ConfigError(f"trainer.devices: {trainer_cfg['devices']!r} devices need trainer.strategy ddp or fsdp")
     return "auto"
 
 
