@@ -26,6 +26,8 @@ def train(run: str, cfg: dict, root: Path, assets: dict, env: dict) -> Path:
     ]
     proc = run_cmd(cmd, env, timeout=400)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-4000:]
+    if cfg["trainer"].get("devices", 1) == 2:
+        assert "MEMBER: 2/2" in proc.stdout + proc.stderr  # rank 1 joined
     return root
 
 

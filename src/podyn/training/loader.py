@@ -58,6 +58,9 @@ class GlobalBatchSampler:
 
     def __iter__(self) -> Iterator[list[int]]:
         start, size = self.share()
+        if self.batches_done >= self.num_batches:
+            # Lightning wants more batches than the run's steps consume: it would loop over empty epochs
+            raise RuntimeError(f"{self.name}: all {self.num_batches} batches of the run were drawn before max_steps was reached")
         per_epoch = self.n_rows // self.batch_size
         permutations = self._permutations()
         epoch, permutation = -1, None

@@ -104,6 +104,8 @@ class PPOModule(L.LightningModule):
             model.to(self.device)
         if self.trainer.world_size > 1:  # each process samples its share of the rollouts with its own stream
             torch.manual_seed(torch.initial_seed() + self.global_rank)
+            if self.cfg["mini_batch_size"] % self.trainer.world_size:
+                raise ValueError(f"ppo.mini_batch_size {self.cfg['mini_batch_size']} does not split evenly over {self.trainer.world_size} processes")
 
     @torch.no_grad()
     def rollout(self, prompt_ids: list[list[int]]) -> dict[str, Any]:
@@ -159,9 +161,10 @@ class PPOModule(L.LightningModule):
         cfg = self.cfg
         opt = self.optimizers()
         n_rows = batch["sequences"].shape[0]
+        rows_per_minibatch = cfg["mini_batch_size"] // self.trainer.world_size  # this process's share
         stats: dict[str, list[float]] = {k: [] for k in ("policy", "value", "clipfrac", "vclipfrac", "ratio", "approxkl")}
         for _ in range(cfg["ppo_epochs"]):
-            for rows in torch.randperm(n_rows, device=batch["sequences"].device).split(cfg["mini_batch_size"]):
+            for rows in torch.randperm(n_rows, device=batch["sequences"].device).split(rows_per_minibatch):
                 mb = select_rows(batch, rows)
                 mask = mb["response_mask"]
                 logps = response_logps(self.policy, mb)
