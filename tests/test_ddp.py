@@ -63,6 +63,7 @@ def test_dpo_two_processes_match_one(tmp_path, tiny_raw, assets, env):
 
 @pytest.mark.slow
 def test_ppo_two_processes_use_global_batch_statistics(tmp_path, tiny_raw, assets, env):
+    from podyn.config import validate_config
     from podyn.models import load_policy
     from podyn.objectives import masked_mean, masked_whiten, tertile_groups
     from podyn.training.ppo import response_logps
@@ -88,7 +89,7 @@ def test_ppo_two_processes_use_global_batch_statistics(tmp_path, tiny_raw, asset
             value = records.loc[(records["step"] == step) & (records["kind"] == f"raw_advantage/{name}"), "value"].item()
             assert value == pytest.approx(float(masked_mean(batch["raw_advantages"], in_group)), rel=1e-5, abs=1e-6)
         # the re-padded global rollout gives the log-probs the processes sampled with
-        policy = load_policy(root / "work" / "analysis" / f"step_{step}", cfg.get("model", {}))
+        policy = load_policy(root / "work" / "analysis" / f"step_{step}", validate_config(copy.deepcopy(cfg), "ppo").model)
         with torch.no_grad():
             logps = response_logps(policy, batch) * mask
         torch.testing.assert_close(logps, batch["old_logps"], rtol=1e-4, atol=1e-5)

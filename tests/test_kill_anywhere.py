@@ -134,12 +134,15 @@ def test_killed_anywhere_resumes_bit_identically(stage, tmp_path, tiny_raw, asse
 
 def judged(out: Path, folder: Path, tiny_raw: dict, assets: dict) -> tuple[bytes, bytes]:
     """The gold judge's win-rate table and per-prompt scores for a run's responses."""
-    from podyn import pipeline
     from podyn.config import validate_config
     from podyn.evaluation import judge_run
+    from podyn.stages.generate import generate_responses
 
     cfg = validate_config(copy.deepcopy(tiny_raw), "tiny")
     baseline = folder / "baseline.jsonl"
-    pipeline.generate_responses(cfg, assets["data"], assets["base"], baseline)
-    judge_run(cfg, "run", 3, out / "generations.jsonl", baseline, folder / "winrate.csv", folder / "cache", folder / "scores.csv")
+    generate_responses(cfg, data=assets["data"], model=assets["base"], out=baseline)
+    judge_run(
+        cfg, run="run", seed=3, generations=out / "generations.jsonl", baseline=baseline,
+        out=folder / "winrate.csv", cache=folder / "cache", scores_out=folder / "scores.csv",
+    )
     return (folder / "winrate.csv").read_bytes(), (folder / "scores.csv").read_bytes()

@@ -15,13 +15,13 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.loggers import CSVLogger
 
-from ..config import ConfigError
+from ..config import ConfigError, DPOConfig, SupervisedConfig, TrainerConfig
 from ..io import write_csv, write_text
 from .distributed import is_launched_worker
 from .resume import AtomicCheckpointIO, RNGStateCheckpoint
 
 
-def make_strategy(trainer_cfg: dict[str, Any], wrap_layers: set[type] | None = None):
+def make_strategy(trainer: TrainerConfig, wrap_layers: set[type] | None = None):
     """Lightning's strategy for ``trainer.strategy``: ``auto`` (one process), ``ddp`` (one
     process per device, gradients all-reduced) or ``fsdp`` (parameters, gradients and optimiser
     state sharded over devices; ``wrap_layers`` are the transformer layer classes each
@@ -30,7 +30,7 @@ def make_strategy(trainer_cfg: dict[str, Any], wrap_layers: set[type] | None = N
     from lightning.fabric.plugins.environments import LightningEnvironment
     from lightning.pytorch.strategies import DDPStrategy, FSDPStrategy
 
-    name = trainer_cfg.get("strategy", "auto")
+    name = trainer.strategy
     io = AtomicCheckpointIO()
     if name == "ddp":
         return DDPStrategy(cluster_environment=LightningEnvironment(), checkpoint_io=io)
@@ -39,21 +39,21 @@ def make_strategy(trainer_cfg: dict[str, Any], wrap_layers: set[type] | None = N
             cluster_environment=LightningEnvironment(),
             checkpoint_io=io,
             auto_wrap_policy=wrap_layers,
-            activation_checkpointing_policy=wrap_layers if trainer_cfg.get("fsdp_activation_checkpointing") else None,
-            sharding_strategy=trainer_cfg.get("fsdp_sharding", "FULL_SHARD"),
-            cpu_offload=trainer_cfg.get("fsdp_cpu_offload", False),
+            activation_checkpointing_policy=wrap_layers if trainer.fsdp_activation_checkpointing else None,
+            sharding_strategy=trainer.fsdp_sharding,
+            cpu_offload=trainer.fsdp_cpu_offload,
             state_dict_type="full",  # one last.ckpt file, written atomically, like the other strategies
         )
     if name != "auto":
         raise ConfigError(f"trainer.strategy: {name!r} is not one of auto, ddp, fsdp")
-    if str(trainer_cfg.get("devices", 1)) != "1":
-        raise ConfigError(f"trainer.devices: {trainer_cfg['devices']!r} devices need trainer.strategy ddp or fsdp")
+    if str(trainer.devices) != "1":
+        raise ConfigError(f"trainer.devices: {trainer.devices!r} devices need trainer.strategy ddp or fsdp")
     return "auto"
 
 
 def make_trainer(
     workdir: Path,
-    trainer_cfg: dict[str, Any],
+    trainer: TrainerConfig,
     max_steps: int,
     callbacks: list | None = None,
     wrap_layers: set[type] | None = None,
@@ -62,34 +62,33 @@ def make_trainer(
     outputs, so a failed or killed job keeps them and the rerun resumes). A checkpoint holds
     the data order (:mod:`.loader`) and every process's random states (:mod:`.resume`), so the
     rerun continues exactly where the killed job was."""
-    resume_every = trainer_cfg.get("checkpoint_every_n_steps", 100)
     checkpoint = ModelCheckpoint(
-        dirpath=workdir / "lightning", every_n_train_steps=resume_every, save_last=True, save_top_k=0
+        dirpath=workdir / "lightning", every_n_train_steps=trainer.checkpoint_every_n_steps, save_last=True, save_top_k=0
     )
-    strategy = make_strategy(trainer_cfg, wrap_layers)
+    strategy = make_strategy(trainer, wrap_layers)
     return L.Trainer(
-        accelerator=trainer_cfg.get("accelerator", "cpu"),
-        devices=trainer_cfg.get("devices", 1),
+        accelerator=trainer.accelerator,
+        devices=trainer.devices,
         strategy=strategy,
         plugins=[AtomicCheckpointIO()] if strategy == "auto" else None,
         use_distributed_sampler=False,  # the loaders shard each global batch themselves
-        precision=trainer_cfg.get("precision", "32-true"),
+        precision=trainer.precision,
         max_steps=max_steps,
         max_epochs=-1,
         logger=CSVLogger(workdir, name="", version="csv"),
-        log_every_n_steps=trainer_cfg.get("log_every_n_steps", 10),
+        log_every_n_steps=trainer.log_every_n_steps,
         callbacks=[
             checkpoint,
-            MetricRows(trainer_cfg.get("log_every_n_steps", 10)),
+            MetricRows(trainer.log_every_n_steps),
             RNGStateCheckpoint(),
-            TQDMProgressBar(refresh_rate=trainer_cfg.get("progress_refresh", 20)),
-            *([FullWeightsAtEnd()] if trainer_cfg.get("strategy") == "fsdp" else []),
+            TQDMProgressBar(refresh_rate=trainer.progress_refresh),
+            *([FullWeightsAtEnd()] if trainer.strategy == "fsdp" else []),
             *(callbacks or []),
         ],
         enable_model_summary=False,
         num_sanity_val_steps=0,
         limit_val_batches=0,
-        deterministic=trainer_cfg.get("deterministic", False),
+        deterministic=trainer.deterministic,
         default_root_dir=workdir,
     )
 
@@ -143,10 +142,10 @@ def warmup_cosine(optimizer: torch.optim.Optimizer, warmup: int, total: int, sch
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def adamw_with_schedule(parameters, cfg: dict[str, Any], default_schedule: str = "cosine") -> dict[str, Any]:
-    """``configure_optimizers``' answer: AdamW with linear warm-up then ``cfg['lr_schedule']``."""
-    opt = torch.optim.AdamW(parameters, lr=cfg["lr"], weight_decay=cfg.get("weight_decay", 0.0))
-    sched = warmup_cosine(opt, cfg.get("warmup_steps", 0), cfg["max_steps"], cfg.get("lr_schedule", default_schedule))
+def adamw_with_schedule(parameters, cfg: SupervisedConfig | DPOConfig) -> dict[str, Any]:
+    """``configure_optimizers``' answer: AdamW with linear warm-up then ``cfg.lr_schedule``."""
+    opt = torch.optim.AdamW(parameters, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = warmup_cosine(opt, cfg.warmup_steps, cfg.max_steps, cfg.lr_schedule)
     return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
 

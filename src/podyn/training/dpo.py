@@ -3,25 +3,30 @@ differ only in the run's weight schedule."""
 
 from __future__ import annotations
 
-from typing import Any
 
 import lightning as L
 import torch
 
+from ..config import DPOConfig
 from ..models import sequence_logps
 from ..objectives import dpo_component_loss, dpo_terms
-from ..schedules import weights_at
+from ..schedules import Weights, weights_at
 from .checkpoints import RunRecorder
 from .common import StepRecords, adamw_with_schedule, grad_norm
 from .distributed import full_weights, gather_rows, global_tertile_groups, is_distributed
 
 
 class DPOModule(L.LightningModule):
-    def __init__(self, policy: torch.nn.Module, cfg: dict[str, Any], weight_specs: dict[str, Any], recorder: RunRecorder | None) -> None:
+    """DPO's training step; ``hyper`` is the run's ``dpo`` section (with its overrides) and
+    ``weights`` its component-weight schedules."""
+
+    def __init__(
+        self, policy: torch.nn.Module, hyper: DPOConfig, weights: Weights, recorder: RunRecorder | None
+    ) -> None:
         super().__init__()
         self.policy = policy.train()  # from_pretrained returns eval mode
-        self.cfg = cfg
-        self.weight_specs = weight_specs
+        self.hyper = hyper
+        self.weight_specs = weights
         self.recorder = recorder
         self.records = StepRecords()
 
@@ -36,14 +41,14 @@ class DPOModule(L.LightningModule):
         logps = sequence_logps(self.policy, batch["input_ids"], batch["attention_mask"], batch["response_mask"])
         chosen, rejected = logps.chunk(2)
         ref_chosen, ref_rejected = batch["ref_chosen"].to(logps.dtype), batch["ref_rejected"].to(logps.dtype)
-        terms = dpo_terms(chosen, rejected, ref_chosen, ref_rejected, self.cfg["beta"])
+        terms = dpo_terms(chosen, rejected, ref_chosen, ref_rejected, beta=self.hyper.beta)
         groups = global_tertile_groups(terms.omega)  # tertiles of the global batch
         loss = dpo_component_loss(chosen, rejected, terms.omega, groups, weights)
         self._log_step(terms, chosen, rejected, ref_chosen, ref_rejected, weights)
         return loss
 
     def _log_step(self, terms, chosen, rejected, ref_chosen, ref_rejected, weights) -> None:
-        beta = self.cfg["beta"]
+        beta = self.hyper.beta
         reward_chosen = beta * (chosen - ref_chosen).detach()
         reward_rejected = beta * (rejected - ref_rejected).detach()
         distributed = is_distributed()  # means over equal shares: their mean is the global batch's
@@ -74,4 +79,4 @@ class DPOModule(L.LightningModule):
         self.records.load_state_dict(checkpoint.get("podyn_records", []))
 
     def configure_optimizers(self):
-        return adamw_with_schedule(self.policy.parameters(), self.cfg, "constant")
+        return adamw_with_schedule(self.policy.parameters(), self.hyper)
