@@ -20,8 +20,9 @@ def train(run: str, cfg: dict, root: Path, assets: dict, env: dict) -> Path:
     out = root / "out"
     cmd = [
         *podyn_exe(), "train", "--config", str(config), "--run", run, "--seed", "0",
-        "--data", str(assets["data"]), "--sft", str(assets["base"]), "--reward", str(assets["reward"]), "--ref-logps", str(assets["ref_logps"]),
-        "--workdir", str(root / "work"), "--generations", str(out / "generations.jsonl"), "--checkpoints", str(out / "checkpoints.json"),
+        "--data", str(assets["data"]), "--sft", str(assets["base"]), "--reward", str(assets["reward"]),
+        "--ref-logps", str(assets["ref_logps"]), "--workdir", str(root / "work"),
+        "--generations", str(out / "generations.jsonl"), "--checkpoints", str(out / "checkpoints.json"),
         "--records", str(out / "records.csv"), "--metrics", str(out / "metrics.csv"),
     ]
     proc = run_cmd(cmd, env, timeout=400)
@@ -49,7 +50,8 @@ def test_dpo_two_processes_match_one(tmp_path, tiny_raw, assets, env):
     curve_two = pd.read_csv(two / "out" / "metrics.csv")
     assert curve_two["step"].tolist() == list(range(8))
     for column in ("loss", "rewards/margins", "logps/chosen", "grad_norm"):
-        torch.testing.assert_close(torch.tensor(curve_two[column].values), torch.tensor(curve_one[column].values), rtol=1e-5, atol=0)
+        two_processes, one_process = torch.tensor(curve_two[column].values), torch.tensor(curve_one[column].values)
+        torch.testing.assert_close(two_processes, one_process, rtol=1e-5, atol=0)
     # the analysis checkpoints hold the global batch (rank 0's rows, then rank 1's): the same pairs
     for step in (0, 4):
         batch_one = torch.load(one / "work" / "analysis" / f"step_{step}" / "batch.pt", weights_only=False)
@@ -58,7 +60,8 @@ def test_dpo_two_processes_match_one(tmp_path, tiny_raw, assets, env):
     records = pd.read_csv(two / "out" / "records.csv")
     assert records.loc[records["kind"] == "grad_norm", "step"].tolist() == list(range(8))  # written once, by rank 0
     generations = pd.read_json(two / "out" / "generations.jsonl", lines=True)
-    assert sorted(generations["step"].unique()) == [4, 8] and len(generations) == 2 * tiny_raw["data"]["synthetic"]["n_test"]
+    assert sorted(generations["step"].unique()) == [4, 8]
+    assert len(generations) == 2 * tiny_raw["data"]["synthetic"]["n_test"]
 
 
 @pytest.mark.slow
@@ -78,18 +81,22 @@ def test_ppo_two_processes_use_global_batch_statistics(tmp_path, tiny_raw, asset
         mask = batch["response_mask"]
         assert mask.shape[0] == 16  # both processes' rollouts
         # whitened over the global batch ...
-        torch.testing.assert_close(batch["advantages"], masked_whiten(batch["raw_advantages"], mask), rtol=1e-5, atol=1e-5)
+        whitened = masked_whiten(batch["raw_advantages"], mask)
+        torch.testing.assert_close(batch["advantages"], whitened, rtol=1e-5, atol=1e-5)
         # ... not per process
         half = slice(0, 8)
-        assert not torch.allclose(batch["advantages"][half], masked_whiten(batch["raw_advantages"][half], mask[half]), atol=1e-3)
+        per_process = masked_whiten(batch["raw_advantages"][half], mask[half])
+        assert not torch.allclose(batch["advantages"][half], per_process, atol=1e-3)
         assert torch.equal(batch["groups"], tertile_groups(batch["advantages"].abs(), mask))
         # the figure-3 records are the global groups' mean raw advantages
         for group_id, name in enumerate(("top", "mid", "bot")):
             in_group = (batch["groups"] == group_id).float() * mask
-            value = records.loc[(records["step"] == step) & (records["kind"] == f"raw_advantage/{name}"), "value"].item()
+            kind = f"raw_advantage/{name}"
+            value = records.loc[(records["step"] == step) & (records["kind"] == kind), "value"].item()
             assert value == pytest.approx(float(masked_mean(batch["raw_advantages"], in_group)), rel=1e-5, abs=1e-6)
         # the re-padded global rollout gives the log-probs the processes sampled with
-        policy = load_policy(root / "work" / "analysis" / f"step_{step}", validate_config(copy.deepcopy(cfg), "ppo").model)
+        model_cfg = validate_config(copy.deepcopy(cfg), "ppo").model
+        policy = load_policy(root / "work" / "analysis" / f"step_{step}", model_cfg)
         with torch.no_grad():
             logps = response_logps(policy, batch) * mask
         torch.testing.assert_close(logps, batch["old_logps"], rtol=1e-4, atol=1e-5)

@@ -34,7 +34,8 @@ def stage_command(stage: str, config: Path, assets: dict, root: Path) -> list[st
     if stage == "sft":
         return [*podyn_exe(), "sft", *common, "--base", str(assets["base"]), "--out", str(out / "model")]
     if stage == "reward-model":
-        return [*podyn_exe(), "reward-model", *common, "--sft", str(assets["base"]), "--out", str(out / "model"), "--metrics", str(out / "rm.csv")]
+        outputs = ["--out", str(out / "model"), "--metrics", str(out / "rm.csv")]
+        return [*podyn_exe(), "reward-model", *common, "--sft", str(assets["base"]), *outputs]
     run = stage.removeprefix("train-")
     return [
         *podyn_exe(), "train", *common, "--run", run, "--seed", "3",
@@ -47,7 +48,8 @@ def stage_command(stage: str, config: Path, assets: dict, root: Path) -> list[st
 def snapshot(root: Path) -> dict[str, bytes]:
     """Every output file and the work-directory files that later stages read, by path."""
     folders = [root / "out", *(root / "work" / name for name in COMPARED_WORK)]
-    return {str(f.relative_to(root)): f.read_bytes() for d in folders if d.exists() for f in sorted(d.rglob("*")) if f.is_file()}
+    files = [f for d in folders if d.exists() for f in sorted(d.rglob("*")) if f.is_file()]
+    return {str(f.relative_to(root)): f.read_bytes() for f in files}
 
 
 def run_to_end(cmd: list[str], env: dict, log: Path) -> float:
@@ -67,7 +69,8 @@ def kill_at(cmd: list[str], env: dict, log: Path, delay: float, last: Path | Non
         try:
             seen, inode, deadline = 0, None, time.monotonic() + 300
             while seen < saves:
-                assert proc.poll() is None, f"ended (rc {proc.returncode}) after {seen} of {saves} saves:\n{log.read_text()[-3000:]}"
+                ended = f"ended (rc {proc.returncode}) after {seen} of {saves} saves"
+                assert proc.poll() is None, f"{ended}:\n{log.read_text()[-3000:]}"
                 assert time.monotonic() < deadline
                 try:
                     now = last.stat().st_ino
@@ -129,7 +132,8 @@ def test_killed_anywhere_resumes_bit_identically(stage, tmp_path, tiny_raw, asse
     differing = [name for name in expected if actual[name] != expected[name]]
     assert not differing, f"{where}; differing files: {differing}"
     if stage.startswith("train-"):
-        assert judged(root / "out", tmp_path / "judge_a", tiny_raw, assets) == judged(tmp_path / "reference_out", tmp_path / "judge_b", tiny_raw, assets)
+        resumed_judgement = judged(root / "out", tmp_path / "judge_a", tiny_raw, assets)
+        assert resumed_judgement == judged(tmp_path / "reference_out", tmp_path / "judge_b", tiny_raw, assets)
 
 
 def judged(out: Path, folder: Path, tiny_raw: dict, assets: dict) -> tuple[bytes, bytes]:

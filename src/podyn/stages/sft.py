@@ -28,9 +28,11 @@ def sft(cfg: Config, *, data: Path, base: Path, out: Path, workdir: Path) -> Non
     gen = cfg.generation
     collate = sft_collator(tokenizer, gen.max_prompt_tokens, gen.max_response_tokens)
     steps = cfg.sft.max_steps
-    loader = resumable_loader(data_mod.load_split(data, "sft"), cfg.sft.batch_size, steps, collate, cfg.seed, "sft.batch_size")
+    rows = data_mod.load_split(data, "sft")
+    loader = resumable_loader(rows, cfg.sft.batch_size, steps, collate, cfg.seed, "sft.batch_size")
     trainer = make_trainer(Path(workdir), cfg.trainer, steps, wrap_layers=layer_classes(model))
     fit_resumable(trainer, SFTModule(model, cfg.sft), loader, Path(workdir))
     if not trainer.is_global_zero:
         return
-    save_pretrained_atomic(out, trained_model(trainer, model, "model.", lambda: load_policy(base, cfg.model)), tokenizer)
+    trained = trained_model(trainer, model, "model.", lambda: load_policy(base, cfg.model))
+    save_pretrained_atomic(out, trained, tokenizer)

@@ -75,7 +75,9 @@ def train_run(
     else:
         module, loader, max_steps = _ppo_setup(cfg, resolved, policy, tokenizer, recorder, data, sft, reward, seed)
     if resolved.objective == "ppo" and cfg.trainer.strategy == "fsdp":
-        raise ConfigError("trainer.strategy: PPO runs support 'auto' and 'ddp'; 'fsdp' is for SFT, reward model and DPO")
+        raise ConfigError(
+            "trainer.strategy: PPO runs support 'auto' and 'ddp'; 'fsdp' is for SFT, reward model and DPO"
+        )
     trainer = make_trainer(workdir, cfg.trainer, max_steps, wrap_layers=layer_classes(policy))
     fit_resumable(trainer, module, loader, workdir)
     if not trainer.is_global_zero:

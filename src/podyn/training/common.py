@@ -63,7 +63,10 @@ def make_trainer(
     the data order (:mod:`.loader`) and every process's random states (:mod:`.resume`), so the
     rerun continues exactly where the killed job was."""
     checkpoint = ModelCheckpoint(
-        dirpath=workdir / "lightning", every_n_train_steps=trainer.checkpoint_every_n_steps, save_last=True, save_top_k=0
+        dirpath=workdir / "lightning",
+        every_n_train_steps=trainer.checkpoint_every_n_steps,
+        save_last=True,
+        save_top_k=0,
     )
     strategy = make_strategy(trainer, wrap_layers)
     return L.Trainer(
@@ -185,7 +188,9 @@ class MetricRows(L.Callback):
         self.every = every
         self.rows: list[dict[str, Any]] = []
 
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int
+    ) -> None:
         step = trainer.fit_loop.epoch_loop.batch_progress.total.completed  # not yet incremented for this batch
         if (step + 1) % self.every and step + 1 < trainer.num_training_batches:
             return

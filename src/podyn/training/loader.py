@@ -52,7 +52,9 @@ class GlobalBatchSampler:
         """(first row, row count) of this process within a global batch."""
         rank, world = rank_and_world()
         if self.batch_size % world:
-            raise ValueError(f"{self.name}: the global batch of {self.batch_size} rows does not split evenly over {world} processes")
+            raise ValueError(
+                f"{self.name}: the global batch of {self.batch_size} rows does not split evenly over {world} processes"
+            )
         size = self.batch_size // world
         return rank * size, size
 
@@ -60,7 +62,9 @@ class GlobalBatchSampler:
         start, size = self.share()
         if self.batches_done >= self.num_batches:
             # Lightning wants more batches than the run's steps consume: it would loop over empty epochs
-            raise RuntimeError(f"{self.name}: all {self.num_batches} batches of the run were drawn before max_steps was reached")
+            raise RuntimeError(
+                f"{self.name}: all {self.num_batches} batches of the run were drawn before max_steps was reached"
+            )
         per_epoch = self.n_rows // self.batch_size
         permutations = self._permutations()
         epoch, permutation = -1, None
@@ -73,7 +77,12 @@ class GlobalBatchSampler:
             yield permutation[first : first + size].tolist()
 
     def state_dict(self) -> dict[str, Any]:
-        return {"batches_done": self.batches_done, "n_rows": self.n_rows, "batch_size": self.batch_size, "seed": self.seed}
+        return {
+            "batches_done": self.batches_done,
+            "n_rows": self.n_rows,
+            "batch_size": self.batch_size,
+            "seed": self.seed,
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         for key in ("n_rows", "batch_size", "seed"):
@@ -97,7 +106,9 @@ class ResumableLoader(DataLoader):
         self.global_sampler.load_state_dict(state)
 
 
-def resumable_loader(dataset, batch_size: int, num_batches: int, collate: Callable, seed: int, name: str) -> ResumableLoader:
+def resumable_loader(
+    dataset, batch_size: int, num_batches: int, collate: Callable, seed: int, name: str
+) -> ResumableLoader:
     """Shuffled batches of ``batch_size`` rows (global, over all processes) for a run of
     ``num_batches`` batches; ``name`` is the config key of the batch size, for error messages."""
     return ResumableLoader(dataset, GlobalBatchSampler(len(dataset), batch_size, num_batches, seed, name), collate)

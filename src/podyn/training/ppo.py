@@ -63,7 +63,8 @@ def gather_rollout(rollout: dict[str, Any]) -> dict[str, Any]:
             responses = gather_padded_rows([p[key][:, p["prompt_width"] :] for p in parts], pad_left=False)
             out[key] = torch.cat([prompts, responses], 1)
         elif torch.is_tensor(value) and value.dim() == 2:
-            out[key] = gather_padded_rows([p[key] for p in parts], pad_left=False, pad_value=-1 if key == "groups" else 0)
+            pad = -1 if key == "groups" else 0
+            out[key] = gather_padded_rows([p[key] for p in parts], pad_left=False, pad_value=pad)
         elif torch.is_tensor(value) and value.dim() == 1:
             out[key] = torch.cat([p[key] for p in parts])
         else:
