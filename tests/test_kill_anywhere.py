@@ -102,6 +102,7 @@ def stage_config(tiny_raw: dict, tmp_path: Path) -> Path:
     return write_config(tmp_path / "config.yaml", cfg)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stage", ["sft", "reward-model", "train-dpo", "train-ppo"])
 def test_killed_anywhere_resumes_bit_identically(stage, tmp_path, tiny_raw, assets, env):
     seed = int(os.environ.get("PODYN_KILL_SEED", random.randrange(10**6)))
