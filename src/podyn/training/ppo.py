@@ -35,6 +35,7 @@ from .distributed import (
     global_masked_whiten,
     global_tertile_groups,
     is_distributed,
+    rank_and_world,
 )
 
 
@@ -218,7 +219,7 @@ class PPOModule(L.LightningModule):
         hyper = self.hyper
         opt = self.optimizers()
         n_rows = batch["sequences"].shape[0]
-        rows_per_minibatch = hyper.mini_batch_size // self.trainer.world_size  # this process's share
+        rows_per_minibatch = hyper.mini_batch_size // rank_and_world()[1]  # this process's share
         stats: dict[str, list[float]] = {k: [] for k in ("policy", "value", "clipfrac", "vclipfrac", "ratio", "approxkl")}
         for _ in range(hyper.ppo_epochs):
             for rows in torch.randperm(n_rows, device=batch["sequences"].device).split(rows_per_minibatch):
@@ -257,7 +258,7 @@ class PPOModule(L.LightningModule):
 
     def _log_iteration(self, batch: dict[str, Any], stats: dict[str, float]) -> None:
         # under DDP each value is the mean over processes of the process's value
-        world = self.trainer.world_size
+        world = rank_and_world()[1]
         distributed = world > 1
         kl = batch["kl"]
         non_score = (batch["rewards"].sum(1) - batch["scores"]).mean()
