@@ -18,7 +18,7 @@ from . import data as data_mod
 from .batching import encode_prompt
 from .config import resolve_run
 from .data.synthetic import TaskConfig, generate_task, vocabulary
-from .io import write_csv, write_jsonl
+from .io import DataError, write_csv, write_jsonl
 from .judges import bootstrap_ci
 from .models import build_gpt_neox, build_word_tokenizer, inference_device, load_policy, load_scalar_model, load_tokenizer, prepare_tokenizer, sequence_logps
 from .training.checkpoints import RunRecorder
@@ -47,37 +47,28 @@ def save_pretrained_atomic(out_dir: Path, *objects) -> None:
 
 
 def prepare_data(cfg: dict[str, Any], out_dir: Path) -> None:
-    if cfg["data"]["source"] == "synthetic":
-        task_cfg = TaskConfig.from_dict({**cfg["data"]["synthetic"], "seed": cfg["seed"]})
+    """Every split as JSON lines: generated (``synthetic``) or loaded (``hf``, ``local``)."""
+    data = cfg["data"]
+    if data["source"] == "synthetic":
+        task_cfg = TaskConfig.from_dict({**data["synthetic"], "seed": cfg["seed"]})
         splits = generate_task(task_cfg)
     else:
-        splits = _paper_splits(cfg["data"]["paper"], cfg["seed"])
-    for name in SPLITS:
-        write_jsonl(Path(out_dir) / f"{name}.jsonl", splits[name])
+        from .data.sources import load_splits
+
+        splits = load_splits(data, cfg["seed"], cfg.get("model"))
+        _check_judge_pairs_disjoint(splits)
+    for name, rows in splits.items():
+        write_jsonl(Path(out_dir) / f"{name}.jsonl", rows)
 
 
-def _paper_splits(paper: dict[str, Any], seed: int) -> dict[str, list[dict]]:
-    import datasets
-
-    from .data import hh_rlhf, ultrafeedback
-
-    def take(ds, n):
-        return ds.shuffle(seed=seed).select(range(min(n, len(ds)))) if n else ds
-
-    sft = take(datasets.load_dataset(paper["prefs_dataset"], split=paper["sft_split"]), paper["n_sft"])
-    prefs = take(datasets.load_dataset(paper["prefs_dataset"], split=paper["prefs_split"]), paper["n_pref_train"])
-    heldout = take(datasets.load_dataset(paper["prefs_dataset"], split=paper["heldout_split"]), paper["n_pref_heldout"])
-    if paper["test_path"]:
-        test = hh_rlhf.load_prompts(paper["test_path"])
-    else:
-        rows = datasets.load_dataset(paper["test_dataset"], data_dir=paper["test_data_dir"], split="test")
-        test = [{"prompt": hh_rlhf.split_pair(r["chosen"], r["rejected"])[0]} for r in rows]
-    return {
-        "sft": [ultrafeedback.to_sft_row(r) for r in sft],
-        "prefs_train": [ultrafeedback.to_preference_row(r) for r in prefs],
-        "prefs_heldout": [ultrafeedback.to_preference_row(r) for r in heldout],
-        "test": test[: paper["n_test"]],
-    }
+def _check_judge_pairs_disjoint(splits: dict[str, list[dict]]) -> None:
+    """The reward-model judge must not have seen the policy's training pairs."""
+    if "judge_prefs" not in splits:
+        return
+    policy = {(r["prompt"], r["chosen"], r["rejected"]) for r in splits["prefs_train"]}
+    shared = sum((r["prompt"], r["chosen"], r["rejected"]) in policy for r in splits["judge_prefs"])
+    if shared:
+        raise DataError(f"data.roles.judge_prefs shares {shared} pairs with data.roles.prefs_train; give them disjoint rows (start/n)")
 
 
 # ----------------------------------------------------------------------------- models
