@@ -28,9 +28,18 @@ def _quiet_libraries() -> None:
 
 STAGES: dict[str, tuple[str, list[tuple[str, dict]]]] = {
     "prepare-data": ("Generate (synthetic) or load (paper) every data split as JSON lines.", [("--out", {"required": True, "help": "output directory"})]),
+    "build-checkpoint": (
+        "A random Pythia-architecture model and a locally trained BPE tokenizer, saved as an HF model directory.",
+        [
+            ("--text", {"nargs": "*", "default": [], "help": "prepared JSON-lines splits whose text trains the tokenizer"}),
+            ("--size", {"default": None, "help": "Pythia size (70m ... 12b); default model.build_checkpoint.size"}),
+            ("--tokenizer", {"default": None, "help": "use this tokenizer instead of training one"}),
+            ("--out", {"required": True}),
+        ],
+    ),
     "base-model": ("Build (scratch) or fetch (pretrained) the initial model and tokenizer.", [("--out", {"required": True})]),
     "sft": ("Supervised fine-tuning on the demonstrations.", [("--data", {"required": True}), ("--base", {"required": True}), ("--out", {"required": True}), ("--workdir", {"required": True})]),
-    "reward-model": ("Bradley-Terry reward model, initialised from the SFT model.", [("--data", {"required": True}), ("--sft", {"required": True}), ("--out", {"required": True}), ("--metrics", {"required": True}), ("--workdir", {"required": True})]),
+    "reward-model": ("Bradley-Terry reward model, initialised from the SFT model.", [("--data", {"required": True}), ("--sft", {"required": True}), ("--out", {"required": True}), ("--metrics", {"required": True}), ("--workdir", {"required": True}), ("--split", {"default": "prefs_train", "help": "pairs to train on (judge_prefs: the reward-model judge)"})]),
     "reference-logps": ("Reference log-probs of every training pair, for all DPO runs.", [("--data", {"required": True}), ("--sft", {"required": True}), ("--out", {"required": True})]),
     "generate": ("Greedy responses of a saved policy to the test prompts.", [("--data", {"required": True}), ("--model", {"required": True}), ("--out", {"required": True})]),
     "train": (
@@ -52,7 +61,7 @@ STAGES: dict[str, tuple[str, list[tuple[str, dict]]]] = {
             ("--out", {"required": True}), ("--samples-out", {"required": True}),
         ],
     ),
-    "judge": ("Judge a run's responses against the SFT model's, per judged step.", [("--run", {"required": True}), ("--seed", {"type": int, "required": True}), ("--generations", {"required": True}), ("--baseline", {"required": True}), ("--out", {"required": True}), ("--scores-out", {"default": None}), ("--cache", {"required": True})]),
+    "judge": ("Judge a run's responses against the SFT model's, per judged step.", [("--run", {"required": True}), ("--seed", {"type": int, "required": True}), ("--generations", {"required": True}), ("--baseline", {"required": True}), ("--out", {"required": True}), ("--scores-out", {"default": None}), ("--cache", {"required": True}), ("--judge-model", {"default": None, "help": "judge.type reward_model: the judge's model directory"})]),
     "figures": ("Figures 1, 2, 3 and 5 from cached dynamics tables and records.", [("--dpo", {"required": True}), ("--ppo", {"required": True}), ("--dpo-records", {"nargs": "+", "required": True}), ("--ppo-records", {"nargs": "+", "required": True}), ("--out", {"required": True})]),
     "claims": ("The paper-claims report (claims.md and claims.csv).", [("--dpo", {"required": True}), ("--ppo", {"required": True}), ("--ppo-records", {"nargs": "+", "required": True}), ("--comparisons", {"default": None}), ("--out", {"required": True}), ("--csv-out", {"required": True})]),
     "ablations": ("Win-rate tables, paired comparisons with baselines, and figure 4.", [("--winrates", {"required": True}), ("--scores", {"nargs": "+", "required": True}), ("--tables", {"required": True}), ("--figures", {"required": True})]),
@@ -66,20 +75,20 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="stage", required=True)
     for name, (help_text, arguments) in STAGES.items():
         stage = sub.add_parser(name, help=help_text, description=help_text)
-        stage.add_argument("--config", required=name not in ("winrates", "concat"), help="config file, or the JSON a rule passes")
+        stage.add_argument("--config", required=name not in ("winrates", "concat", "build-checkpoint"), help="config file, or the JSON a rule passes")
         stage.add_argument("--threads", type=int, default=None, help="torch threads (default: config's `threads`)")
         for flag, kwargs in arguments:
             stage.add_argument(flag, **kwargs)
     return parser
 
 
-TORCH_STAGES = {"prepare-data", "base-model", "sft", "reward-model", "reference-logps", "generate", "train", "final-responses", "dynamics"}
+TORCH_STAGES = {"prepare-data", "build-checkpoint", "base-model", "sft", "reward-model", "reference-logps", "generate", "train", "final-responses", "dynamics"}
 
 
 def run_stage(args: argparse.Namespace) -> None:
     """Dispatch to the stage's function. Modules are imported only by the stages that use them:
     a judging or plotting job does not pay for importing torch, transformers and Lightning."""
-    from .config import load_config
+    from .config import ConfigError, load_config
 
     cfg = load_config(args.config) if args.config else {}
     stage = args.stage
@@ -93,6 +102,14 @@ def run_stage(args: argparse.Namespace) -> None:
         from .pipeline import prepare_data
 
         prepare_data(cfg, paths["out"])
+    elif stage == "build-checkpoint":
+        from .pythia import build_checkpoint_dir
+
+        spec = {"bpe_vocab_size": 8192, "overrides": {}, **(cfg.get("model", {}).get("build_checkpoint") or {})}
+        spec.update({k: getattr(args, k) for k in ("size", "tokenizer") if getattr(args, k)})
+        if not spec.get("size"):
+            raise ConfigError("build-checkpoint: no size (--size or model.build_checkpoint.size)")
+        build_checkpoint_dir(spec, [Path(p) for p in args.text], paths["out"], cfg.get("seed", 0))
     elif stage == "base-model":
         from .pipeline import base_model
 
@@ -104,7 +121,7 @@ def run_stage(args: argparse.Namespace) -> None:
     elif stage == "reward-model":
         from .pipeline import reward_model
 
-        reward_model(cfg, paths["data"], paths["sft"], paths["out"], paths["metrics"], paths["workdir"])
+        reward_model(cfg, paths["data"], paths["sft"], paths["out"], paths["metrics"], paths["workdir"], args.split)
     elif stage == "reference-logps":
         from .pipeline import reference_logps
 
@@ -128,7 +145,7 @@ def run_stage(args: argparse.Namespace) -> None:
     elif stage == "judge":
         from .evaluation import judge_run
 
-        judge_run(cfg, args.run, args.seed, paths["generations"], paths["baseline"], paths["out"], paths["cache"], paths.get("scores_out"))
+        judge_run(cfg, args.run, args.seed, paths["generations"], paths["baseline"], paths["out"], paths["cache"], paths.get("scores_out"), paths.get("judge_model"))
     elif stage == "figures":
         from .figures import dynamics_figures
 

@@ -61,6 +61,10 @@ def validate_config(cfg: dict[str, Any], source: str = "config", schema_path: Pa
         if err is not None:
             where = ".".join(str(p) for p in list(err.absolute_path)[1:])
             raise ConfigError(f"{source}: invalid value at 'runs.{name}.overrides.{where}': {err.message}")
+    if cfg["judge"]["type"] == "reward_model" and (cfg["data"]["source"] == "synthetic" or not cfg["data"]["roles"].get("judge_prefs")):
+        raise ConfigError(f"{source}: invalid value at 'judge.type': 'reward_model' needs data.roles.judge_prefs (hf or local data)")
+    if cfg["model"]["build_checkpoint"] and cfg["model"]["init"] != "pretrained":
+        raise ConfigError(f"{source}: invalid value at 'model.build_checkpoint': the built checkpoint is loaded by model.init 'pretrained'")
     for name in cfg.get("select", []):
         if name not in cfg["runs"]:
             raise ConfigError(f"{source}: invalid value at 'select': run {name!r} is not defined under 'runs'")

@@ -15,11 +15,11 @@ WINRATE_COLUMNS = ["run", "seed", "step", "judge", "n_prompts", "win_rate", "ci_
 GENERATION_FIELDS = {"step": int, "prompt_index": int, "prompt": str, "response": str}
 
 
-def judge_run(cfg: dict[str, Any], run: str, seed: int, generations: Path, baseline: Path, out_csv: Path, cache: Path, scores_csv: Path | None = None) -> pd.DataFrame:
+def judge_run(cfg: dict[str, Any], run: str, seed: int, generations: Path, baseline: Path, out_csv: Path, cache: Path, scores_csv: Path | None = None, judge_model: Path | None = None) -> pd.DataFrame:
     """Win rate of every judged step of a run against the SFT baseline's responses; the
     per-prompt scores (1 win, 0.5 tie, 0 loss) go to ``scores_csv`` for paired comparisons."""
     length_penalty = cfg.get("data", {}).get("synthetic", {}).get("length_penalty", 0.2)
-    judge = make_judge(cfg, cache, length_penalty)
+    judge = make_judge(cfg, cache, length_penalty, judge_model)
     base = {row["prompt_index"]: row for row in read_jsonl(baseline, GENERATION_FIELDS)}
     rows = read_jsonl(generations, GENERATION_FIELDS)
     records, per_prompt = [], []

@@ -127,10 +127,16 @@ def parse_choice(text: str) -> str:
     return "?"
 
 
-def make_judge(cfg: dict, cache_path: str | Path, length_penalty: float = 0.2) -> Judge:
+def make_judge(cfg: dict, cache_path: str | Path, length_penalty: float = 0.2, judge_model: str | Path | None = None) -> Judge:
     judge_cfg = cfg["judge"]
     if judge_cfg["type"] == "gold":
         return GoldJudge(judge_cfg.get("tie_margin", 1e-9), length_penalty)
+    if judge_cfg["type"] == "reward_model":
+        from .reward_judge import RewardModelJudge
+
+        if judge_model is None:
+            raise JudgeError("judge.type is 'reward_model' but no judge model directory was given (--judge-model)")
+        return RewardModelJudge(judge_model, cfg["model"], cfg["generation"], judge_cfg.get("tie_margin", 0.0), judge_cfg.get("missing_eos_penalty", 1.0))
     return OpenAIJudge(
         judge_cfg["model"], cache_path, judge_cfg.get("base_url"), judge_cfg.get("api_key_env", "OPENAI_API_KEY"),
         judge_cfg.get("max_retries", 5), judge_cfg.get("temperature", 0.0),

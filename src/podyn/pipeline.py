@@ -107,15 +107,17 @@ def sft(cfg: dict[str, Any], data_dir: Path, base_dir: Path, out_dir: Path, work
     save_pretrained_atomic(out_dir, model, tokenizer)
 
 
-def reward_model(cfg: dict[str, Any], data_dir: Path, sft_dir: Path, out_dir: Path, metrics_out: Path, workdir: Path) -> None:
-    prepare_workdir(workdir, {k: cfg[k] for k in ("seed", "model", "trainer", "generation", "reward_model")}, [Path(data_dir) / "prefs_train.jsonl", sft_dir])
+def reward_model(cfg: dict[str, Any], data_dir: Path, sft_dir: Path, out_dir: Path, metrics_out: Path, workdir: Path, split: str = "prefs_train") -> None:
+    """A Bradley-Terry reward model on ``split`` (``prefs_train`` for PPO, ``judge_prefs`` for
+    the reward-model judge), initialised from the SFT model, with its held-out accuracy."""
+    prepare_workdir(workdir, {k: cfg[k] for k in ("seed", "model", "trainer", "generation", "reward_model")}, [Path(data_dir) / f"{split}.jsonl", sft_dir])
     L.seed_everything(cfg["seed"], workers=True, verbose=False)
     tokenizer = load_tokenizer(sft_dir)
     model = load_scalar_model(sft_dir, cfg["model"])
     gen = cfg["generation"]
     collate = pair_collator(tokenizer, gen["max_prompt_tokens"], gen["max_response_tokens"])
     rm_cfg = cfg["reward_model"]
-    loader = _loader(data_mod.load_split(data_dir, "prefs_train"), rm_cfg["batch_size"], collate, cfg["seed"])
+    loader = _loader(data_mod.load_split(data_dir, split), rm_cfg["batch_size"], collate, cfg["seed"])
     trainer = make_trainer(Path(workdir), cfg["trainer"], rm_cfg["max_steps"])
     fit_resumable(trainer, RewardModule(model, rm_cfg), loader, Path(workdir))
     heldout = DataLoader(data_mod.load_split(data_dir, "prefs_heldout"), batch_size=rm_cfg["batch_size"], collate_fn=collate)

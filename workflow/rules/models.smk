@@ -1,4 +1,25 @@
+if config["model"]["build_checkpoint"]:
+
+    rule local_checkpoint:
+        """model.name_or_path built here (random Pythia-architecture weights, a BPE tokenizer
+        trained on the prepared training text) and then loaded like a hub checkpoint."""
+        input:
+            f"{RESULTS}/data/sft.jsonl",
+            f"{RESULTS}/data/prefs_train.jsonl",
+        output:
+            directory(config["model"]["name_or_path"]),
+        params:
+            cfg=stage_config("seed", "model"),
+        log:
+            f"{RESULTS}/logs/local_checkpoint.log",
+        shell:
+            "podyn build-checkpoint --config {params.cfg:q} --text {input} --out {output} > {log} 2>&1"
+
+
 rule base_model:
+    input:
+        # a checkpoint built by local_checkpoint; a hub id or an existing directory needs nothing
+        [config["model"]["name_or_path"]] if config["model"]["build_checkpoint"] else [],
     output:
         directory(f"{RESULTS}/models/base"),
     params:
