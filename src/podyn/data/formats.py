@@ -93,7 +93,7 @@ class Renderer:
         return "".join(f"\n\n{ROLE_NAMES[m['role']]}: {m['content'].strip()}" for m in messages) + ASSISTANT
 
     def response(self, content: str) -> str:
-        return content if self.tokenizer is not None else " " + content.strip()
+        return content.strip() if self.tokenizer is not None else " " + content.strip()
 
 
 # ----------------------------------------------------------------------------- checks

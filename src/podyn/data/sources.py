@@ -53,12 +53,30 @@ def read_rows(source: str, spec: dict[str, Any]) -> tuple[str, Sequence[dict]]:
     import datasets
 
     kwargs = {k: spec[k] for k in ("name", "data_dir") if spec.get(k)}
+    if Path(spec["path"]).is_dir():
+        kwargs["cache_dir"] = str(_directory_cache(Path(spec["path"])))
     split = spec.get("split") or "train"
     where = f"{spec['path']}{'/' + spec['data_dir'] if spec.get('data_dir') else ''} [split {split}]"
     try:
         return where, datasets.load_dataset(spec["path"], split=split, **kwargs)
     except (FileNotFoundError, ValueError, datasets.exceptions.DatasetNotFoundError) as err:
         raise DataError(f"{where}: cannot load ({type(err).__name__}: {err})") from None
+
+
+def _directory_cache(root: Path) -> Path:
+    """A datasets cache of a hub-like directory's own, keyed by its files' names, sizes and
+    times: ``datasets`` keys its cache of such a directory by the directory's name and the
+    README's file patterns only, so two directories of one name (or an edited one) would
+    otherwise share stale cached splits."""
+    import hashlib
+
+    import datasets
+
+    digest = hashlib.sha256(str(root.resolve()).encode())
+    for path in sorted(p for p in root.rglob("*") if p.is_file() and ".cache" not in p.parts):
+        stat = path.stat()
+        digest.update(f"{path.relative_to(root)}:{stat.st_size}:{stat.st_mtime_ns}".encode())
+    return Path(datasets.config.HF_DATASETS_CACHE) / "podyn-local" / digest.hexdigest()[:16]
 
 
 def row_order(n_rows: int, seed: int, shuffle: bool) -> np.ndarray:
