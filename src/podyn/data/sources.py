@@ -94,9 +94,10 @@ def load_role(data: dict[str, Any], role: str, seed: int, render: Renderer | Non
         raise DataError(f"{where}: data.roles.{role}.start is {start} but the dataset has {len(order)} rows")
     picked = order[start:stop]
     mapped, dropped = [], Counter()
-    for index in picked.tolist():
+    selected = rows.select(picked) if hasattr(rows, "select") else [rows[i] for i in picked]  # one Arrow read, not one per row
+    for index, row in zip(picked.tolist(), selected):
         try:
-            mapped.append(map_row(rows[index], spec["format"], ROLE_KINDS[role], render))
+            mapped.append(map_row(row, spec["format"], ROLE_KINDS[role], render))
         except RowError as err:
             if data.get("on_bad_row", "error") == "error":
                 raise DataError(f"{where}: row {index + 1}: {err} (format {spec['format']})") from None
