@@ -224,3 +224,32 @@ def test_bpe_checkpoint_loads_like_a_hub_checkpoint(tmp_path, raw):
     ids = tokenizer(prompt, add_special_tokens=False).input_ids
     assert tokenizer.decode(ids) == prompt  # byte-level: lossless
     assert len(ids) > 40 and encode_prompt(tokenizer, prompt, 40) == ids[-40:]
+
+
+def test_reward_model_judge_compares_rewards(assets):
+    """judge.type reward_model: win/tie/loss by the judge model's scores, recomputed here with
+    the scalar head; a response as long as max_new_tokens loses missing_eos_penalty."""
+    import torch
+
+    from podyn.batching import encode_prompt, encode_response, prompt_response_batch
+    from podyn.judges import make_judge
+    from podyn.models import last_token_index, load_scalar_model, load_tokenizer, score_at
+
+    model_cfg = {"dtype": "float32", "attn_implementation": "eager"}
+    cfg = {"judge": {"type": "reward_model", "tie_margin": 0.0, "missing_eos_penalty": 0.0}, "model": model_cfg, "generation": {"max_new_tokens": 6}}
+    judge = make_judge(cfg, "unused", judge_model=assets["reward"])
+    tokenizer, model = load_tokenizer(assets["reward"]), load_scalar_model(assets["reward"], model_cfg).eval()
+    prompt = "\n\nHuman: reverse one two three\n\nAssistant:"
+
+    def score(response: str) -> float:
+        batch = prompt_response_batch([encode_prompt(tokenizer, prompt)], [encode_response(tokenizer, response)], tokenizer.pad_token_id)
+        with torch.no_grad():
+            return float(score_at(model, batch["input_ids"], batch["attention_mask"], last_token_index(batch["attention_mask"])))
+
+    a, b = " three two one", " one two"
+    assert judge.reward(prompt, a) == pytest.approx(score(a), abs=1e-6)
+    assert judge.compare(prompt, a, b) == float(score(a) > score(b)) and judge.compare(prompt, a, a) == 0.5
+    long = " one two three four five six"  # six tokens: cut at max_new_tokens, no EOS
+    penalised = make_judge({**cfg, "judge": {**cfg["judge"], "missing_eos_penalty": 2.5}}, "unused", judge_model=assets["reward"])
+    assert penalised.reward(prompt, long) == pytest.approx(score(long) - 2.5, abs=1e-6)
+    assert penalised.reward(prompt, a) == pytest.approx(score(a), abs=1e-6)

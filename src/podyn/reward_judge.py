@@ -25,6 +25,7 @@ class RewardModelJudge:
     name = "reward_model"
 
     def __init__(self, model_dir: str | Path, model_cfg: dict[str, Any], generation: dict[str, Any], tie_margin: float = 0.0, missing_eos_penalty: float = 1.0) -> None:
+        torch.set_num_threads(1)  # the judge rule is a one-core job
         self.tokenizer = load_tokenizer(model_dir)
         self.model = load_scalar_model(model_dir, model_cfg).eval()
         self.max_prompt_tokens = generation.get("max_prompt_tokens")
