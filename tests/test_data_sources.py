@@ -4,7 +4,6 @@ rows; chat-template rendering; Pythia-size checkpoints and the BPE tokenizer."""
 
 from __future__ import annotations
 
-import copy
 import gzip
 import io
 import json
@@ -177,7 +176,7 @@ def test_paper_config_reads_the_fixtures(fixtures, raw):
 
     out, manifest = fixtures
     paper = {**yaml.safe_load((REPO / "config.yaml").read_text()), **yaml.safe_load((REPO / "config" / "paper.yaml").read_text())}
-    data = copy.deepcopy(validate_config(paper, "config/paper.yaml")["data"])
+    data = validate_config(paper, "config/paper.yaml").data.model_dump()
     assert data["source"] == "hf"
     for role in data["roles"].values():
         if role:
@@ -217,7 +216,9 @@ def test_bpe_checkpoint_loads_like_a_hub_checkpoint(tmp_path, raw):
     texts.write_text("".join(json.dumps({"prompt": r["chosen"], "completion": r["rejected"]}) + "\n" for r in raw[:300]))
     build_checkpoint_dir({"size": "14m", "bpe_vocab_size": 1024, "overrides": {"vocab_size": 1024, "num_hidden_layers": 1}}, [texts], tmp_path / "ckpt", seed=0)
     tokenizer = load_tokenizer(tmp_path / "ckpt")
-    model = load_policy(tmp_path / "ckpt", {"dtype": "float32", "attn_implementation": "eager"})
+    from podyn.config import ModelConfig
+
+    model = load_policy(tmp_path / "ckpt", ModelConfig(attn_implementation="eager"))
     assert model.config.hidden_size == 128 and model.config.num_attention_heads == 4 and len(tokenizer) == 1024
     assert tokenizer.pad_token == "<|padding|>" and tokenizer.eos_token == "<|endoftext|>"
     prompt = raw[0]["chosen"]
@@ -235,9 +236,11 @@ def test_reward_model_judge_compares_rewards(assets):
     from podyn.judges import make_judge
     from podyn.models import last_token_index, load_scalar_model, load_tokenizer, score_at
 
-    model_cfg = {"dtype": "float32", "attn_implementation": "eager"}
-    cfg = {"judge": {"type": "reward_model", "tie_margin": 0.0, "missing_eos_penalty": 0.0}, "model": model_cfg, "generation": {"max_new_tokens": 6}}
-    judge = make_judge(cfg, "unused", judge_model=assets["reward"])
+    from podyn.config import GenerationConfig, JudgeConfig, ModelConfig
+
+    model_cfg, generation = ModelConfig(attn_implementation="eager"), GenerationConfig(max_new_tokens=6)
+    judge_cfg = JudgeConfig(type="reward_model", tie_margin=0.0, missing_eos_penalty=0.0)
+    judge = make_judge(judge_cfg, "unused", 0.2, assets["reward"], model_cfg, generation)
     tokenizer, model = load_tokenizer(assets["reward"]), load_scalar_model(assets["reward"], model_cfg).eval()
     prompt = "\n\nHuman: reverse one two three\n\nAssistant:"
 
@@ -250,6 +253,6 @@ def test_reward_model_judge_compares_rewards(assets):
     assert judge.reward(prompt, a) == pytest.approx(score(a), abs=1e-6)
     assert judge.compare(prompt, a, b) == float(score(a) > score(b)) and judge.compare(prompt, a, a) == 0.5
     long = " one two three four five six"  # six tokens: cut at max_new_tokens, no EOS
-    penalised = make_judge({**cfg, "judge": {**cfg["judge"], "missing_eos_penalty": 2.5}}, "unused", judge_model=assets["reward"])
+    penalised = make_judge(judge_cfg.model_copy(update={"missing_eos_penalty": 2.5}), "unused", 0.2, assets["reward"], model_cfg, generation)
     assert penalised.reward(prompt, long) == pytest.approx(score(long) - 2.5, abs=1e-6)
     assert penalised.reward(prompt, a) == pytest.approx(score(a), abs=1e-6)

@@ -11,8 +11,7 @@ import time
 from pathlib import Path
 from typing import Protocol
 
-import numpy as np
-
+from .config import JudgeConfig
 from .data.synthetic import gold_reward
 
 
@@ -127,26 +126,16 @@ def parse_choice(text: str) -> str:
     return "?"
 
 
-def make_judge(cfg: dict, cache_path: str | Path, length_penalty: float = 0.2, judge_model: str | Path | None = None) -> Judge:
-    judge_cfg = cfg["judge"]
-    if judge_cfg["type"] == "gold":
-        return GoldJudge(judge_cfg.get("tie_margin", 1e-9), length_penalty)
-    if judge_cfg["type"] == "reward_model":
+def make_judge(judge: JudgeConfig, cache_path: str | Path, length_penalty: float, judge_model: Path | None = None, model=None, generation=None) -> Judge:
+    """The judge of the config's ``judge`` section; ``length_penalty`` is the synthetic task's
+    (``data.synthetic.length_penalty``), used by the gold judge; ``judge_model`` (with the
+    ``model`` and ``generation`` sections) is the reward-model judge's directory."""
+    if judge.type == "gold":
+        return GoldJudge(judge.tie_margin, length_penalty)
+    if judge.type == "reward_model":
         from .reward_judge import RewardModelJudge
 
         if judge_model is None:
             raise JudgeError("judge.type is 'reward_model' but no judge model directory was given (--judge-model)")
-        return RewardModelJudge(judge_model, cfg["model"], cfg["generation"], judge_cfg.get("tie_margin", 0.0), judge_cfg.get("missing_eos_penalty", 1.0))
-    return OpenAIJudge(
-        judge_cfg["model"], cache_path, judge_cfg.get("base_url"), judge_cfg.get("api_key_env", "OPENAI_API_KEY"),
-        judge_cfg.get("max_retries", 5), judge_cfg.get("temperature", 0.0),
-    )
-
-
-def bootstrap_ci(scores: np.ndarray, samples: int = 2000, confidence: float = 0.95, seed: int = 0) -> tuple[float, float, float]:
-    """Mean of ``scores`` and its percentile-bootstrap confidence interval over prompts."""
-    scores = np.asarray(scores, dtype=float)
-    rng = np.random.default_rng(seed)
-    means = scores[rng.integers(len(scores), size=(samples, len(scores)))].mean(axis=1)
-    alpha = (1.0 - confidence) / 2
-    return float(scores.mean()), float(np.quantile(means, alpha)), float(np.quantile(means, 1 - alpha))
+        return RewardModelJudge(judge_model, model, generation, judge.tie_margin, judge.missing_eos_penalty)
+    return OpenAIJudge(judge.model, cache_path, judge.base_url, judge.api_key_env, judge.max_retries, judge.temperature)

@@ -96,7 +96,7 @@ def build_checkpoint(size: str, tokenizer: PreTrainedTokenizerBase, seed: int, o
 def build_checkpoint_dir(spec: dict[str, Any], text_files: list[Path], out: Path, seed: int) -> None:
     """``model.build_checkpoint``: train the tokenizer (or load ``spec['tokenizer']``), build
     the model, ``save_pretrained`` both into ``out``."""
-    from .pipeline import save_pretrained_atomic
+    from .io import save_pretrained_atomic
 
     if spec.get("tokenizer"):
         from transformers import AutoTokenizer
@@ -110,3 +110,17 @@ def build_checkpoint_dir(spec: dict[str, Any], text_files: list[Path], out: Path
     n_params = sum(p.numel() for p in model.parameters())
     print(f"Pythia-{spec['size']} architecture, {n_params / 1e6:.2f}M parameters, tokenizer of {len(tokenizer)} tokens -> {out}")
     save_pretrained_atomic(Path(out), model, tokenizer)
+
+
+def build_checkpoint_stage(cfg: Any, *, out: Path, text: list[Path] | None = None, size: str | None = None, tokenizer: str | None = None) -> None:
+    """Stage ``build-checkpoint``: ``model.build_checkpoint``, the flags overriding its size and tokenizer."""
+    from .config import ConfigError
+
+    built = cfg.model.build_checkpoint
+    spec = built.model_dump() if built is not None else {"bpe_vocab_size": 8192, "bpe_min_frequency": 2, "overrides": {}}
+    spec.update({k: v for k, v in (("size", size), ("tokenizer", tokenizer)) if v})
+    if not spec.get("size"):
+        raise ConfigError("build-checkpoint: no Pythia size (--size or model.build_checkpoint.size)")
+    if not spec.get("tokenizer") and not text:
+        raise ConfigError("build-checkpoint: --text (training text for the tokenizer) or --tokenizer is needed")
+    build_checkpoint_dir(spec, list(text or []), out, cfg.seed)

@@ -9,12 +9,15 @@ verdicts measure agreement with that model, not human preference."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import torch
 
 from .batching import encode_prompt, encode_response, prompt_response_batch
 from .models import last_token_index, load_scalar_model, load_tokenizer, score_at
+
+if TYPE_CHECKING:
+    from .config import GenerationConfig, ModelConfig
 
 
 class RewardModelJudge:
@@ -24,13 +27,13 @@ class RewardModelJudge:
 
     name = "reward_model"
 
-    def __init__(self, model_dir: str | Path, model_cfg: dict[str, Any], generation: dict[str, Any], tie_margin: float = 0.0, missing_eos_penalty: float = 1.0) -> None:
+    def __init__(self, model_dir: str | Path, model_cfg: "ModelConfig", generation: "GenerationConfig", tie_margin: float = 0.0, missing_eos_penalty: float = 1.0) -> None:
         torch.set_num_threads(1)  # the judge rule is a one-core job
         self.tokenizer = load_tokenizer(model_dir)
         self.model = load_scalar_model(model_dir, model_cfg).eval()
-        self.max_prompt_tokens = generation.get("max_prompt_tokens")
-        self.max_response_tokens = generation.get("max_response_tokens")
-        self.max_new_tokens = generation["max_new_tokens"]
+        self.max_prompt_tokens = generation.max_prompt_tokens
+        self.max_response_tokens = generation.max_response_tokens
+        self.max_new_tokens = generation.max_new_tokens
         self.tie_margin = tie_margin
         self.missing_eos_penalty = missing_eos_penalty
         self._scores: dict[tuple[str, str], float] = {}

@@ -1,5 +1,5 @@
 DATA_SPLITS = ["sft", "prefs_train", "prefs_heldout", "test"] + (
-    ["judge_prefs"] if config["data"]["source"] != "synthetic" and config["data"]["roles"].get("judge_prefs") else []
+    ["judge_prefs"] if CFG.data.source != "synthetic" and CFG.data.roles.judge_prefs is not None else []
 )
 
 
@@ -7,8 +7,7 @@ rule prepare_data:
     output:
         expand(f"{RESULTS}/data/{{split}}.jsonl", split=DATA_SPLITS),
     params:
-        # the model's tokenizer renders message lists only with data.render: chat_template
-        cfg=stage_config("seed", "data", *(["model"] if config["data"]["render"] == "chat_template" else [])),
+        cfg=stage_config("prepare-data"),
         out=f"{RESULTS}/data",
     log:
         f"{RESULTS}/logs/prepare_data.log",

@@ -6,9 +6,9 @@ rule sft_generations:
     output:
         f"{RESULTS}/eval/generations/sft.jsonl",
     params:
-        cfg=stage_config("model", "trainer", "generation"),
+        cfg=stage_config("generate"),
         data=f"{RESULTS}/data",
-    threads: config["threads"]
+    threads: CFG.threads
     log:
         f"{RESULTS}/logs/sft_generations.log",
     shell:
@@ -16,7 +16,7 @@ rule sft_generations:
         " --out {output} > {log} 2>&1"
 
 
-REWARD_MODEL_JUDGE = config["judge"]["type"] == "reward_model"
+REWARD_MODEL_JUDGE = CFG.judge.type == "reward_model"
 
 if REWARD_MODEL_JUDGE:
 
@@ -30,7 +30,7 @@ if REWARD_MODEL_JUDGE:
             model=directory(f"{RESULTS}/models/judge"),
             metrics=f"{RESULTS}/eval/judge_model.csv",
         params:
-            cfg=stage_config("seed", "model", "trainer", "generation", "reward_model", "winrate"),
+            cfg=stage_config("reward-model"),
             data=f"{RESULTS}/data",
             workdir=f"{RESULTS}/work/judge_model",
         threads: SERIAL_THREADS
@@ -50,10 +50,7 @@ rule judge:
         table=f"{RESULTS}/eval/judgements/{{run}}/seed{{seed}}.csv",
         scores=f"{RESULTS}/eval/judgements/{{run}}/seed{{seed}}_scores.csv",
     params:
-        cfg=stage_config(
-            "judge", "winrate", *(["model", "generation"] if REWARD_MODEL_JUDGE else []),
-            data={"synthetic": {"length_penalty": config["data"]["synthetic"]["length_penalty"]}},
-        ),
+        cfg=stage_config("judge"),
         judge_model=f"--judge-model {RESULTS}/models/judge" if REWARD_MODEL_JUDGE else "",
         cache=f"{RESULTS}/cache/judge/{{run}}_seed{{seed}}.jsonl",
     log:

@@ -1,4 +1,4 @@
-if config["model"]["build_checkpoint"]:
+if CFG.model.build_checkpoint is not None:
 
     rule local_checkpoint:
         """model.name_or_path built here (random Pythia-architecture weights, a BPE tokenizer
@@ -7,9 +7,9 @@ if config["model"]["build_checkpoint"]:
             f"{RESULTS}/data/sft.jsonl",
             f"{RESULTS}/data/prefs_train.jsonl",
         output:
-            directory(config["model"]["name_or_path"]),
+            directory(CFG.model.name_or_path),
         params:
-            cfg=stage_config("seed", "model"),
+            cfg=stage_config("build-checkpoint"),
         log:
             f"{RESULTS}/logs/local_checkpoint.log",
         shell:
@@ -19,11 +19,11 @@ if config["model"]["build_checkpoint"]:
 rule base_model:
     input:
         # a checkpoint built by local_checkpoint; a hub id or an existing directory needs nothing
-        [config["model"]["name_or_path"]] if config["model"]["build_checkpoint"] else [],
+        [CFG.model.name_or_path] if CFG.model.build_checkpoint is not None else [],
     output:
         directory(f"{RESULTS}/models/base"),
     params:
-        cfg=stage_config("seed", "data", "model"),
+        cfg=stage_config("base-model"),
     log:
         f"{RESULTS}/logs/base_model.log",
     shell:
@@ -37,7 +37,7 @@ rule sft:
     output:
         directory(f"{RESULTS}/models/sft"),
     params:
-        cfg=stage_config("seed", "model", "trainer", "generation", "sft"),
+        cfg=stage_config("sft"),
         data=f"{RESULTS}/data",
         workdir=f"{RESULTS}/work/sft",
     threads: SERIAL_THREADS
@@ -56,7 +56,7 @@ rule reward_model:
         model=directory(f"{RESULTS}/models/reward"),
         metrics=f"{RESULTS}/eval/reward_model.csv",
     params:
-        cfg=stage_config("seed", "model", "trainer", "generation", "reward_model", "winrate"),
+        cfg=stage_config("reward-model"),
         data=f"{RESULTS}/data",
         workdir=f"{RESULTS}/work/reward_model",
     threads: SERIAL_THREADS
@@ -74,7 +74,7 @@ rule reference_logps:
     output:
         f"{RESULTS}/cache/ref_logps.pt",
     params:
-        cfg=stage_config("model", "trainer", "generation", dpo={"batch_size": config["dpo"]["batch_size"]}),
+        cfg=stage_config("reference-logps"),
         data=f"{RESULTS}/data",
     threads: SERIAL_THREADS
     log:
