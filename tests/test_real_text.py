@@ -109,7 +109,7 @@ def test_paper_config_on_the_fixtures(tmp_path, env):
     small = tmp_path / "small.yaml"
     small.write_text(yaml.safe_dump(shrink))
     root = tmp_path / "results" / "paper"
-    targets = [str(root / "eval" / "reward_model.csv"), str(root / "eval" / "generations" / "sft.jsonl")]
+    targets = ["results/paper/eval/reward_model.csv", "results/paper/eval/generations/sft.jsonl"]  # relative to --directory
     run_or_fail(snakemake(tmp_path, [REPO / "config.yaml", REPO / "config" / "paper.yaml", small], *targets), env, tmp_path)
     log = (root / "logs" / "prepare_data.log").read_text()
     assert "ultrafeedback_binarized [split train_prefs]" in log and "hh-rlhf/helpful-base [split test]" in log
