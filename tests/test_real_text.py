@@ -27,7 +27,8 @@ SMALL_TRAINING = {
 
 
 def snakemake(workdir: Path, configfiles: list[Path], *args: str) -> list[str]:
-    return [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir), "--cores", "2", "--configfile", *map(str, configfiles), *args]
+    # targets first: --configfile takes every value after it
+    return [sys.executable, "-m", "snakemake", *args, "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir), "--cores", "2", "--configfile", *map(str, configfiles)]
 
 
 def run_or_fail(cmd: list[str], env: dict, workdir: Path) -> None:
