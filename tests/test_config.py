@@ -154,7 +154,7 @@ def test_cli_rejects_an_excerpt_with_a_bad_value(tmp_path, capsys):
     ]
     assert main(argv) == 2
     assert (
-        "podyn judge: error: --config: invalid value at 'judge.type': Input should be 'gold' or 'openai', got 'oracle'"
+        "podyn judge: error: --config: invalid value at 'judge.type': Input should be 'gold', 'openai' or 'reward_model', got 'oracle'"
         in capsys.readouterr().err
     )
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import gzip
+import io
 import json
 from pathlib import Path
 
@@ -15,7 +16,8 @@ import yaml
 from conftest import TINY_CONFIG, podyn_exe, run_cmd, write_config
 from podyn.config import ConfigError, load_config, validate_config
 from podyn.data import load_split
-from podyn.data.hh_rlhf import load_pairs, load_prompts, split_dialogue, split_pair
+from podyn.data.formats import split_dialogue, split_pair
+from podyn.data.sources import load_role
 from podyn.io import DataError, read_jsonl
 
 HH_TEST = Path(__file__).resolve().parents[2] / "shared" / "data" / "hh-rlhf" / "harmless-base-test.jsonl.gz"
@@ -107,17 +109,22 @@ def test_load_split_checks_rows(tmp_path):
     assert load_split(tmp_path, "test")["prompt"] == ["p1", "p2"]
 
 
+def _hh(path, role="prefs_train"):
+    data = {"source": "local", "path": str(path), "format": "hh_rlhf", "shuffle": False, "on_bad_row": "error", "roles": {role: {}}}
+    return load_role(data, role, seed=0, log=io.StringIO())
+
+
 def test_hh_rlhf_bad_rows(tmp_path):
     path = tmp_path / "hh.jsonl.gz"
     good = {"chosen": "\n\nHuman: hi\n\nAssistant: hello", "rejected": "\n\nHuman: hi\n\nAssistant: go away"}
     with gzip.open(path, "wt") as f:
         f.write(json.dumps(good) + "\n" + json.dumps({"chosen": "\n\nHuman: hi\n\nAssistant: a", "rejected": "\n\nHuman: bye\n\nAssistant: b"}) + "\n")
-    with pytest.raises(DataError, match="row 2: chosen and rejected share no prompt"):
-        load_pairs(path)
+    with pytest.raises(DataError, match="row 2: field 'rejected': chosen and rejected share no prompt"):
+        _hh(path)
     with gzip.open(path, "wt") as f:
         f.write(json.dumps(good) + "\n" + json.dumps({"chosen": "no turns here", "rejected": "x"}) + "\n")
     with pytest.raises(DataError, match="row 2"):
-        load_pairs(path)
+        _hh(path)
     assert split_dialogue(good["chosen"]) == ("\n\nHuman: hi\n\nAssistant:", " hello")
     # a response that contains a turn marker of its own stays in the response
     odd = "\n\nHuman: hi\n\nAssistant: hello Human: and?\n\nAssistant: more"
@@ -126,10 +133,19 @@ def test_hh_rlhf_bad_rows(tmp_path):
 
 @pytest.mark.skipif(not HH_TEST.exists(), reason=f"{HH_TEST} not present")
 def test_hh_rlhf_harmless_test_file():
-    pairs = load_pairs(HH_TEST)
-    assert len(pairs) == 2312
+    """Every row cut into prompt and responses; the few bad rows (an empty response, equal
+    responses) are reported as bad but still cut the same way."""
+    from podyn.data.formats import RowError, map_row
+
     raw = read_jsonl(HH_TEST)
-    assert len(raw) == 2312
+    pairs, bad = [], 0
+    for row in raw:
+        try:
+            pairs.append(map_row(row, "hh_rlhf", "pref"))
+        except RowError:
+            bad += 1
+            pairs.append(dict(zip(("prompt", "chosen", "rejected"), split_pair(row["chosen"], row["rejected"]))))
+    assert len(pairs) == 2312 and bad < 20
     for pair, row in zip(pairs, raw):
         assert pair["prompt"].endswith("\n\nAssistant:")
         assert pair["prompt"].startswith("\n\nHuman:")
@@ -138,8 +154,8 @@ def test_hh_rlhf_harmless_test_file():
         assert pair["prompt"] + pair["rejected"] == row["rejected"]
     # a few responses carry a turn marker of their own; the prompt still ends at the shared turn
     assert 0 < sum("\n\nAssistant:" in p["chosen"] + p["rejected"] for p in pairs) < 20
-    prompts = load_prompts(HH_TEST)
-    assert [p["prompt"] for p in prompts] == [p["prompt"] for p in pairs]
+    prompts = [map_row(row, "hh_rlhf", "prompt")["prompt"] for row in raw]
+    assert prompts == [p["prompt"] for p in pairs]
 
 
 # ----------------------------------------------------------------------------- command line

@@ -118,30 +118,85 @@ class SyntheticDataConfig(Section):
         return value
 
 
-class PaperDataConfig(Section):
-    """The paper setting's data (UltraFeedback for SFT and preferences, HH-RLHF helpfulness test prompts)."""
+DataFormat = Literal["trl_standard", "trl_conversational", "ultrafeedback_binarized", "hh_rlhf"]
 
-    prefs_dataset: str = Field(
-        "HuggingFaceH4/ultrafeedback_binarized", description="Hub dataset of SFT and preference splits."
+
+class DataRoleConfig(Section):
+    """One split's source (hf and local data); unset keys come from the data section's top level."""
+
+    path: str | None = Field(None, description="Dataset (hf) or file (local) of this role (null: data.path).")
+    name: str | None = Field(None, description="hf: the dataset's configuration name (null: data.name).")
+    data_dir: str | None = Field(None, description="hf: data_dir inside the dataset (null: data.data_dir).")
+    split: str | None = Field(None, description="hf: the dataset split (local files have one).")
+    format: DataFormat | None = Field(None, description="How rows map to prompt/chosen/rejected (null: data.format).")
+    start: int = Field(0, ge=0, description="First row taken (in the seeded order).")
+    n: int | None = Field(None, ge=1, description="Rows taken (null: all from start).")
+
+
+class DataRolesConfig(Section):
+    """Where each split comes from. The defaults are the paper's: UltraFeedback-binarized for SFT
+    and preferences, HH-RLHF helpful-base test prompts."""
+
+    sft: DataRoleConfig = Field(
+        default_factory=lambda: DataRoleConfig(path=UF, split="train_sft", format="ultrafeedback_binarized"),
+        description="SFT demonstrations (a preference format gives prompt + chosen).",
     )
-    sft_split: str = Field("train_sft", description="Split of the SFT demonstrations.")
-    prefs_split: str = Field("train_prefs", description="Split of the training preference pairs.")
-    heldout_split: str = Field("test_prefs", description="Split of the held-out preference pairs.")
-    test_path: str | None = Field(
-        None, description="A local HH-RLHF helpful-base test.jsonl(.gz); null loads test_dataset."
+    prefs_train: DataRoleConfig = Field(
+        default_factory=lambda: DataRoleConfig(path=UF, split="train_prefs", format="ultrafeedback_binarized"),
+        description="Preference pairs of DPO, the reward model and PPO's prompts.",
     )
-    test_dataset: str = Field("Anthropic/hh-rlhf", description="Hub dataset of the test prompts.")
-    test_data_dir: str = Field("helpful-base", description="Its subset.")
-    n_sft: int | None = Field(None, description="SFT demonstrations (null: all).")
-    n_pref_train: int | None = Field(None, description="Training preference pairs (null: all).")
-    n_pref_heldout: int = Field(1000, description="Held-out preference pairs.")
-    n_test: int = Field(500, description="Test prompts.")
+    prefs_heldout: DataRoleConfig = Field(
+        default_factory=lambda: DataRoleConfig(path=UF, split="test_prefs", format="ultrafeedback_binarized", n=1000),
+        description="Held-out pairs (reward-model accuracy).",
+    )
+    test: DataRoleConfig = Field(
+        default_factory=lambda: DataRoleConfig(
+            path="Anthropic/hh-rlhf", data_dir="helpful-base", split="test", format="hh_rlhf", n=500
+        ),
+        description="Evaluation prompts.",
+    )
+    judge_prefs: DataRoleConfig | None = Field(
+        None, description="Pairs of the reward-model judge (judge.type reward_model), disjoint from prefs_train."
+    )
+
+
+UF = "HuggingFaceH4/ultrafeedback_binarized"
 
 
 class DataConfig(Section):
-    source: Literal["synthetic", "paper"] = Field("synthetic", description="The synthetic task, or the paper's data.")
+    source: Literal["synthetic", "hf", "local"] = Field(
+        "synthetic",
+        description="synthetic: the embedded task; hf: datasets.load_dataset (hub id or hub-like directory); "
+        "local: your JSON-lines or Parquet files.",
+    )
     synthetic: SyntheticDataConfig = Field(default_factory=SyntheticDataConfig)
-    paper: PaperDataConfig = Field(default_factory=PaperDataConfig)
+    path: str | None = Field(
+        None,
+        description="hf: a dataset that datasets.load_dataset accepts (hub id or a directory laid out like a hub "
+        "repo); local: a JSON-lines (.jsonl, .jsonl.gz) or Parquet file. Each role may set its own.",
+    )
+    name: str | None = Field(None, description="hf: the dataset's configuration name.")
+    data_dir: str | None = Field(None, description="hf: the data_dir inside the dataset (helpful-base of Anthropic/hh-rlhf).")
+    format: DataFormat | None = Field(None, description="How rows map to prompt/chosen/rejected (src/podyn/data/formats.py).")
+    render: Literal["paper", "chat_template"] = Field(
+        "paper",
+        description="[choice] message lists as '\\n\\nHuman: ...\\n\\nAssistant:' (the paper's), or by the chat "
+        "template of chat_template_from.",
+    )
+    chat_template_from: str | None = Field(
+        None, description="Tokenizer (hub id or directory) whose chat template renders messages; null: model.name_or_path."
+    )
+    on_bad_row: Literal["error", "drop"] = Field(
+        "error",
+        description="A bad row (missing field, empty response, chosen == rejected, malformed message list) stops with "
+        "an error naming file, row and field, or is dropped and counted in the log.",
+    )
+    shuffle: bool = Field(
+        True,
+        description="Read every dataset in one order seeded by `seed` before taking each role's rows (roles on one "
+        "dataset with disjoint start/n get disjoint rows).",
+    )
+    roles: DataRolesConfig = Field(default_factory=DataRolesConfig)
 
 
 # ----------------------------------------------------------------------------- models and training
@@ -164,15 +219,35 @@ class ArchConfig(Section):
     )
 
 
+class BuildCheckpointConfig(Section):
+    size: Literal["14m", "31m", "70m", "160m", "410m", "1b", "1.4b", "2.8b", "6.9b", "12b"] = Field(
+        description="Pythia size whose architecture hyper-parameters are used."
+    )
+    tokenizer: str | None = Field(
+        None, description="A tokenizer (hub id or directory) to use; null trains a byte-level BPE on the training text."
+    )
+    bpe_vocab_size: int = Field(8192, ge=1, description="Vocabulary of the trained BPE tokenizer.")
+    bpe_min_frequency: int = Field(2, ge=1, description="Least frequency of a BPE merge.")
+    overrides: dict[str, Any] = Field(
+        default_factory=dict, description="GPTNeoXConfig keys replacing the size's values (vocab_size, num_hidden_layers)."
+    )
+
+
 class ModelConfig(Section):
     init: Literal["scratch", "pretrained"] = Field(
-        "scratch", description="Build a tiny model, or load `name_or_path`."
+        "scratch", description="Build a tiny model, or load `name_or_path` (a hub id or an HF model directory)."
     )
     name_or_path: str = Field("EleutherAI/pythia-2.8b", description="Hub name or local path of a pretrained model.")
     arch: ArchConfig = Field(default_factory=ArchConfig)
     dtype: Literal["float32", "bfloat16", "float16", "float64"] = Field("float32", description="Parameter dtype.")
     attn_implementation: Literal["eager", "sdpa", "flash_attention_2"] = Field(
         "eager", description="transformers' attention kernel."
+    )
+    build_checkpoint: BuildCheckpointConfig | None = Field(
+        None,
+        description="Build model.name_or_path before base_model (the local_checkpoint rule): a randomly initialised "
+        "Pythia-architecture GPT-NeoX and a tokenizer, saved as an HF model directory that model.init pretrained "
+        "then loads like a hub checkpoint.",
     )
 
 
@@ -392,10 +467,14 @@ class RunConfig(Section):
 class JudgeConfig(Section):
     """Who judges win rates against the SFT model (method.md §6; README: "The LLM judge")."""
 
-    type: Literal["gold", "openai"] = Field(
+    type: Literal["gold", "openai", "reward_model"] = Field(
         "gold",
         description="gold: the synthetic task's known reward; "
-        "openai: an LLM behind any OpenAI-compatible chat-completions endpoint.",
+        "openai: an LLM behind any OpenAI-compatible chat-completions endpoint; "
+        "reward_model: a separate reward model trained on data.roles.judge_prefs (a proxy for human judgement).",
+    )
+    missing_eos_penalty: float = Field(
+        1.0, ge=0, description="Reward-model judge: subtracted from the score of a response cut at max_new_tokens."
     )
     tie_margin: float = Field(1.0e-9, ge=0, description="Gold judge: |r*(a) - r*(b)| <= margin is a tie.")
     model: str = Field("gpt-4", description="LLM judge's model name.")
@@ -632,6 +711,10 @@ class Config(Section):
         for name in self.select or []:
             if name not in self.runs:
                 raise KeyPathError("select", f"run {name!r} is not defined under 'runs'")
+        if self.judge.type == "reward_model" and (self.data.source == "synthetic" or self.data.roles.judge_prefs is None):
+            raise KeyPathError("judge.type", "'reward_model' needs data.roles.judge_prefs (hf or local data)")
+        if self.model.build_checkpoint is not None and self.model.init != "pretrained":
+            raise KeyPathError("model.build_checkpoint", "the built checkpoint is loaded by model.init 'pretrained'")
         return self
 
 

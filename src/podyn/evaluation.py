@@ -39,6 +39,7 @@ def judge_run(
     out: Path,
     cache: Path,
     scores_out: Path | None = None,
+    judge_model: Path | None = None,
 ) -> pd.DataFrame:
     """Win rate of every judged step of a run against the SFT baseline's responses.
 
@@ -46,9 +47,10 @@ def judge_run(
     judge gave no valid answer (method.md §6); the job fails if the invalid share exceeds
     ``judge.max_invalid_fraction``. The per-prompt scores (1 win, 0.5 tie, 0 loss, or a
     probability; empty when invalid) and length differences go to ``scores_out`` for paired
-    comparisons and the tables. Every comparison of the run is handed to the judge at once, so
+    comparisons and the tables; ``judge_model`` is the reward-model judge's directory. Every
+    comparison of the run is handed to the judge at once, so
     an LLM judge can keep ``judge.concurrency`` requests in flight across steps."""
-    judge = make_judge(cfg, cache)
+    judge = make_judge(cfg, cache, judge_model)
     base = {row["prompt_index"]: row for row in read_jsonl(baseline, GENERATION_FIELDS)}
     rows = sorted(read_jsonl(generations, GENERATION_FIELDS), key=lambda r: (r["step"], r["prompt_index"]))
     for r in rows:

@@ -2,7 +2,7 @@
 loss 0 (or, for a weighted judge, the probability that the method's response is preferred).
 
 Judge types are plugged in by name (``judge.type``) through :data:`JUDGE_TYPES`: a class with
-``from_config(cfg, cache_path)`` (``cfg``: the judge stage's typed config excerpt) and
+``from_config(cfg, cache_path, judge_model)`` (``cfg``: the judge stage's typed config excerpt) and
 ``judge(comparisons)``; a new type is one class and one line here (plus its name in
 ``JudgeConfig.type``). The gold judge uses the synthetic
 task's known reward and is defined here; the LLM judge is :class:`podyn.llm_judge.OpenAIJudge`.
@@ -43,6 +43,7 @@ class Judge(Protocol):
 JUDGE_TYPES: dict[str, str] = {
     "gold": "podyn.judges:GoldJudge",
     "openai": "podyn.llm_judge:OpenAIJudge",
+    "reward_model": "podyn.reward_judge:RewardModelJudge",
 }
 
 
@@ -54,7 +55,7 @@ class GoldJudge:
         self.length_penalty = length_penalty
 
     @classmethod
-    def from_config(cls, cfg: Any, cache_path: str | Path | None = None) -> "GoldJudge":
+    def from_config(cls, cfg: Any, cache_path: str | Path | None = None, judge_model: Any = None) -> "GoldJudge":
         return cls(cfg.judge.tie_margin, cfg.data.synthetic.length_penalty)
 
     def reward(self, prompt: str, response: str) -> float:
@@ -68,11 +69,12 @@ class GoldJudge:
         return [self.compare(c.prompt, c.response, c.baseline) for c in comparisons]
 
 
-def make_judge(cfg: Any, cache_path: str | Path) -> Judge:
-    """The judge named by ``cfg.judge.type``; ``cache_path`` is this job's answer file. ``cfg``
-    is a :class:`podyn.config.Config` or the judge stage's excerpt of it."""
+def make_judge(cfg: Any, cache_path: str | Path, judge_model: str | Path | None = None) -> Judge:
+    """The judge named by ``cfg.judge.type``; ``cache_path`` is this job's answer file and
+    ``judge_model`` a trained judge's directory (``judge.type: reward_model``). ``cfg`` is a
+    :class:`podyn.config.Config` or the judge stage's excerpt of it."""
     kind = cfg.judge.type
     if kind not in JUDGE_TYPES:
         raise JudgeError(f"judge.type: unknown judge {kind!r}; known: {sorted(JUDGE_TYPES)}")
     module, cls = JUDGE_TYPES[kind].split(":")
-    return getattr(importlib.import_module(module), cls).from_config(cfg, cache_path)
+    return getattr(importlib.import_module(module), cls).from_config(cfg, cache_path, judge_model)

@@ -200,7 +200,7 @@ class OpenAIJudge:
         self.events: Counter[str] = Counter()
 
     @classmethod
-    def from_config(cls, cfg: Any, cache_path: str | Path) -> "OpenAIJudge":
+    def from_config(cls, cfg: Any, cache_path: str | Path, judge_model: Any = None) -> "OpenAIJudge":
         return cls(cfg.judge, cache_path)
 
     # ------------------------------------------------------------------ requests and keys

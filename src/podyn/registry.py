@@ -104,9 +104,22 @@ STAGES: dict[str, Stage] = {
         Stage(
             "prepare-data",
             "podyn.stages.prepare_data:prepare_data",
-            "Generate (synthetic) or load (paper) every data split as JSON lines.",
-            reads=("seed", "data"),
+            "Generate (synthetic) or load (hf, local) every data split as JSON lines.",
+            reads=("seed", "data", "model.name_or_path"),  # the model's chat template, with data.render chat_template
             args=(Arg("--out", "output directory of the splits"),),
+        ),
+        Stage(
+            "build-checkpoint",
+            "podyn.pythia:build_checkpoint_stage",
+            "A random Pythia-architecture model and a locally trained BPE tokenizer, saved as an HF model directory.",
+            reads=("seed", "model.build_checkpoint"),
+            torch=True,
+            args=(
+                Arg("--text", "prepared JSON-lines splits whose text trains the tokenizer", "paths", required=False),
+                Arg("--size", "Pythia size (14m ... 12b); default model.build_checkpoint.size", "str", required=False),
+                Arg("--tokenizer", "use this tokenizer instead of training one", "str", required=False),
+                Arg("--out", "output model directory"),
+            ),
         ),
         Stage(
             "base-model",
@@ -141,6 +154,7 @@ STAGES: dict[str, Stage] = {
                 Arg("--out", "output model directory"),
                 Arg("--metrics", "output CSV of held-out accuracy"),
                 Arg("--workdir", "work directory (Lightning checkpoints; a rerun resumes from it)"),
+                Arg("--split", "pairs to train on: prefs_train (default) or judge_prefs (the judge)", "str", required=False),
             ),
         ),
         Stage(
@@ -214,7 +228,7 @@ STAGES: dict[str, Stage] = {
             "judge",
             "podyn.evaluation:judge_run",
             "Judge a run's responses against the SFT model's, per judged step.",
-            reads=("judge", "winrate", "data.synthetic.length_penalty"),
+            reads=("judge", "winrate", "data.synthetic.length_penalty", *MODEL_KEYS),  # the model's: reward_model judge
             args=(
                 RUN,
                 SEED,
@@ -223,6 +237,7 @@ STAGES: dict[str, Stage] = {
                 Arg("--out", "output CSV of win rates"),
                 Arg("--scores-out", "output CSV of per-prompt scores", required=False),
                 Arg("--cache", "this job's file of the experiment-wide judge cache (every *.jsonl beside it is read)"),
+                Arg("--judge-model", "judge.type reward_model: the judge's model directory", required=False),
             ),
         ),
         Stage(

@@ -31,13 +31,14 @@ def peak_memory_mb() -> float:
 
 @contextmanager
 def stage_resources(name: str) -> Iterator[None]:
-    start, start_tokens = time.perf_counter(), _tokens
+    start, start_tokens, start_cpu = time.perf_counter(), _tokens, time.process_time()
     yield
     target = os.environ.get("PODYN_STATS_DIR")
     if not target:
         return
     wall = time.perf_counter() - start
-    record = {"stage": name, "wall_s": wall, "tokens": _tokens - start_tokens, "tokens_per_s": (_tokens - start_tokens) / wall if wall else 0.0, "peak_rss_mb": peak_memory_mb()}
+    # CPU seconds of this process (all its threads): on a shared machine, the load-independent cost
+    record = {"stage": name, "wall_s": wall, "cpu_s": time.process_time() - start_cpu, "tokens": _tokens - start_tokens, "tokens_per_s": (_tokens - start_tokens) / wall if wall else 0.0, "peak_rss_mb": peak_memory_mb()}
     try:
         import torch
 

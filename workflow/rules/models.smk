@@ -1,4 +1,25 @@
+if CFG.model.build_checkpoint is not None:
+
+    rule local_checkpoint:
+        """model.name_or_path built here (random Pythia-architecture weights, a BPE tokenizer
+        trained on the prepared training text) and then loaded like a hub checkpoint."""
+        input:
+            f"{RESULTS}/data/sft.jsonl",
+            f"{RESULTS}/data/prefs_train.jsonl",
+        output:
+            directory(CFG.model.name_or_path),
+        params:
+            cfg=stage_config("build-checkpoint"),
+        log:
+            f"{RESULTS}/logs/local_checkpoint.log",
+        shell:
+            "podyn build-checkpoint --config {params.cfg:q} --text {input} --out {output} > {log} 2>&1"
+
+
 rule base_model:
+    input:
+        # a checkpoint built by local_checkpoint; a hub id or an existing directory needs nothing
+        [CFG.model.name_or_path] if CFG.model.build_checkpoint is not None else [],
     output:
         directory(f"{RESULTS}/models/base"),
     params:

@@ -17,6 +17,7 @@ SPLIT_FIELDS = {
     "prefs_train": {"prompt": str, "chosen": str, "rejected": str},
     "prefs_heldout": {"prompt": str, "chosen": str, "rejected": str},
     "test": {"prompt": str},
+    "judge_prefs": {"prompt": str, "chosen": str, "rejected": str},
 }
 
 

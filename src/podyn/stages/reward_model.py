@@ -20,19 +20,22 @@ from ..training.loader import resumable_loader
 from ..training.reward import RewardModule, pairwise_hits
 
 
-def reward_model(cfg: Config, *, data: Path, sft: Path, out: Path, metrics: Path, workdir: Path) -> None:
+def reward_model(cfg: Config, *, data: Path, sft: Path, out: Path, metrics: Path, workdir: Path, split: str | None = None) -> None:
+    """Trained on ``split`` (default ``prefs_train``, for PPO; ``judge_prefs`` for the
+    reward-model judge); accuracy on ``prefs_heldout``."""
+    split = split or "prefs_train"
     settings = {
         "seed": cfg.seed,
         **{k: getattr(cfg, k).model_dump(mode="json") for k in ("model", "trainer", "generation", "reward_model")},
     }
-    prepare_workdir(workdir, settings, [Path(data) / "prefs_train.jsonl", sft])
+    prepare_workdir(workdir, settings, [Path(data) / f"{split}.jsonl", sft])
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     tokenizer = load_tokenizer(sft)
     model = load_scalar_model(sft, cfg.model)
     gen = cfg.generation
     collate = pair_collator(tokenizer, gen.max_prompt_tokens, gen.max_response_tokens)
     rm_cfg = cfg.reward_model
-    prefs = data_mod.load_split(data, "prefs_train")
+    prefs = data_mod.load_split(data, split)
     loader = resumable_loader(prefs, rm_cfg.batch_size, rm_cfg.max_steps, collate, cfg.seed, "reward_model.batch_size")
     trainer = make_trainer(
         Path(workdir), cfg.trainer, rm_cfg.max_steps, wrap_layers=layer_classes(model), max_grad_norm=rm_cfg.max_grad_norm

@@ -1,0 +1,130 @@
+"""One loader path for real preference data: ``data.source: hf`` (anything that
+``datasets.load_dataset`` accepts: a hub id, or a local directory laid out like a hub repo)
+and ``data.source: local`` (the user's JSON lines or Parquet files). Each role (``sft``,
+``prefs_train``, ``prefs_heldout``, ``test``, and ``judge_prefs`` for the reward-model
+judge) names its dataset, split and row range; rows are mapped by :mod:`.formats`.
+
+Roles that read the same dataset and split see it in one seeded order, so disjoint
+``start``/``n`` ranges give disjoint rows. A bad row raises :class:`~podyn.io.DataError`
+naming the file (or dataset and split), the row and the field, or, with
+``on_bad_row: drop``, is left out and counted in the log.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from ..io import DataError, read_jsonl
+from .formats import Renderer, RowError, map_row
+
+ROLE_KINDS = {"sft": "sft", "prefs_train": "pref", "prefs_heldout": "pref", "test": "prompt", "judge_prefs": "pref"}
+ROLE_KEYS = ("path", "name", "data_dir", "split", "format")
+
+
+def role_spec(data: dict[str, Any], role: str) -> dict[str, Any]:
+    """The role's settings, the data section's top-level keys filling what the role leaves out."""
+    spec = dict(data["roles"].get(role) or {})
+    for key in ROLE_KEYS:
+        if spec.get(key) is None:
+            spec[key] = data.get(key)
+    if not spec.get("path"):
+        raise DataError(f"data.roles.{role}: no 'path' (set data.path or data.roles.{role}.path)")
+    if not spec.get("format"):
+        raise DataError(f"data.roles.{role}: no 'format' (set data.format or data.roles.{role}.format)")
+    return spec
+
+
+def read_rows(source: str, spec: dict[str, Any]) -> tuple[str, Sequence[dict]]:
+    """(where, rows) of a role's dataset: ``where`` names it in error messages."""
+    if source == "local":
+        path = Path(spec["path"])
+        if not path.exists():
+            raise DataError(f"{path}: file not found")
+        if path.name.endswith((".parquet", ".pq")):
+            import datasets
+
+            return str(path), datasets.load_dataset("parquet", data_files=str(path), split="train")
+        return str(path), read_jsonl(path)
+    import datasets
+
+    kwargs = {k: spec[k] for k in ("name", "data_dir") if spec.get(k)}
+    if Path(spec["path"]).is_dir():
+        kwargs["cache_dir"] = str(_directory_cache(Path(spec["path"])))
+    split = spec.get("split") or "train"
+    where = f"{spec['path']}{'/' + spec['data_dir'] if spec.get('data_dir') else ''} [split {split}]"
+    try:
+        return where, datasets.load_dataset(spec["path"], split=split, **kwargs)
+    except (FileNotFoundError, ValueError, datasets.exceptions.DatasetNotFoundError) as err:
+        raise DataError(f"{where}: cannot load ({type(err).__name__}: {err})") from None
+
+
+def _directory_cache(root: Path) -> Path:
+    """A datasets cache of a hub-like directory's own, keyed by its files' names, sizes and
+    times: ``datasets`` keys its cache of such a directory by the directory's name and the
+    README's file patterns only, so two directories of one name (or an edited one) would
+    otherwise share stale cached splits."""
+    import hashlib
+
+    import datasets
+
+    digest = hashlib.sha256(str(root.resolve()).encode())
+    for path in sorted(p for p in root.rglob("*") if p.is_file() and ".cache" not in p.parts):
+        stat = path.stat()
+        digest.update(f"{path.relative_to(root)}:{stat.st_size}:{stat.st_mtime_ns}".encode())
+    return Path(datasets.config.HF_DATASETS_CACHE) / "podyn-local" / digest.hexdigest()[:16]
+
+
+def row_order(n_rows: int, seed: int, shuffle: bool) -> np.ndarray:
+    return np.random.default_rng(seed).permutation(n_rows) if shuffle else np.arange(n_rows)
+
+
+def load_role(data: dict[str, Any], role: str, seed: int, render: Renderer | None = None, log=sys.stderr) -> list[dict]:
+    """The mapped rows of one role: ``n`` rows from ``start`` in the seeded order."""
+    spec = role_spec(data, role)
+    where, rows = read_rows(data["source"], spec)
+    order = row_order(len(rows), seed, data.get("shuffle", True))
+    start = spec.get("start") or 0
+    stop = len(order) if spec.get("n") is None else start + spec["n"]
+    if start >= len(order):
+        raise DataError(f"{where}: data.roles.{role}.start is {start} but the dataset has {len(order)} rows")
+    picked = order[start:stop]
+    mapped, dropped = [], Counter()
+    selected = rows.select(picked) if hasattr(rows, "select") else [rows[i] for i in picked]  # one Arrow read, not one per row
+    for index, row in zip(picked.tolist(), selected):
+        try:
+            mapped.append(map_row(row, spec["format"], ROLE_KINDS[role], render))
+        except RowError as err:
+            if data.get("on_bad_row", "error") == "error":
+                raise DataError(f"{where}: row {index + 1}: {err} (format {spec['format']})") from None
+            dropped[f"field '{err.field}': {err.reason}"] += 1
+    kept = f"{role}: {len(mapped)} rows from {where} (format {spec['format']}, rows {start}..{start + len(picked)} of {len(order)})"
+    print(kept + (f", dropped {sum(dropped.values())} bad rows: {dict(dropped)}" if dropped else ""), file=log)
+    if not mapped:
+        raise DataError(f"{where}: no usable rows for role '{role}'")
+    return mapped
+
+
+def chat_renderer(data: dict[str, Any], model: dict[str, Any] | None) -> Renderer:
+    """The paper's dialogue rendering, or (``render: chat_template``) the chat template of
+    ``chat_template_from`` (default: the model's ``name_or_path``)."""
+    if data.get("render", "paper") == "paper":
+        return Renderer()
+    from transformers import AutoTokenizer
+
+    name = data.get("chat_template_from") or (model or {}).get("name_or_path")
+    tokenizer = AutoTokenizer.from_pretrained(name)
+    if not tokenizer.chat_template:
+        raise DataError(f"data.render is 'chat_template' but the tokenizer of {name} has no chat template")
+    return Renderer(tokenizer)
+
+
+def load_splits(data: dict[str, Any], seed: int, model: dict[str, Any] | None = None) -> dict[str, list[dict]]:
+    """Every configured role's rows (``judge_prefs`` only when it is configured)."""
+    render = chat_renderer(data, model)
+    roles = [r for r in ROLE_KINDS if r != "judge_prefs" or data["roles"].get("judge_prefs")]
+    return {role: load_role(data, role, seed, render) for role in roles}
