@@ -4,6 +4,8 @@ rows; chat-template rendering; Pythia-size checkpoints and the BPE tokenizer."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import gzip
 import io
 import json
@@ -240,7 +242,10 @@ def test_reward_model_judge_compares_rewards(assets):
 
     model_cfg, generation = ModelConfig(attn_implementation="eager"), GenerationConfig(max_new_tokens=6)
     judge_cfg = JudgeConfig(type="reward_model", tie_margin=0.0, missing_eos_penalty=0.0)
-    judge = make_judge(judge_cfg, "unused", 0.2, assets["reward"], model_cfg, generation)
+    def cfg(judge):  # the judge stage's typed excerpt: judge, model and generation sections
+        return SimpleNamespace(judge=judge, model=model_cfg, generation=generation)
+
+    judge = make_judge(cfg(judge_cfg), "unused", assets["reward"])
     tokenizer, model = load_tokenizer(assets["reward"]), load_scalar_model(assets["reward"], model_cfg).eval()
     prompt = "\n\nHuman: reverse one two three\n\nAssistant:"
 
@@ -253,6 +258,6 @@ def test_reward_model_judge_compares_rewards(assets):
     assert judge.reward(prompt, a) == pytest.approx(score(a), abs=1e-6)
     assert judge.compare(prompt, a, b) == float(score(a) > score(b)) and judge.compare(prompt, a, a) == 0.5
     long = " one two three four five six"  # six tokens: cut at max_new_tokens, no EOS
-    penalised = make_judge(judge_cfg.model_copy(update={"missing_eos_penalty": 2.5}), "unused", 0.2, assets["reward"], model_cfg, generation)
+    penalised = make_judge(cfg(judge_cfg.model_copy(update={"missing_eos_penalty": 2.5})), "unused", assets["reward"])
     assert penalised.reward(prompt, long) == pytest.approx(score(long) - 2.5, abs=1e-6)
     assert penalised.reward(prompt, a) == pytest.approx(score(a), abs=1e-6)
