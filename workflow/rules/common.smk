@@ -22,7 +22,18 @@ os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get(
 RESULTS = f"{config['results_dir']}/{config['experiment']}"
 RUNS = selected_runs(config)
 SEEDS = config["seeds"]
-SERIAL_THREADS = min(workflow.cores, 8)  # stages with nothing beside them in the DAG
+
+
+def on_a_cluster() -> bool:
+    """True in a cluster run and in its jobs. A cluster executor sets `--jobs` (the nodes resource) and needs
+    no --cores; Snakemake runs each cluster job in remote mode."""
+    return workflow.remote_exec or workflow.resource_settings.nodes is not None
+
+
+# Stages with nothing beside them in the DAG take every local core (up to 8). On a cluster they take
+# `threads` like every other stage, the same in the submitting process and in the job (the plugin asks
+# Slurm for that many CPUs per task; workflow.cores is unset there, or the node's CPU count in the job).
+SERIAL_THREADS = config["threads"] if on_a_cluster() else min(workflow.cores, 8)
 
 
 wildcard_constraints:
