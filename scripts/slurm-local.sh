@@ -25,6 +25,9 @@ STATE="${PODYN_SLURM_DIR:-/tmp/podyn-slurm}"
 CONF="$STATE/slurm.conf"
 SYSTEM_CONF=/etc/slurm/slurm.conf
 MARKER="# written by scripts/slurm-local.sh"
+# munged runs as the munge user, which may not enter $STATE (a 0700 test directory, say): its pid file
+# lives in its own run directory, under a name of ours (written only when this script starts munged)
+MUNGED_PID=/run/munge/podyn-munged.pid
 NODE="$(hostname -s)"
 PACKAGES=(slurmctld slurmd slurm-client munge)
 
@@ -111,8 +114,7 @@ start_munge() {
   mkdir -p /run/munge /var/lib/munge /var/log/munge
   chown munge:munge /run/munge /var/lib/munge /var/log/munge
   chmod 755 /run/munge
-  touch "$STATE/munged.pid" && chown munge:munge "$STATE/munged.pid"
-  runuser -u munge -- munged --pid-file="$STATE/munged.pid"
+  runuser -u munge -- munged --pid-file="$MUNGED_PID"
   for _ in $(seq 50); do
     munge -n 2>/dev/null | unmunge >/dev/null 2>&1 && return
     sleep 0.1
@@ -177,7 +179,7 @@ down() {
   # slurmd first, so that it does not outlive its controller and retry forever
   stop_pidfile slurmd "$STATE/slurmd.pid"
   stop_pidfile slurmctld "$STATE/slurmctld.pid"
-  stop_pidfile munged "$STATE/munged.pid"
+  stop_pidfile munged "$MUNGED_PID"
   if [ -L "$SYSTEM_CONF" ] && [ "$(readlink "$SYSTEM_CONF")" = "$CONF" ]; then
     rm -f "$SYSTEM_CONF"
   fi

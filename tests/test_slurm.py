@@ -18,14 +18,13 @@ import re
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import yaml
+import torch
 
 from conftest import REPO, TINY_CONFIG, run_cmd, snakemake, write_config
 
@@ -39,6 +38,7 @@ SUBMITTED = re.compile(r"Job (\d+) has been submitted with SLURM jobid (\d+) \(l
 # directories (checkpoints), PDFs (their creation date)
 VOLATILE_DIRS = ("logs", "work")
 VOLATILE_SUFFIXES = (".pdf",)
+TEXT_SUFFIXES = (".json", ".jsonl", ".csv", ".md", ".tex")
 # torch's results depend on its thread count: the Slurm run gives the stages that take every local core in a
 # local run (SERIAL_THREADS, 2 in the local run) the same count
 LOCAL_RUN_THREADS = ("--set-threads", "sft=2", "reward_model=2", "reference_logps=2")
@@ -83,13 +83,15 @@ def local_overlay() -> dict[str, str]:
     return dict(line.split("=", 1) for line in lines if line.strip() and not line.startswith("#"))
 
 
-def slurm_snakemake(workdir: Path, results: Path, *args: str, configfile: Path = TINY_CONFIG) -> list[str]:
+def slurm_snakemake(workdir: Path, results: Path, *args: str, targets: list[str] = (),
+                    configfile: Path = TINY_CONFIG) -> list[str]:
     """A Snakemake run through the Slurm profile with the local overlay; test-speed status checks; Slurm
-    logs kept, so that every job's log shows it ran under sbatch."""
+    logs kept, so that every job's log shows it ran under sbatch. (Targets follow a one-value option: after
+    --config or --allowed-rules they would be read as more of their values.)"""
     return [
         "timeout", "-s", "INT", "-k", "30", str(RUN_TIMEOUT),
-        *snakemake(workdir, "--workflow-profile", str(PROFILE), "--config", f"results_dir={results}",
-                   "--slurm-init-seconds-before-status-checks", "2", "--latency-wait", "5",
+        *snakemake(workdir, "--workflow-profile", str(PROFILE), "--latency-wait", "5", *targets,
+                   "--config", f"results_dir={results}", "--slurm-init-seconds-before-status-checks", "2",
                    "--slurm-keep-successful-logs", *args, configfile=configfile),
     ]  # fmt: skip
 
@@ -121,8 +123,21 @@ def result_files(root: Path) -> list[Path]:
     return sorted(f for f in files if f.parts[0] not in VOLATILE_DIRS and f.suffix not in VOLATILE_SUFFIXES)
 
 
+def same_content(got: Path, expected: Path, got_root: Path, expected_root: Path) -> bool:
+    """Byte for byte, except for what names the run's own directory: text files may name paths under their
+    results directory (checkpoints.json does), and torch archives name their (temporary) file inside."""
+    if got.suffix == ".pt":
+        a, b = torch.load(got, weights_only=False), torch.load(expected, weights_only=False)
+        return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    if got.suffix in TEXT_SUFFIXES:
+        return got.read_text().replace(str(got_root), "<results>") == expected.read_text().replace(
+            str(expected_root), "<results>")
+    return filecmp.cmp(got, expected, shallow=False)
+
+
 def assert_same_files(got: Path, expected: Path, files: list[Path]) -> None:
-    differ = [str(f) for f in files if not filecmp.cmp(got / f, expected / f, shallow=False)]
+    """``got`` and ``expected``: two results directories (``results_dir``); ``files`` relative to them."""
+    differ = [str(f) for f in files if not same_content(got / f, expected / f, got, expected)]
     assert not differ, f"differ from the reference run: {differ}"
 
 
@@ -142,6 +157,7 @@ def test_every_job_runs_through_its_own_sbatch(slurm, slurm_e2e):
     workdir, _, log = slurm_e2e
     expected = job_stats(log)
     expected.pop("all")  # the target rule runs no command: Snakemake finishes it itself
+    expected.pop("total")
     jobs = submitted(log)
     # one sbatch per Snakemake job, each with its own Slurm job
     assert len(jobs) == sum(expected.values()), (len(jobs), expected)
@@ -160,13 +176,13 @@ def test_every_job_runs_through_its_own_sbatch(slurm, slurm_e2e):
     assert per_rule == expected
 
 
-def test_slurm_results_equal_a_local_run(slurm_e2e, e2e, tiny_cfg):
+def test_slurm_results_equal_a_local_run(slurm_e2e, e2e, tiny_raw):
     _, slurm_results, _ = slurm_e2e
     _, local_results = e2e
-    got, expected = slurm_results / tiny_cfg["experiment"], local_results / tiny_cfg["experiment"]
-    files = result_files(expected)
-    assert result_files(got) == files
-    assert_same_files(got, expected, files)
+    experiment = tiny_raw["experiment"]
+    files = [experiment / f for f in result_files(local_results / experiment)]
+    assert [experiment / f for f in result_files(slurm_results / experiment)] == files
+    assert_same_files(slurm_results, local_results, files)
 
 
 def preemption_config(tmp_path: Path, tiny_raw: dict) -> Path:
@@ -188,9 +204,8 @@ def train_outputs(results: Path, experiment: str, run: str) -> list[Path]:
     return [results / experiment / "runs" / run / "seed0" / name for name in names]
 
 
-def test_preempted_training_resumes_and_matches_an_uninterrupted_run(slurm, slurm_e2e, slurm_env, env, tmp_path,
-                                                                     tiny_raw):
-    _, e2e_results, _ = slurm_e2e
+def test_preempted_training_resumes_and_matches_an_uninterrupted_run(slurm, e2e, slurm_env, env, tmp_path, tiny_raw):
+    _, e2e_results = e2e  # the training stage's inputs come from the local run (equal to the Slurm run's)
     experiment, run = tiny_raw["experiment"], "dpo"
     config = preemption_config(tmp_path, tiny_raw)
     targets = [str(p) for p in train_outputs(Path("out"), experiment, run)]
@@ -198,7 +213,7 @@ def test_preempted_training_resumes_and_matches_an_uninterrupted_run(slurm, slur
     # the uninterrupted reference: the same training stage, run locally
     reference = tmp_path / "reference"
     copy_inputs(e2e_results, reference / "out", experiment)
-    local = snakemake(reference, "--cores", "1", "--allowed-rules", "train", "--config", "results_dir=out", *targets,
+    local = snakemake(reference, "--cores", "1", *targets, "--allowed-rules", "train", "--config", "results_dir=out",
                       configfile=config)
     proc = run_cmd(local, env, cwd=reference, timeout=900)
     assert proc.returncode == 0, proc.stderr[-5000:]
@@ -208,7 +223,7 @@ def test_preempted_training_resumes_and_matches_an_uninterrupted_run(slurm, slur
     copy_inputs(e2e_results, workdir / "out", experiment)
     last_ckpt = workdir / "out" / experiment / "work" / run / "seed0" / "lightning" / "last.ckpt"
     log_path = tmp_path / "snakemake.log"
-    cmd = slurm_snakemake(workdir, Path("out"), "--allowed-rules", "train", *targets, configfile=config)
+    cmd = slurm_snakemake(workdir, Path("out"), "--allowed-rules", "train", targets=targets, configfile=config)
     with open(log_path, "w") as log_file:
         proc = subprocess.Popen(cmd, env=slurm_env, cwd=workdir, stdout=log_file, stderr=subprocess.STDOUT)
         try:
