@@ -33,7 +33,7 @@ from podyn.dynamics import DPOBatch, PPOBatch, forward_mode_attention, gradient_
 from podyn.generation import generate  # noqa: E402
 from podyn.models import build_gpt_neox, build_word_tokenizer, sequence_logps  # noqa: E402
 from podyn.objectives import COMPONENTS, masked_whiten, tertile_groups  # noqa: E402
-from podyn.training.reward import pair_collator  # noqa: E402
+from podyn.batching import pair_collator  # noqa: E402
 
 SIZES = {
     "default": {"hidden_size": 64, "num_layers": 2, "num_heads": 2},

@@ -58,7 +58,7 @@ sys.path.insert(0, str(ROOT / "src"))  # run from a checkout without installing 
 from podyn.data.synthetic import WORDS, TaskConfig, generate_task, vocabulary  # noqa: E402
 from podyn.models import build_gpt_neox, build_word_tokenizer, prepare_tokenizer, sequence_logps  # noqa: E402
 from podyn.objectives import ComponentWeights, dpo_component_loss, dpo_terms  # noqa: E402
-from podyn.training.reward import pair_collator  # noqa: E402
+from podyn.batching import pair_collator  # noqa: E402
 
 PYTHIA_VOCAB = 50304  # Pythia's embedding rows (the tokenizer's 50277 ids, padded)
 PYTHIA = {
@@ -164,7 +164,8 @@ def make_rows(n_pairs: int, seq_len: int, seed: int, tokenizer) -> list[dict[str
     ``seq_len``, each response is lengthened with random task words so that prompt +
     response + EOS has a random length in [3/4 seq_len, seq_len] tokens, the first chosen
     row exactly ``seq_len``: the padded batch is (2 n_pairs, seq_len) and has padding."""
-    task = TaskConfig(seed=seed, n_sft=0, n_pref_train=n_pairs, n_pref_heldout=0, n_test=0)
+    # empty splits, which a workflow config may not ask for: construct without validation
+    task = TaskConfig.model_construct(seed=seed, n_sft=0, n_pref_train=n_pairs, n_pref_heldout=0, n_test=0)
     rows = generate_task(task)["prefs_train"]
     if not seq_len:
         return rows

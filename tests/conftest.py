@@ -50,8 +50,8 @@ def tiny_raw() -> dict:
 
 
 @pytest.fixture
-def tiny_cfg(tiny_raw) -> dict:
-    """The tiny config, validated and completed with the schema's defaults (a fresh copy)."""
+def tiny_cfg(tiny_raw):
+    """The tiny config, validated and completed with the defaults (a typed :class:`podyn.config.Config`)."""
     from podyn.config import validate_config
 
     return validate_config(copy.deepcopy(tiny_raw), str(TINY_CONFIG))
@@ -67,17 +67,19 @@ def assets(tmp_path_factory, tiny_raw) -> dict[str, Path]:
     """Tiny data, an untrained base model (used as the "SFT" policy and reference), a scalar
     model initialised from it (reward and value model) and its reference log-probs. Built
     in-process with the pipeline's stage functions; a few seconds."""
-    from podyn import pipeline
     from podyn.config import validate_config
+    from podyn.io import save_pretrained_atomic
     from podyn.models import load_scalar_model, load_tokenizer
+    from podyn.stages.base_model import base_model
+    from podyn.stages.prepare_data import prepare_data
+    from podyn.stages.reference_logps import reference_logps
 
     root = tmp_path_factory.mktemp("assets")
-    cfg = validate_config(copy.deepcopy(tiny_raw), "tiny")
-    cfg["results_dir"] = str(root / "results")
-    pipeline.prepare_data(cfg, root / "data")
-    pipeline.base_model(cfg, root / "base")
-    pipeline.save_pretrained_atomic(root / "reward", load_scalar_model(root / "base", cfg["model"]), load_tokenizer(root / "base"))
-    pipeline.reference_logps(cfg, root / "data", root / "base", root / "ref_logps.pt")
+    cfg = validate_config({**copy.deepcopy(tiny_raw), "results_dir": str(root / "results")}, "tiny")
+    prepare_data(cfg, out=root / "data")
+    base_model(cfg, out=root / "base")
+    save_pretrained_atomic(root / "reward", load_scalar_model(root / "base", cfg.model), load_tokenizer(root / "base"))
+    reference_logps(cfg, data=root / "data", sft=root / "base", out=root / "ref_logps.pt")
     return {"root": root, "data": root / "data", "base": root / "base", "reward": root / "reward", "ref_logps": root / "ref_logps.pt"}
 
 

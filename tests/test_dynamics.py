@@ -22,7 +22,7 @@ from podyn.dynamics import (
 from podyn.generation import generate
 from podyn.models import build_gpt_neox, build_word_tokenizer, sequence_logps
 from podyn.objectives import COMPONENTS, masked_whiten, tertile_groups
-from podyn.training.reward import pair_collator
+from podyn.batching import pair_collator
 
 
 @pytest.fixture(scope="module")

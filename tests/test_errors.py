@@ -61,8 +61,8 @@ def test_config_error_names_key(tiny_raw, mutate, key, detail):
 
 def test_valid_configs_pass_and_get_defaults(tiny_raw):
     cfg = validate_config(copy.deepcopy(tiny_raw))
-    assert cfg["ppo"]["clip_eps"] == 0.2  # a schema default filled in
-    assert cfg["judge"]["type"] == "gold"
+    assert cfg.ppo.clip_eps == 0.2  # a default filled in
+    assert cfg.judge.type == "gold"
     validate_config(yaml.safe_load((Path(__file__).resolve().parents[1] / "config.yaml").read_text()))
 
 
@@ -73,7 +73,7 @@ def test_load_config_file_errors(tmp_path):
     bad.write_text("experiment: x\nruns: {dpo: {objective: dpo}\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_config(bad)
-    assert load_config(TINY_CONFIG)["experiment"] == "tiny"
+    assert load_config(TINY_CONFIG).experiment == "tiny"
 
 
 # ----------------------------------------------------------------------------- data rows
@@ -164,7 +164,7 @@ def test_cli_data_error_exit_code_2(tmp_path, capsys):
     baseline.write_text(json.dumps({"step": 0, "prompt_index": 0, "prompt": "p", "response": "r"}) + "\n")
     generations = tmp_path / "gens.jsonl"
     generations.write_text(json.dumps({"step": 2, "prompt_index": 0, "prompt": "p", "response": "r"}) + "\n" + '{"step": 2, "prompt_index": "zero"}\n')
-    cfg = json.dumps({"judge": {"type": "gold"}, "winrate": {"bootstrap_samples": 10, "confidence": 0.95}})
+    cfg = json.dumps({"judge": {"type": "gold"}, "winrate": {"bootstrap_samples": 10, "confidence": 0.95}})  # an excerpt
     argv = ["judge", "--config", cfg, "--run", "dpo", "--seed", "0", "--generations", str(generations), "--baseline", str(baseline), "--out", str(tmp_path / "out.csv"), "--cache", str(tmp_path / "cache.jsonl")]
     assert main(argv) == 2
     err = capsys.readouterr().err

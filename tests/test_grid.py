@@ -25,13 +25,13 @@ def config():
 
 
 def test_default_config_holds_the_papers_grid(config):
-    assert list(config["runs"]) == GRID
+    assert list(config.runs) == GRID
 
 
 @pytest.mark.parametrize("run,t1,t2", [("cdpo_1", 2500, 5500), ("cdpo_2", 2500, 6500), ("cdpo_3", 3000, 8000)])
 def test_cdpo_cases_use_scaled_paper_steps(config, run, t1, t2):
-    scale = config["dpo"]["step_scale"]
-    weights = resolve_run(config, run)["weights"]
+    scale = config.dpo.step_scale
+    weights = resolve_run(config, run).weights
     a, b = t1 * scale, t2 * scale
     assert (weights_at(weights, a - 1).pos, weights_at(weights, a - 1).neg) == (1.0, 0.0)  # POS only
     assert (weights_at(weights, a).pos, weights_at(weights, a).neg) == (1.0, 1.0)  # plain DPO
@@ -40,9 +40,9 @@ def test_cdpo_cases_use_scaled_paper_steps(config, run, t1, t2):
 
 
 def test_dpo_ablations_use_scaled_paper_steps(config):
-    scale = config["dpo"]["step_scale"]
-    wo_neg = resolve_run(config, "dpo_wo_neg_early")["weights"]
-    wo_pos = resolve_run(config, "dpo_wo_pos_late")["weights"]
+    scale = config.dpo.step_scale
+    wo_neg = resolve_run(config, "dpo_wo_neg_early").weights
+    wo_pos = resolve_run(config, "dpo_wo_pos_late").weights
     assert weights_at(wo_neg, 3000 * scale - 1).neg == 0.0 and weights_at(wo_neg, 3000 * scale).neg == 1.0
     assert weights_at(wo_pos, 6000 * scale).pos == 1.0 and weights_at(wo_pos, 6000 * scale + 1).pos == 0.0
 
@@ -51,14 +51,14 @@ def test_dpo_ablations_use_scaled_paper_steps(config):
                                              ("cppo_mid_1", "mid", 0.7), ("cppo_mid_2", "mid", 0.5), ("cppo_mid_3", "mid", 0.9),
                                              ("ppo_wo_top", "top", 0.0), ("ppo_wo_mid", "mid", 0.0)])
 def test_cppo_cases_weight_one_group(config, run, group, value):
-    weights = weights_at(resolve_run(config, run)["weights"], 7)
+    weights = weights_at(resolve_run(config, run).weights, 7)
     assert getattr(weights, group) == value
     assert all(getattr(weights, g) == 1.0 for g in ("pos", "neg", "top", "mid", "bot") if g != group)
 
 
 @pytest.mark.parametrize("run,period,amplitude", [("hppo_2", 5, 0.05), ("hppo_3", 20, 0.01)])
 def test_hppo_cases_oscillate(config, run, period, amplitude):
-    weights = resolve_run(config, run)["weights"]
+    weights = resolve_run(config, run).weights
     pos = [weights_at(weights, t).pos for t in range(4 * period)]
     neg = [weights_at(weights, t).neg for t in range(4 * period)]
     assert max(pos) == pytest.approx(1 + amplitude, rel=0.05) and min(pos) == pytest.approx(1 - amplitude, rel=0.05)

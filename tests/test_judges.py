@@ -13,7 +13,9 @@ import pytest
 
 from podyn.evaluation import WINRATE_COLUMNS, collect_winrates, judge_run
 from podyn.io import DataError, write_jsonl
-from podyn.judges import GoldJudge, JudgeError, OpenAIJudge, bootstrap_ci, parse_choice
+from podyn.config import Config
+from podyn.judges import GoldJudge, JudgeError, OpenAIJudge, parse_choice
+from podyn.statistics import bootstrap_ci
 
 REVERSE = "\n\nHuman: reverse three one four\n\nAssistant:"
 SORT = "\n\nHuman: sort five two two\n\nAssistant:"
@@ -78,8 +80,8 @@ def test_judge_run_and_collect_winrates(tmp_path):
     step5 = [" four one three", " two two five", " nine zero one", " three one four"]
     step10 = [" four one three", " five", " nine zero one", " four one three"]
     write_jsonl(generations, _gens([(5, i, p, r) for i, (p, r) in enumerate(zip(prompts, step5))] + [(10, i, p, r) for i, (p, r) in enumerate(zip(prompts, step10))]))
-    cfg = {"judge": {"type": "gold", "tie_margin": 1e-9}, "winrate": {"bootstrap_samples": 500, "confidence": 0.95}}
-    frame = judge_run(cfg, "dpo", 0, generations, baseline, tmp_path / "j_dpo.csv", tmp_path / "cache.jsonl")
+    cfg = Config.model_validate({"judge": {"type": "gold", "tie_margin": 1e-9}, "winrate": {"bootstrap_samples": 500, "confidence": 0.95}})
+    frame = judge_run(cfg, run="dpo", seed=0, generations=generations, baseline=baseline, out=tmp_path / "j_dpo.csv", cache=tmp_path / "cache.jsonl")
     assert frame["step"].tolist() == [5, 10]
     assert frame["win_rate"].tolist() == pytest.approx([0.625, 0.5])
     assert (frame["n_prompts"] == 4).all() and (frame["judge"] == "gold").all()
@@ -87,11 +89,11 @@ def test_judge_run_and_collect_winrates(tmp_path):
     # the SFT baseline's mean gold reward: (1/3 + 1/3 + 1 + 1) / 4
     assert frame["sft_gold_reward"].tolist() == pytest.approx([(1 / 3 + 1 / 3 + 2) / 4] * 2)
 
-    other = judge_run(cfg, "ppo", 1, baseline, baseline, tmp_path / "j_ppo.csv", tmp_path / "cache2.jsonl")
+    other = judge_run(cfg, run="ppo", seed=1, generations=baseline, baseline=baseline, out=tmp_path / "j_ppo.csv", cache=tmp_path / "cache2.jsonl")
     assert other["win_rate"].tolist() == [0.5]  # the baseline against itself: all ties
 
     out = tmp_path / "eval" / "winrates.csv"
-    collect_winrates([tmp_path / "j_ppo.csv", tmp_path / "j_dpo.csv"], out, tmp_path / "eval" / "gold.csv")
+    collect_winrates(inputs=[tmp_path / "j_ppo.csv", tmp_path / "j_dpo.csv"], out=out, gold_out=tmp_path / "eval" / "gold.csv")
     table = pd.read_csv(out)
     assert list(table.columns) == WINRATE_COLUMNS == ["run", "seed", "step", "judge", "n_prompts", "win_rate", "ci_low", "ci_high"]
     assert list(zip(table["run"], table["seed"], table["step"])) == [("dpo", 0, 5), ("dpo", 0, 10), ("ppo", 1, 0)]
@@ -101,9 +103,9 @@ def test_judge_run_rejects_mismatched_baseline(tmp_path):
     baseline, generations = tmp_path / "sft.jsonl", tmp_path / "gens.jsonl"
     write_jsonl(baseline, _gens([(0, 0, REVERSE, " four one three")]))
     write_jsonl(generations, _gens([(3, 0, SORT, " two two five")]))
-    cfg = {"judge": {"type": "gold"}, "winrate": {"bootstrap_samples": 10, "confidence": 0.95}}
+    cfg = Config.model_validate({"judge": {"type": "gold"}, "winrate": {"bootstrap_samples": 10, "confidence": 0.95}})
     with pytest.raises(DataError, match="no matching baseline"):
-        judge_run(cfg, "dpo", 0, generations, baseline, tmp_path / "out.csv", tmp_path / "cache.jsonl")
+        judge_run(cfg, run="dpo", seed=0, generations=generations, baseline=baseline, out=tmp_path / "out.csv", cache=tmp_path / "cache.jsonl")
 
 
 # ----------------------------------------------------------------------------- OpenAI judge (fake client)

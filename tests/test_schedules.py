@@ -9,7 +9,7 @@ import pytest
 
 from podyn.config import resolve_run, validate_config
 from podyn.objectives import ComponentWeights
-from podyn.schedules import scale_steps, weight_at, weights_at
+from podyn.schedules import Weights, scale_steps, weight_at, weights_at
 
 T1, T2 = 2500, 5500
 CDPO = {"neg": {"value": 0.0, "before": T1}, "pos": {"value": 0.0, "after": T2}}
@@ -99,12 +99,12 @@ def test_scale_steps_scales_every_step_key_only():
         "mid": 0.7,
     }
     scaled = scale_steps(spec, 0.01)
-    assert scaled == {
+    assert scaled == Weights.model_validate({
         "pos": [{"value": 0.5, "before": 10.0, "otherwise": 2.0}, {"ramp": {"start": 20.0, "end": 40.0, "from": 1.0, "to": 0.25}}],
         "neg": {"wave": {"period": 2.0, "amplitude": 0.3, "shape": "sine", "phase": 0.5}},
         "top": {"value": 0.1, "after": 30.0},
         "mid": 0.7,
-    }
+    })
     # the scaled schedule at step c*t is the paper's schedule at step t
     for step in [0, 500, 999, 1000, 2500, 3000, 3001, 3700, 5000]:
         a, b = weights_at(spec, step), weights_at(scaled, step * 0.01)
@@ -124,12 +124,12 @@ def test_resolve_run_scales_by_objective_step_scale(tiny_raw):
     }
     cfg = validate_config(cfg)
     run = resolve_run(cfg, "cdpo")
-    assert run["objective"] == "dpo"
-    assert run["weights"] == {"neg": {"value": 0.0, "before": 5.0}, "pos": {"value": 0.0, "after": 11.0}}
-    assert (weights_at(run["weights"], 4).pos, weights_at(run["weights"], 4).neg) == (1, 0)
-    assert (weights_at(run["weights"], 8).pos, weights_at(run["weights"], 8).neg) == (1, 1)
-    assert (weights_at(run["weights"], 12).pos, weights_at(run["weights"], 12).neg) == (0, 1)
+    assert run.objective == "dpo"
+    assert run.weights == Weights.model_validate({"neg": {"value": 0.0, "before": 5.0}, "pos": {"value": 0.0, "after": 11.0}})
+    assert (weights_at(run.weights, 4).pos, weights_at(run.weights, 4).neg) == (1, 0)
+    assert (weights_at(run.weights, 8).pos, weights_at(run.weights, 8).neg) == (1, 1)
+    assert (weights_at(run.weights, 12).pos, weights_at(run.weights, 12).neg) == (0, 1)
     fast = resolve_run(cfg, "cdpo_fast")
-    assert fast["weights"]["neg"]["before"] == pytest.approx(2.5) and fast["weights"]["pos"]["after"] == pytest.approx(5.5)
-    assert fast["hyper"]["beta"] == 0.2 and resolve_run(cfg, "cdpo")["hyper"]["beta"] == cfg["dpo"]["beta"]
-    assert resolve_run(cfg, "hppo")["weights"]["pos"]["wave"]["period"] == 10.0
+    assert fast.weights.neg.before == pytest.approx(2.5) and fast.weights.pos.after == pytest.approx(5.5)
+    assert fast.hyper.beta == 0.2 and resolve_run(cfg, "cdpo").hyper.beta == cfg.dpo.beta
+    assert resolve_run(cfg, "hppo").weights.pos.wave.period == 10.0

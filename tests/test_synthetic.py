@@ -4,7 +4,6 @@ train/test distribution shift and the Bradley-Terry labels."""
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import replace
 
 import pytest
 
@@ -31,7 +30,7 @@ def test_same_seed_same_splits():
 
 
 def test_different_seed_different_splits():
-    a, c = generate_task(SMALL), generate_task(replace(SMALL, seed=1))
+    a, c = generate_task(SMALL), generate_task(SMALL.model_copy(update={"seed": 1}))
     for split in a:
         assert a[split] != c[split], split
 

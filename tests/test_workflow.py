@@ -28,7 +28,7 @@ def test_dry_run_shows_the_dag(tmp_path, tiny_raw, tiny_cfg, env):
     counts = job_counts(proc.stdout + proc.stderr)
     for job in SINGLE_JOBS:
         assert counts.get(job) == 1, (job, counts)
-    n_runs = len(tiny_cfg["runs"]) * len(tiny_cfg["seeds"])
+    n_runs = len(tiny_cfg.runs) * len(tiny_cfg.seeds)
     assert counts["train"] == n_runs and counts["judge"] == n_runs
     assert not (tmp_path / "results").exists()  # a dry run writes nothing
 
@@ -37,7 +37,7 @@ def test_dry_run_shows_the_dag(tmp_path, tiny_raw, tiny_cfg, env):
     proc = run_cmd(snakemake(tmp_path, "-n", configfile=three_seeds), env, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     counts = job_counts(proc.stdout + proc.stderr)
-    assert counts["train"] == 3 * len(tiny_cfg["runs"]) and counts["judge"] == 3 * len(tiny_cfg["runs"])
+    assert counts["train"] == 3 * len(tiny_cfg.runs) and counts["judge"] == 3 * len(tiny_cfg.runs)
     assert counts["sft"] == 1
 
 
@@ -52,20 +52,20 @@ def test_snakemake_rejects_a_bad_config(tmp_path, tiny_raw, env):
 @pytest.mark.slow
 def test_e2e_output_contract(e2e, tiny_cfg):
     _, results = e2e
-    root = results / tiny_cfg["experiment"]
+    root = results / tiny_cfg.experiment
     table = pd.read_csv(root / "eval" / "winrates.csv")
     assert list(table.columns) == ["run", "seed", "step", "judge", "n_prompts", "win_rate", "ci_low", "ci_high"]
 
     expected = set()
-    for run, spec in tiny_cfg["runs"].items():
-        hyper = tiny_cfg[spec["objective"]]
-        total = hyper["max_steps"] if spec["objective"] == "dpo" else hyper["iterations"]
-        for seed in tiny_cfg["seeds"]:
-            expected |= {(run, seed, step) for step in expected_steps(total, hyper["eval_every"])}
+    for run, spec in tiny_cfg.runs.items():
+        hyper = getattr(tiny_cfg, spec.objective)
+        total = hyper.max_steps if spec.objective == "dpo" else hyper.iterations
+        for seed in tiny_cfg.seeds:
+            expected |= {(run, seed, step) for step in expected_steps(total, hyper.eval_every)}
     got = list(zip(table["run"], table["seed"], table["step"]))
     assert len(got) == len(set(got)) and set(got) == expected
 
-    n = tiny_cfg["data"]["synthetic"]["n_test"]
+    n = tiny_cfg.data.synthetic.n_test
     assert (table["n_prompts"] == n).all()
     assert (table["judge"] == "gold").all()
     assert ((table["win_rate"] >= 0) & (table["win_rate"] <= 1)).all()
@@ -76,10 +76,10 @@ def test_e2e_output_contract(e2e, tiny_cfg):
     rm = pd.read_csv(root / "eval" / "reward_model.csv")
     assert len(rm) == 1
     assert 0.0 <= float(rm["accuracy"].iloc[0]) <= 1.0
-    assert int(rm["n_pairs"].iloc[0]) == tiny_cfg["data"]["synthetic"]["n_pref_heldout"]
+    assert int(rm["n_pairs"].iloc[0]) == tiny_cfg.data.synthetic.n_pref_heldout
 
     # every run wrote its declared outputs, Lightning's CSV metrics and a log
-    for run in tiny_cfg["runs"]:
+    for run in tiny_cfg.runs:
         out = root / "runs" / run / "seed0"
         for name in ("generations.jsonl", "records.csv", "metrics.csv"):
             assert (out / name).stat().st_size > 0, out / name

@@ -11,13 +11,12 @@ import pandas as pd
 import torch
 
 from . import data as data_mod
-from .batching import encode_prompt, prompt_response_batch
-from .config import resolve_run
+from .batching import encode_prompt, pair_collator, prompt_response_batch
+from .config import Config, DPOConfig, resolve_run
 from .dynamics import DPOBatch, PPOBatch, gradient_alignment, gradient_alignment_direct, per_layer_alignment
 from .generation import generate
 from .io import DataError, read_jsonl, write_csv, write_jsonl
 from .models import inference_device, load_policy, load_tokenizer
-from .training.reward import pair_collator
 
 
 def _manifest(path: Path) -> dict[str, Any]:
@@ -28,23 +27,24 @@ def _manifest(path: Path) -> dict[str, Any]:
 
 
 @torch.no_grad()
-def final_responses(cfg: dict[str, Any], data_dir: Path, manifest_path: Path, seed: int, out_file: Path) -> None:
+def final_responses(cfg: Config, *, data: Path, checkpoints: Path, seed: int, out: Path, run: str | None = None) -> None:
     """D': the final policy's responses (greedy by default) to the first ``n_prompts`` test
-    prompts, stored as token ids so that the analysis scores exactly what was generated."""
-    dyn, gen = cfg["dynamics"], cfg["generation"]
-    final_dir = _manifest(manifest_path)["final"]
+    prompts, stored as token ids so that the analysis scores exactly what was generated.
+    ``checkpoints`` is the run's manifest; ``seed`` seeds sampled decoding."""
+    dyn, gen = cfg.dynamics, cfg.generation
+    final_dir = _manifest(checkpoints)["final"]
     tokenizer = load_tokenizer(final_dir)
-    model = load_policy(final_dir, cfg["model"]).eval().to(inference_device(cfg))
-    prompts = data_mod.load_split(data_dir, "test")["prompt"][: dyn["n_prompts"]]
+    model = load_policy(final_dir, cfg.model).eval().to(inference_device(cfg.trainer))
+    prompts = data_mod.load_split(data, "test")["prompt"][: dyn.n_prompts]
     torch.manual_seed(seed)
     rows = []
-    for start in range(0, len(prompts), gen["eval_batch_size"]):
-        chunk = prompts[start : start + gen["eval_batch_size"]]
-        prompt_ids = [encode_prompt(tokenizer, p, gen["max_prompt_tokens"]) for p in chunk]
-        roll = generate(model, tokenizer, prompt_ids, gen["max_new_tokens"], do_sample=dyn["decoding"] == "sample")
+    for start in range(0, len(prompts), gen.eval_batch_size):
+        chunk = prompts[start : start + gen.eval_batch_size]
+        prompt_ids = [encode_prompt(tokenizer, p, gen.max_prompt_tokens) for p in chunk]
+        roll = generate(model, tokenizer, prompt_ids, gen.max_new_tokens, do_sample=dyn.decoding == "sample")
         for p, ids, response, mask in zip(chunk, prompt_ids, roll.sequences[:, roll.prompt_width :], roll.response_mask):
             rows.append({"prompt": p, "prompt_ids": ids, "response_ids": response[mask.bool()].tolist()})
-    write_jsonl(out_file, rows)
+    write_jsonl(out, rows)
 
 
 def _final_batches(rows: list[dict], pad_id: int, size: int) -> list[dict[str, torch.Tensor]]:
@@ -54,15 +54,16 @@ def _final_batches(rows: list[dict], pad_id: int, size: int) -> list[dict[str, t
     ]
 
 
-def _dpo_batch(cfg, hyper, record, dataset, ref, tokenizer, seed) -> tuple[DPOBatch, torch.Tensor]:
-    if cfg["dynamics"]["dpo_batch"] == "fixed":
-        size = min(cfg["dynamics"]["dpo_fixed_batch_size"], len(dataset))
+def _dpo_batch(cfg: Config, hyper: DPOConfig, record, dataset, ref, tokenizer, seed: int) -> tuple[DPOBatch, torch.Tensor]:
+    if cfg.dynamics.dpo_batch == "fixed":
+        size = min(cfg.dynamics.dpo_fixed_batch_size, len(dataset))
         indices = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))[:size]
     else:
         indices = record["indices"]
-    gen = cfg["generation"]
-    batch = pair_collator(tokenizer, gen["max_prompt_tokens"], gen["max_response_tokens"])([dataset[int(i)] for i in indices])
-    return DPOBatch(batch["input_ids"], batch["attention_mask"], batch["response_mask"], ref["chosen"][indices], ref["rejected"][indices], hyper["beta"]), indices
+    gen = cfg.generation
+    batch = pair_collator(tokenizer, gen.max_prompt_tokens, gen.max_response_tokens)([dataset[int(i)] for i in indices])
+    ref_chosen, ref_rejected = ref["chosen"][indices], ref["rejected"][indices]
+    return DPOBatch(batch["input_ids"], batch["attention_mask"], batch["response_mask"], ref_chosen, ref_rejected, beta=hyper.beta), indices
 
 
 def _sample_rows(objective: str, step: int, alignment, batch, indices) -> pd.DataFrame:
@@ -80,42 +81,47 @@ def _sample_rows(objective: str, step: int, alignment, batch, indices) -> pd.Dat
     })
 
 
-def run_dynamics(cfg: dict[str, Any], run_name: str, seed: int, data_dir: Path, ref_logps: Path, manifest_path: Path, final_file: Path, out_csv: Path, samples_csv: Path) -> pd.DataFrame:
-    """G for every component at every analysis checkpoint of one run."""
-    run = resolve_run(cfg, run_name)
-    dyn = cfg["dynamics"]
-    manifest = _manifest(manifest_path)
+def run_dynamics(
+    cfg: Config, *, run: str, seed: int, data: Path, ref_logps: Path, checkpoints: Path, final_responses: Path, out: Path, samples_out: Path
+) -> pd.DataFrame:
+    """G for every component at every analysis checkpoint of one run (``checkpoints`` is its
+    manifest, ``final_responses`` D'); per-sample pieces go to ``samples_out``."""
+    run_name, resolved = run, resolve_run(cfg, run)
+    dyn = cfg.dynamics
+    manifest = _manifest(checkpoints)
     tokenizer = load_tokenizer(manifest["final"])
-    device = inference_device(cfg)
-    final_batches = [{k: v.to(device) for k, v in b.items()} for b in _final_batches(read_jsonl(final_file), tokenizer.pad_token_id, cfg["generation"]["eval_batch_size"])]
+    device = inference_device(cfg.trainer)
+    batches = _final_batches(read_jsonl(final_responses), tokenizer.pad_token_id, cfg.generation.eval_batch_size)
+    final_batches = [{k: v.to(device) for k, v in b.items()} for b in batches]
     # sdpa (run with its math kernel, which has forward-mode rules): eager attention gives NaN
     # on fully masked left-padding rows in float64
-    model_cfg = {**cfg["model"], "dtype": dyn["dtype"], "attn_implementation": "sdpa"}
-    if run["objective"] == "dpo":  # read once, not at every checkpoint
-        dataset, ref = data_mod.load_split(data_dir, "prefs_train"), torch.load(ref_logps)
+    model_cfg = cfg.model.model_copy(update={"dtype": dyn.dtype, "attn_implementation": "sdpa"})
+    if resolved.objective == "dpo":  # read once, not at every checkpoint
+        dataset, ref = data_mod.load_split(data, "prefs_train"), torch.load(ref_logps)
     records, samples = [], []
     for entry in manifest["analysis"]:
         step, path = entry["step"], Path(entry["path"])
         model = load_policy(path, model_cfg).to(device)
         record = torch.load(path / "batch.pt", weights_only=False)
-        if run["objective"] == "dpo":
-            batch, indices = _dpo_batch(cfg, run["hyper"], record, dataset, ref, tokenizer, seed)
+        if resolved.objective == "dpo":
+            batch, indices = _dpo_batch(cfg, resolved.hyper, record, dataset, ref, tokenizer, seed)
         else:
             batch, indices = PPOBatch.from_record(record), None
         moved = {k: v.to(device, model.dtype if v.is_floating_point() else v.dtype) for k, v in vars(batch).items() if torch.is_tensor(v)}
         batch = type(batch)(**{**vars(batch), **moved})
-        if dyn["method"] == "direct":
+        if dyn.method == "direct":
             G, gbar_norm = gradient_alignment_direct(model, batch, final_batches), float("nan")
         else:
-            alignment = gradient_alignment(model, batch, final_batches, dyn["method"], dyn["fd_eps"], dyn["chunk_rows"])
+            alignment = gradient_alignment(model, batch, final_batches, dyn.method, dyn.fd_eps, dyn.chunk_rows)
             G, gbar_norm = alignment.G, alignment.gbar_norm
-            samples.append(_sample_rows(run["objective"], step, alignment, batch, indices))
+            samples.append(_sample_rows(resolved.objective, step, alignment, batch, indices))
         records += [{"run": run_name, "seed": seed, "step": step, "component": c, "layer": "all", "G": g, "gbar_norm": gbar_norm} for c, g in G.items()]
-        if dyn["per_layer"]:
-            for layer, per in per_layer_alignment(model, batch, final_batches, "jvp" if dyn["method"] == "direct" else dyn["method"], dyn["fd_eps"], dyn["chunk_rows"]).items():
+        if dyn.per_layer:
+            method = "jvp" if dyn.method == "direct" else dyn.method
+            for layer, per in per_layer_alignment(model, batch, final_batches, method, dyn.fd_eps, dyn.chunk_rows).items():
                 records += [{"run": run_name, "seed": seed, "step": step, "component": c, "layer": layer, "G": g, "gbar_norm": gbar_norm} for c, g in per.items()]
         print(f"[podyn] {run_name} seed {seed} step {step}: " + ", ".join(f"{c}={g:+.3e}" for c, g in G.items()), flush=True)
     frame = pd.DataFrame(records)
-    write_csv(out_csv, frame)
-    write_csv(samples_csv, pd.concat(samples, ignore_index=True) if samples else pd.DataFrame())
+    write_csv(out, frame)
+    write_csv(samples_out, pd.concat(samples, ignore_index=True) if samples else pd.DataFrame())
     return frame

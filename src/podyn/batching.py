@@ -1,10 +1,13 @@
-"""Tokenisation and padding of prompt/response rows into model-ready tensors."""
+"""Batching: tokenisation and padding of prompt/response rows into model-ready tensors, the
+collators that turn dataset rows into batches (SFT rows, preference pairs), and the seeded
+shuffling loader every training stage uses."""
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Callable, Sequence
 
 import torch
+from torch.utils.data import DataLoader
 from transformers import PreTrainedTokenizerBase
 
 
@@ -45,3 +48,46 @@ def prompt_response_batch(prompts: Sequence[Sequence[int]], responses: Sequence[
 
 def left_padded_prompts(prompts: Sequence[Sequence[int]], pad_id: int) -> dict[str, torch.Tensor]:
     return {"input_ids": pad_left(prompts, pad_id), "attention_mask": pad_left([[1] * len(p) for p in prompts], 0)}
+
+
+def sft_collator(
+    tokenizer, max_prompt_tokens: int | None, max_response_tokens: int | None
+) -> Callable[[list[dict]], dict[str, torch.Tensor]]:
+    """SFT rows (prompt, completion) as one right-padded batch with a response mask."""
+
+    def collate(rows: list[dict]) -> dict[str, torch.Tensor]:
+        prompts = [encode_prompt(tokenizer, r["prompt"], max_prompt_tokens) for r in rows]
+        responses = [encode_response(tokenizer, r["completion"], max_response_tokens) for r in rows]
+        return prompt_response_batch(prompts, responses, tokenizer.pad_token_id)
+
+    return collate
+
+
+def pair_collator(
+    tokenizer, max_prompt_tokens: int | None, max_response_tokens: int | None
+) -> Callable[[list[dict]], dict[str, torch.Tensor]]:
+    """Preference pairs: chosen rows first, then rejected rows, in one right-padded batch (one
+    forward pass). Optional ``index``, ``ref_chosen`` and ``ref_rejected`` columns are kept."""
+
+    def collate(rows: list[dict]) -> dict[str, torch.Tensor]:
+        prompts = [encode_prompt(tokenizer, r["prompt"], max_prompt_tokens) for r in rows]
+        responses = [
+            encode_response(tokenizer, r[key], max_response_tokens) for key in ("chosen", "rejected") for r in rows
+        ]
+        batch = prompt_response_batch(prompts + prompts, responses, tokenizer.pad_token_id)
+        if "index" in rows[0]:
+            batch["index"] = torch.tensor([r["index"] for r in rows])
+        for key in ("ref_chosen", "ref_rejected"):
+            if key in rows[0]:
+                batch[key] = torch.tensor([r[key] for r in rows], dtype=torch.float64)
+        return batch
+
+    return collate
+
+
+def shuffled_loader(dataset: Any, batch_size: int, collate: Callable, seed: int, drop_last: bool = True) -> DataLoader:
+    """A training loader whose order is fixed by ``seed``."""
+    generator = torch.Generator().manual_seed(seed)
+    return DataLoader(
+        dataset, batch_size=batch_size, shuffle=True, collate_fn=collate, drop_last=drop_last, generator=generator
+    )

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
 
-from .figures import read_records
+from .config import ClaimsConfig, Config
 from .io import write_csv, write_text
+from .results import read_records
 
 
 @dataclass
@@ -55,9 +56,9 @@ def group_shares(table: pd.DataFrame) -> pd.Series:
     return magnitude.div(magnitude.sum(axis=1), axis=0).mean()
 
 
-def dynamics_claims(dpo: pd.DataFrame, ppo: pd.DataFrame, ppo_records: pd.DataFrame, th: dict[str, float]) -> list[Claim]:
+def dynamics_claims(dpo: pd.DataFrame, ppo: pd.DataFrame, ppo_records: pd.DataFrame, th: ClaimsConfig) -> list[Claim]:
     claims = []
-    stable = th["stable_fraction"]
+    stable = th.stable_fraction
     f_dpo, f_ppo = fraction_positive(dpo, "tot"), fraction_positive(ppo, "tot")
     claims.append(Claim("dpo_stable_target", "DPO follows stable targets (G(TOT) > 0: updates move toward the final responses).",
                         "fraction of DPO checkpoints with G(TOT) > 0", f_dpo, f">= {stable}", f_dpo >= stable))
@@ -69,9 +70,9 @@ def dynamics_claims(dpo: pd.DataFrame, ppo: pd.DataFrame, ppo_records: pd.DataFr
     both = paired(dpo, "pos", "neg")
     offset = float((np.sign(both["G_pos"]) != np.sign(both["G_neg"])).mean())
     claims.append(Claim("dpo_pos_neg_offset", "In DPO, positive and negative learning mutually offset each other.",
-                        "fraction of DPO checkpoints where G(POS) and G(NEG) have opposite signs", offset, f">= {th['offset_fraction']}", offset >= th["offset_fraction"]))
+                        "fraction of DPO checkpoints where G(POS) and G(NEG) have opposite signs", offset, f">= {th.offset_fraction}", offset >= th.offset_fraction))
     share = float((both["G_neg"].abs() / (both["G_pos"].abs() + both["G_neg"].abs())).median())
-    low, high = th["joint_share_range"]
+    low, high = th.joint_share_range
     claims.append(Claim("dpo_pos_neg_joint", "In DPO, positive and negative learning jointly shape the learning targets.",
                         "median share of NEG in |G(POS)| + |G(NEG)| over DPO checkpoints", share, f"in [{low}, {high}]", low <= share <= high))
     c_pos, c_neg = sign_consistency(ppo, "pos"), sign_consistency(ppo, "neg")
@@ -82,7 +83,7 @@ def dynamics_claims(dpo: pd.DataFrame, ppo: pd.DataFrame, ppo_records: pd.DataFr
         spread = float(shares.max() - shares.min())
         detail = ", ".join(f"{g.upper()} {shares[g]:.2f}" for g in ("top", "mid", "bot"))
         claims.append(Claim(f"{name}_groups_differ", f"In {name.upper()}, the loss-reweighting groups TOP, MID and BOT play different roles.",
-                            f"max - min mean share of |G| over TOP/MID/BOT ({detail})", spread, f">= {th['group_spread']}", spread >= th["group_spread"]))
+                            f"max - min mean share of |G| over TOP/MID/BOT ({detail})", spread, f">= {th.group_spread}", spread >= th.group_spread))
     adv = ppo_records[ppo_records["kind"].str.startswith("raw_advantage/")]
     magnitude = adv.assign(value=adv["value"].abs()).groupby("kind")["value"].mean()
     top, mid, bot = (float(magnitude.get(f"raw_advantage/{g}", np.nan)) for g in ("top", "mid", "bot"))
@@ -120,16 +121,21 @@ def write_claims(claims: list[Claim], md_out: Path, csv_out: Path, preamble: str
     write_text(md_out, "\n".join(lines) + "\n")
 
 
-def claims_report(cfg: dict[str, Any], dpo_table: Path, ppo_table: Path, ppo_records: list[Path], md_out: Path, csv_out: Path, comparisons_csv: Path | None = None) -> list[Claim]:
-    claims = dynamics_claims(pd.read_csv(dpo_table), pd.read_csv(ppo_table), read_records(ppo_records), cfg["claims"])
-    if comparisons_csv is not None:
-        comparisons = pd.read_csv(comparisons_csv)
-        if not comparisons.empty:
-            claims += ablation_claims(comparisons)
+def claims_report(
+    cfg: Config, *, dpo: Path, ppo: Path, seeds: Sequence[int], ppo_records: Sequence[Path], out: Path, csv_out: Path,
+    comparisons: Path | None = None,
+) -> list[Claim]:
+    """``claims.md`` (``out``) and ``claims.csv`` from the dynamics tables of the DPO and PPO
+    runs, the PPO run's records (one file per seed in ``seeds``) and the paired comparisons."""
+    claims = dynamics_claims(pd.read_csv(dpo), pd.read_csv(ppo), read_records(ppo_records, seeds), cfg.claims)
+    if comparisons is not None:
+        table = pd.read_csv(comparisons)
+        if not table.empty:
+            claims += ablation_claims(table)
     preamble = ("Each claim from the paper's abstract and captions is turned into a statistic of this experiment's "
                 "gradient-alignment tables (`dynamics/*.csv`) and PPO records, pooled over seeds, and compared with "
                 "the threshold in the config's `claims` section; the ablation claims compare each variant's final "
                 "win rate with its baseline's, paired over prompts (`tables/comparisons.csv`). Thresholds are fixed in "
                 "advance; a claim that does not reproduce is reported as such, and so is 'no significant difference'.")
-    write_claims(claims, md_out, csv_out, preamble)
+    write_claims(claims, out, csv_out, preamble)
     return claims

@@ -1,106 +1,673 @@
-"""Configuration: loading, schema validation with defaults, and run resolution.
+"""The typed configuration: one pydantic model per config section, the ONE source of every
+default and of every key's help text.
 
-The schema is ``workflow/schemas/config.schema.yaml``; the Snakefile validates the user's
-config against it at start-up, and so does every entry point that is handed a whole
-config file.
+* :class:`Config` is the whole config. The Snakefile validates the user's config with
+  :func:`validate_config` at start-up; ``podyn <stage> --config FILE`` does the same.
+* A Snakemake rule passes a stage only the keys the stage reads (declared in
+  :mod:`podyn.registry`), as JSON; the stage validates that excerpt against the same models
+  restricted to those keys (:func:`excerpt_model`), so a stage never sees a raw dict.
+* Errors name the config file and the key path: ``config.yaml: invalid value at 'dpo.beta': ...``.
+* ``workflow/schemas/config.schema.yaml`` is generated from these models (documentation and
+  editor completion); ``tests/test_config.py`` checks that the committed file is up to date.
+
+How to add a config key
+-----------------------
+1. Add a field to the section's model below, with its default and help text:
+   ``my_key: float = Field(0.5, gt=0, description="What it does; [choice] if the paper is silent.")``
+   (a new section: a new ``Section`` subclass and a field of :class:`Config` with
+   ``default_factory``).
+2. Read it in stage code as ``cfg.<section>.my_key`` (never ``.get(key, fallback)``), and add
+   the key (or its section) to the ``reads`` of every stage that reads it in
+   :mod:`podyn.registry`; the rules pass what ``reads`` declares.
+3. Regenerate the schema: ``.venv/bin/python -m podyn.config --write-schema``, and commit it.
+4. Optionally set it in ``config.yaml`` (only where the embedded default differs from the
+   model default) and describe it in the README's configuration section.
 """
 
 from __future__ import annotations
 
-import copy
-import json
+import argparse
+import sys
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-import jsonschema
 import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
+from pydantic.json_schema import GenerateJsonSchema
 
-from .schedules import WEIGHT_KEYS, scale_steps
+from .schedules import Weights, scale_steps
 
-SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
+REPO = Path(__file__).resolve().parents[2]
+SCHEMA_PATH = REPO / "workflow" / "schemas" / "config.schema.yaml"
 
 
 class ConfigError(ValueError):
-    """A malformed configuration; the message names the offending key."""
+    """A malformed configuration; the message names the file and the offending key."""
 
 
-def _with_defaults(validator_class):
-    validate_properties = validator_class.VALIDATORS["properties"]
+class KeyPathError(ValueError):
+    """A check across keys (raised inside validation) that names its own key path."""
 
-    def set_defaults(validator, properties, instance, schema):
-        if isinstance(instance, dict):
-            for name, subschema in properties.items():
-                if "default" in subschema and name not in instance:
-                    instance[name] = copy.deepcopy(subschema["default"])
-        yield from validate_properties(validator, properties, instance, schema)
-
-    return jsonschema.validators.extend(validator_class, {"properties": set_defaults})
+    def __init__(self, path: str, message: str) -> None:
+        super().__init__(message)
+        self.path, self.message = path, message
 
 
-def _key_path(error: jsonschema.ValidationError) -> str:
-    path = ".".join(str(p) for p in error.absolute_path)
-    return path or "<top level>"
+class Section(BaseModel):
+    """Every section: unknown keys are errors, types are not coerced ("10" is not 10), and the
+    validated config is read-only."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, populate_by_name=True)
 
 
-def validate_config(cfg: dict[str, Any], source: str = "config", schema_path: Path = SCHEMA_PATH) -> dict[str, Any]:
-    """Validate ``cfg`` in place, filling defaults; raise :class:`ConfigError` naming the key."""
-    schema = yaml.safe_load(schema_path.read_text())
-    validator = _with_defaults(jsonschema.Draft202012Validator)(schema)
-    errors = sorted(validator.iter_errors(cfg), key=lambda e: (len(e.absolute_path), str(e.absolute_path)))
-    if errors:
-        err = jsonschema.exceptions.best_match(errors)
-        raise ConfigError(f"{source}: invalid value at '{_key_path(err)}': {err.message}")
-    for name, run in cfg["runs"].items():
-        objective, overrides = run["objective"], run.get("overrides", {})
-        for key in overrides:
-            if key not in cfg[objective]:
-                raise ConfigError(f"{source}: invalid value at 'runs.{name}.overrides.{key}': not a key of '{objective}'")
-        # an override's value must be valid where the objective's section would accept it
-        section_schema = {**schema, "required": [], "properties": {objective: schema["properties"][objective]}}
-        err = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(section_schema).iter_errors({objective: copy.deepcopy(overrides)}))
-        if err is not None:
-            where = ".".join(str(p) for p in list(err.absolute_path)[1:])
-            raise ConfigError(f"{source}: invalid value at 'runs.{name}.overrides.{where}': {err.message}")
-    for name in cfg.get("select", []):
-        if name not in cfg["runs"]:
-            raise ConfigError(f"{source}: invalid value at 'select': run {name!r} is not defined under 'runs'")
-    return cfg
+# ----------------------------------------------------------------------------- data
+
+Mix = dict[Literal["copy", "reverse", "sort"], float]
 
 
-def load_config(source: str | Path) -> dict[str, Any]:
-    """A config from a YAML/JSON file path or an inline JSON string. A whole config (one with
-    ``experiment``) is validated and completed with defaults; a stage's excerpt, as the
-    Snakemake rules pass, was validated by the Snakefile already."""
-    text = str(source)
-    if text.lstrip().startswith("{"):
-        cfg, where = json.loads(text), "--config"
+class SyntheticDataConfig(Section):
+    """The embedded default's task: list transformations with a known gold reward."""
+
+    n_sft: int = Field(8000, ge=1, description="SFT demonstrations.")
+    n_pref_train: int = Field(4000, ge=1, description="Preference pairs for DPO, the reward model and PPO prompts.")
+    n_pref_heldout: int = Field(500, ge=1, description="Held-out preference pairs (reward-model accuracy).")
+    n_test: int = Field(256, ge=1, description="Test prompts (judged responses).")
+    min_len: int = Field(3, ge=1, description="Shortest list in a prompt.")
+    max_len: int = Field(6, ge=1, description="Longest list in a prompt.")
+    train_mix: Mix = Field(
+        default_factory=lambda: {"copy": 0.34, "reverse": 0.33, "sort": 0.33},
+        description="Task families of the SFT and preference prompts, with relative frequencies.",
+    )
+    test_mix: Mix = Field(
+        default_factory=lambda: {"copy": 0.2, "reverse": 0.4, "sort": 0.4},
+        description="Task families of the test prompts (a different distribution, as HH-RLHF is to UltraFeedback).",
+    )
+    sft_lazy_prob: dict[Literal["copy", "reverse", "sort"], float] = Field(
+        default_factory=lambda: {"copy": 0.0, "reverse": 0.7, "sort": 0.7},
+        description="Per family, the probability that the SFT demonstrator copies the list instead of transforming it "
+        "(a family not listed: 0).",
+    )
+    sft_token_noise: float = Field(
+        0.05, ge=0, le=1, description="Probability that the SFT demonstrator replaces a word."
+    )
+    pref_lazy_prob_range: list[float] = Field(
+        default_factory=lambda: [0.2, 0.9],
+        min_length=2,
+        max_length=2,
+        description="Range of a preference demonstrator's lazy probability (drawn per response).",
+    )
+    pref_token_noise_range: list[float] = Field(
+        default_factory=lambda: [0.0, 0.2],
+        min_length=2,
+        max_length=2,
+        description="Range of a preference demonstrator's word-replacement probability (drawn per response).",
+    )
+    pref_length_noise: float = Field(
+        0.3, ge=0, le=1, description="Probability that a preference demonstrator drops or adds one word."
+    )
+    bt_temperature: float = Field(0.1, gt=0, description="Bradley-Terry annotator noise.")
+    length_penalty: float = Field(0.2, ge=0, description="Gold reward's penalty per missing or extra word.")
+
+    @field_validator("sft_lazy_prob", "pref_lazy_prob_range", "pref_token_noise_range")
+    @classmethod
+    def _probabilities(cls, value):
+        for p in value.values() if isinstance(value, dict) else value:
+            if not 0 <= p <= 1:
+                raise ValueError(f"{p} is not a probability in [0, 1]")
+        return value
+
+
+class PaperDataConfig(Section):
+    """The paper setting's data (UltraFeedback for SFT and preferences, HH-RLHF helpfulness test prompts)."""
+
+    prefs_dataset: str = Field(
+        "HuggingFaceH4/ultrafeedback_binarized", description="Hub dataset of SFT and preference splits."
+    )
+    sft_split: str = Field("train_sft", description="Split of the SFT demonstrations.")
+    prefs_split: str = Field("train_prefs", description="Split of the training preference pairs.")
+    heldout_split: str = Field("test_prefs", description="Split of the held-out preference pairs.")
+    test_path: str | None = Field(
+        None, description="A local HH-RLHF helpful-base test.jsonl(.gz); null loads test_dataset."
+    )
+    test_dataset: str = Field("Anthropic/hh-rlhf", description="Hub dataset of the test prompts.")
+    test_data_dir: str = Field("helpful-base", description="Its subset.")
+    n_sft: int | None = Field(None, description="SFT demonstrations (null: all).")
+    n_pref_train: int | None = Field(None, description="Training preference pairs (null: all).")
+    n_pref_heldout: int = Field(1000, description="Held-out preference pairs.")
+    n_test: int = Field(500, description="Test prompts.")
+
+
+class DataConfig(Section):
+    source: Literal["synthetic", "paper"] = Field("synthetic", description="The synthetic task, or the paper's data.")
+    synthetic: SyntheticDataConfig = Field(default_factory=SyntheticDataConfig)
+    paper: PaperDataConfig = Field(default_factory=PaperDataConfig)
+
+
+# ----------------------------------------------------------------------------- models and training
+
+
+class ArchConfig(Section):
+    """GPT-NeoX (Pythia) architecture of a model built from scratch."""
+
+    hidden_size: int = Field(64, ge=1, description="Width of the residual stream.")
+    num_layers: int = Field(2, ge=1, description="Transformer blocks.")
+    num_heads: int = Field(2, ge=1, description="Attention heads.")
+    intermediate_size: int | None = Field(None, ge=1, description="MLP width (null: 4 * hidden_size).")
+    max_position_embeddings: int = Field(64, ge=1, description="Longest sequence.")
+    rotary_pct: float = Field(
+        1.0,
+        gt=0,
+        le=1,
+        description="Fraction of each head's dimensions that get rotary position embeddings "
+        "(Pythia: 0.25; tiny heads need more).",
+    )
+
+
+class ModelConfig(Section):
+    init: Literal["scratch", "pretrained"] = Field(
+        "scratch", description="Build a tiny model, or load `name_or_path`."
+    )
+    name_or_path: str = Field("EleutherAI/pythia-2.8b", description="Hub name or local path of a pretrained model.")
+    arch: ArchConfig = Field(default_factory=ArchConfig)
+    dtype: Literal["float32", "bfloat16", "float16", "float64"] = Field("float32", description="Parameter dtype.")
+    attn_implementation: Literal["eager", "sdpa", "flash_attention_2"] = Field(
+        "eager", description="transformers' attention kernel."
+    )
+
+
+class TrainerConfig(Section):
+    """Lightning Trainer settings shared by every stage."""
+
+    accelerator: str = Field("cpu", description="Lightning accelerator (cpu, gpu, auto).")
+    devices: int | str = Field(1, description="Lightning devices.")
+    precision: str = Field("32-true", description="Lightning precision (32-true, bf16-mixed, ...).")
+    log_every_n_steps: int = Field(10, ge=1, description="Metrics logging interval.")
+    checkpoint_every_n_steps: int = Field(50, ge=1, description="Lightning resume checkpoints.")
+    deterministic: bool = Field(False, description="torch deterministic algorithms.")
+    progress_refresh: int = Field(20, ge=1, description="Progress-bar refresh interval (steps).")
+
+
+class GenerationConfig(Section):
+    max_new_tokens: int = Field(
+        8, ge=1, description="[choice] longest generated response; also the length of D' responses."
+    )
+    max_prompt_tokens: int | None = Field(None, description="Prompts are cut to their last N tokens (null: no limit).")
+    max_response_tokens: int | None = Field(
+        None, description="Training responses are cut to N tokens (null: no limit)."
+    )
+    eval_batch_size: int = Field(128, ge=1, description="Prompts per generation batch.")
+
+
+class SupervisedConfig(Section):
+    """SFT and the reward model: AdamW, linear warm-up, then `lr_schedule`."""
+
+    lr: float = Field(1.0e-3, gt=0, description="Learning rate.")
+    batch_size: int = Field(64, ge=1, description="Rows (SFT) or pairs (reward model) per step.")
+    max_steps: int = Field(1000, ge=1, description="Optimiser steps.")
+    warmup_steps: int = Field(0, ge=0, description="Linear warm-up steps.")
+    lr_schedule: Literal["constant", "cosine"] = Field(
+        "cosine", description="After warm-up: constant, or cosine decay to 0."
+    )
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
+
+
+class DPOConfig(Section):
+    """DPO and its component-weighted variants (ablations, cDPO)."""
+
+    beta: float = Field(0.1, gt=0, description="beta of the DPO loss.")
+    lr: float = Field(1.0e-4, gt=0, description="Learning rate.")
+    batch_size: int = Field(64, ge=1, description="Preference pairs per step (also the reference log-prob batch).")
+    max_steps: int = Field(300, ge=1, description="Optimiser steps.")
+    warmup_steps: int = Field(0, ge=0, description="Linear warm-up steps.")
+    lr_schedule: Literal["constant", "cosine"] = Field(
+        "constant", description="After warm-up: constant, or cosine decay to 0."
+    )
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
+    checkpoint_every: int = Field(
+        30, ge=0, description="Analysis checkpoints (weights + batch) every K steps; 0 = none."
+    )
+    eval_every: int = Field(30, ge=0, description="Judge the policy every K steps (the final step is always judged).")
+    step_scale: float = Field(1.0, gt=0, description="Multiplies every step-valued schedule key (the paper's steps).")
+
+
+class PPOConfig(Section):
+    """RLHF PPO and its component-weighted variants (ablations, cPPO, hPPO)."""
+
+    lr: float = Field(1.0e-4, gt=0, description="Policy learning rate.")
+    value_lr: float = Field(1.0e-3, gt=0, description="Value-model learning rate.")
+    rollout_batch_size: int = Field(64, ge=1, description="Prompts per iteration (rollout batch).")
+    mini_batch_size: int = Field(32, ge=1, description="Rollouts per optimiser step.")
+    ppo_epochs: int = Field(2, ge=1, description="Passes over each rollout batch.")
+    iterations: int = Field(
+        100, ge=1, description="PPO iterations (rollout batches); a training step is one iteration."
+    )
+    kl_coef: float = Field(0.05, ge=0, description="Per-token KL penalty to the reference.")
+    gamma: float = Field(1.0, ge=0, le=1, description="GAE discount.")
+    lam: float = Field(0.95, ge=0, le=1, description="GAE lambda.")
+    clip_eps: float = Field(0.2, gt=0, description="Policy ratio clip range.")
+    cliprange_value: float = Field(0.2, gt=0, description="Value clip range.")
+    vf_coef: float = Field(0.1, ge=0, description="Value-loss coefficient.")
+    temperature: float = Field(1.0, gt=0, description="Rollout sampling temperature.")
+    missing_eos_penalty: float = Field(
+        1.0, ge=0, description="Subtracted from the score of a response cut at max_new_tokens without EOS."
+    )
+    max_grad_norm: float | None = Field(1.0, description="Gradient clipping norm (null: none).")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
+    checkpoint_every: int = Field(10, ge=0, description="Analysis checkpoints every K iterations; 0 = none.")
+    eval_every: int = Field(
+        10, ge=0, description="Judge the policy every K iterations (the final one is always judged)."
+    )
+    step_scale: float = Field(1.0, gt=0, description="Multiplies every step-valued schedule key (the paper's steps).")
+
+
+OBJECTIVES: dict[str, type[Section]] = {"dpo": DPOConfig, "ppo": PPOConfig}
+
+
+class RunConfig(Section):
+    """One preference-optimization run: an objective plus component-weight schedules."""
+
+    objective: Literal["dpo", "ppo"] = Field(description="The objective; its section holds the hyper-parameters.")
+    label: str | None = Field(None, description="Legend label in figures (null: the run's name).")
+    weights: Weights = Field(
+        default_factory=Weights, description="Component-weight schedules (see src/podyn/schedules.py)."
+    )
+    overrides: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Keys of the objective's section overridden for this run (validated as that section).",
+    )
+
+
+# ----------------------------------------------------------------------------- evaluation and analysis
+
+
+class JudgeConfig(Section):
+    type: Literal["gold", "openai"] = Field(
+        "gold", description="The synthetic task's gold reward, or an OpenAI-compatible LLM."
+    )
+    tie_margin: float = Field(1.0e-9, ge=0, description="Gold judge: |r*(a) - r*(b)| <= margin is a tie.")
+    model: str = Field("gpt-4", description="LLM judge's model.")
+    base_url: str | None = Field(None, description="LLM judge's API base URL (null: OpenAI's).")
+    api_key_env: str = Field("OPENAI_API_KEY", description="Environment variable holding the API key.")
+    max_retries: int = Field(5, ge=0, description="Retries of a failed judge call.")
+    temperature: float = Field(0.0, ge=0, description="LLM judge's sampling temperature.")
+
+
+class WinrateConfig(Section):
+    bootstrap_samples: int = Field(2000, ge=1, description="Bootstrap resamples of every confidence interval.")
+    confidence: float = Field(0.95, gt=0, lt=1, description="Confidence level of every interval.")
+
+
+class DynamicsConfig(Section):
+    """Gradient alignment G at analysis checkpoints (method.md §1)."""
+
+    runs: list[str] = Field(default_factory=lambda: ["dpo", "ppo"], description="Runs whose dynamics are computed.")
+    n_prompts: int = Field(64, ge=1, description="[choice] number of evaluation prompts in D'.")
+    decoding: Literal["greedy", "sample"] = Field("greedy", description="[choice] how the final policy generates D'.")
+    method: Literal["jvp", "finite_difference", "direct"] = Field(
+        "finite_difference",
+        description="Directional derivatives by forward-mode AD, by a central finite difference along gbar, "
+        "or the direct reference (a backward pass per component).",
+    )
+    fd_eps: float = Field(
+        1.0e-3, gt=0, description="Finite-difference step as a length in parameter space (h = fd_eps / |gbar|)."
+    )
+    dtype: Literal["float32", "float64", "bfloat16"] = Field("float32", description="dtype of the analysis.")
+    chunk_rows: int | None = Field(None, description="Sequences per forward-mode pass (memory bound on large models).")
+    per_layer: bool = Field(False, description="Also report G restricted to each layer's parameters.")
+    dpo_batch: Literal["recorded", "fixed"] = Field(
+        "recorded", description="[choice] DPO's B: the step's training batch, or a fixed larger analysis batch."
+    )
+    dpo_fixed_batch_size: int = Field(256, ge=1, description="Size of the fixed analysis batch.")
+
+
+class AblationPanel(Section):
+    title: str = Field(description="Panel title.")
+    baseline: str = Field(description="The baseline run.")
+    runs: list[str] = Field(description="The variants drawn beside it.")
+
+
+def _default_panels() -> dict[str, AblationPanel]:
+    return {
+        "a": AblationPanel(title="DPO ablations", baseline="dpo", runs=["dpo_wo_neg_early", "dpo_wo_pos_late"]),
+        "b": AblationPanel(title="PPO ablations", baseline="ppo", runs=["ppo_wo_top", "ppo_wo_mid"]),
+        "c": AblationPanel(title="cDPO", baseline="dpo", runs=["cdpo_1", "cdpo_2", "cdpo_3"]),
+        "d": AblationPanel(title="cPPO-top", baseline="ppo", runs=["cppo_top_1", "cppo_top_2", "cppo_top_3"]),
+        "e": AblationPanel(title="cPPO-mid", baseline="ppo", runs=["cppo_mid_1", "cppo_mid_2", "cppo_mid_3"]),
+        "f": AblationPanel(title="hPPO", baseline="ppo", runs=["hppo_1", "hppo_2", "hppo_3"]),
+    }
+
+
+class FiguresConfig(Section):
+    dpo_run: str = Field("dpo", description="The run drawn as DPO in figures 1 and 5.")
+    ppo_run: str = Field("ppo", description="The run drawn as PPO in figures 2, 3 and 5.")
+    formats: list[Literal["png", "pdf", "svg"]] = Field(
+        default_factory=lambda: ["png", "pdf"], description="File formats of every figure."
+    )
+    symlog_linthresh: float | None = Field(
+        None, description="[choice] linear range of the symmetric-log G axis (null: 10th percentile of |G|)."
+    )
+    style: str = Field("whitegrid", description="seaborn style.")
+    ablation_panels: dict[str, AblationPanel] = Field(
+        default_factory=_default_panels, description="Figure 4's panels, each a baseline run beside its variants."
+    )
+
+
+class ClaimsConfig(Section):
+    """Thresholds of the paper-claims report, fixed before looking at the data."""
+
+    stable_fraction: float = Field(
+        0.7, description="DPO is stable if at least this fraction of its checkpoints have G(TOT) > 0."
+    )
+    offset_fraction: float = Field(
+        0.5, description="POS and NEG offset if at least this fraction of checkpoints have opposite signs."
+    )
+    joint_share_range: list[float] = Field(
+        default_factory=lambda: [0.2, 0.8],
+        min_length=2,
+        max_length=2,
+        description="POS and NEG shape the targets jointly if NEG's median share of |G| lies in this range.",
+    )
+    group_spread: float = Field(
+        0.1, description="TOP/MID/BOT differ if their mean shares of |G| spread at least this much."
+    )
+
+
+# ----------------------------------------------------------------------------- the whole config
+
+
+def _default_runs() -> dict[str, RunConfig]:
+    return {"dpo": RunConfig(objective="dpo", label="DPO"), "ppo": RunConfig(objective="ppo", label="PPO")}
+
+
+class Config(Section):
+    """podyn configuration. Every key has a default; an unknown or malformed key is an error
+    that names the key. Keys marked [choice] are where the paper is silent and the method
+    fixed an interpretation (the default is that choice)."""
+
+    experiment: str = Field(
+        "default", pattern=r"^[A-Za-z0-9_.-]+$", description="Results go to <results_dir>/<experiment>/."
+    )
+    results_dir: str = Field("results", description="Root of every output.")
+    seed: int = Field(0, description="Seed of data generation, initialisation, SFT and reward model.")
+    seeds: list[int] = Field(
+        default_factory=lambda: [0], min_length=1, description="One preference-optimization run per seed."
+    )
+    threads: int = Field(1, ge=1, description="torch threads per job.")
+    select: list[str] | None = Field(None, description="Train only these runs (null: all of `runs`).")
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    trainer: TrainerConfig = Field(default_factory=TrainerConfig)
+    generation: GenerationConfig = Field(default_factory=GenerationConfig)
+    sft: SupervisedConfig = Field(default_factory=SupervisedConfig, description="Supervised fine-tuning.")
+    reward_model: SupervisedConfig = Field(default_factory=SupervisedConfig, description="Bradley-Terry reward model.")
+    dpo: DPOConfig = Field(default_factory=DPOConfig)
+    ppo: PPOConfig = Field(default_factory=PPOConfig)
+    runs: dict[str, RunConfig] = Field(
+        default_factory=_default_runs,
+        min_length=1,
+        description="The runs: name -> objective, component-weight schedules, overrides.",
+    )
+    judge: JudgeConfig = Field(default_factory=JudgeConfig)
+    dynamics: DynamicsConfig = Field(default_factory=DynamicsConfig)
+    figures: FiguresConfig = Field(default_factory=FiguresConfig)
+    claims: ClaimsConfig = Field(default_factory=ClaimsConfig)
+    winrate: WinrateConfig = Field(default_factory=WinrateConfig)
+
+    @field_validator("seeds", mode="before")
+    @classmethod
+    def _seeds_from_command_line(cls, value):
+        """``snakemake --config seeds=[0,1,2]`` hands over the items as strings."""
+        if isinstance(value, list):
+            return [int(s) if isinstance(s, str) and s.strip().lstrip("-").isdigit() else s for s in value]
+        return value
+
+    @field_validator("runs")
+    @classmethod
+    def _run_names(cls, runs):
+        for name in runs:
+            if not name.replace("_", "").isalnum() or not name.isascii():
+                raise KeyPathError(f"runs.{name}", "a run name has only letters, digits and underscores")
+        return runs
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> "Config":
+        for name, run in self.runs.items():
+            section = OBJECTIVES[run.objective]
+            for key in run.overrides:
+                if key not in section.model_fields:
+                    raise KeyPathError(f"runs.{name}.overrides.{key}", f"not a key of '{run.objective}'")
+            try:
+                section.model_validate({**getattr(self, run.objective).model_dump(by_alias=True), **run.overrides})
+            except ValidationError as err:
+                first = err.errors(include_url=False)[0]
+                path, message = _describe(first)
+                raise KeyPathError(f"runs.{name}.overrides.{path}", message) from None
+        for name in self.select or []:
+            if name not in self.runs:
+                raise KeyPathError("select", f"run {name!r} is not defined under 'runs'")
+        return self
+
+
+def selected_runs(cfg: Config) -> list[str]:
+    """The runs to train: ``select``, else every run."""
+    return list(cfg.runs) if cfg.select is None else list(cfg.select)
+
+
+def results_root(cfg: Config) -> Path:
+    return Path(cfg.results_dir) / cfg.experiment
+
+
+@dataclass(frozen=True)
+class ResolvedRun:
+    """A run ready to train: its objective's section with the run's overrides (``hyper``) and
+    its weight schedules with step-valued keys multiplied by ``hyper.step_scale``."""
+
+    name: str
+    objective: str
+    hyper: DPOConfig | PPOConfig
+    weights: Weights
+
+
+def resolve_run(cfg: Any, name: str) -> ResolvedRun:
+    """``cfg`` is a :class:`Config` or a stage's excerpt holding ``runs.<name>`` and its objective's section."""
+    if name not in cfg.runs:
+        raise ConfigError(f"run {name!r} is not defined under 'runs' (defined: {', '.join(cfg.runs)})")
+    run = cfg.runs[name]
+    section = getattr(cfg, run.objective)
+    try:
+        hyper = OBJECTIVES[run.objective].model_validate({**section.model_dump(by_alias=True), **run.overrides})
+    except ValidationError as err:
+        raise ConfigError(format_errors(err, f"runs.{name}.overrides")) from None
+    return ResolvedRun(
+        name=name, objective=run.objective, hyper=hyper, weights=scale_steps(run.weights, hyper.step_scale)
+    )
+
+
+# ----------------------------------------------------------------------------- errors
+
+
+def _describe(error: dict[str, Any]) -> tuple[str, str]:
+    """(key path, message) of one pydantic error. Unknown and missing keys are reported at
+    the mapping that holds them; the union tags of weight specs are left out of the path."""
+    ctx_error = (error.get("ctx") or {}).get("error")
+    if isinstance(ctx_error, KeyPathError):
+        return ctx_error.path, ctx_error.message
+    loc = [str(p) for p in error["loc"] if not (isinstance(p, str) and p.startswith("<") and p.endswith(">"))]
+    kind, message = error["type"], error["msg"].removeprefix("Value error, ")
+    if kind == "extra_forbidden":
+        return ".".join(loc[:-1]) or "<top level>", f"unknown key '{loc[-1]}'"
+    if kind == "missing":
+        return ".".join(loc[:-1]) or "<top level>", f"missing required key '{loc[-1]}'"
+    if loc and loc[-1] == "[key]":
+        return ".".join(loc[:-2]) or "<top level>", f"key {error['input']!r}: {message}"
+    return ".".join(loc) or "<top level>", f"{message}, got {error['input']!r}"
+
+
+def format_errors(err: ValidationError, source: str) -> str:
+    """One line per error: ``<source>: invalid value at '<key path>': <message>``."""
+    lines = dict.fromkeys(
+        f"{source}: invalid value at '{path}': {message}"
+        for path, message in map(_describe, err.errors(include_url=False))
+    )
+    return "\n".join(lines)
+
+
+def validate_config(raw: dict[str, Any], source: str = "config") -> Config:
+    """The typed config of a whole config mapping; raise :class:`ConfigError` naming the key."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: expected a mapping at the top level, got {type(raw).__name__}")
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(format_errors(err, source)) from None
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    return raw
+
+
+def load_config(path: str | Path) -> Config:
+    """The typed config of a whole YAML/JSON config file (defaults filled in)."""
+    return validate_config(read_yaml(path), str(path))
+
+
+# ----------------------------------------------------------------------------- excerpts
+
+
+def _split(paths: list[str]) -> dict[str, list[str]]:
+    groups: dict[str, list[str]] = {}
+    for path in paths:
+        head, _, rest = path.partition(".")
+        groups.setdefault(head, []).append(rest)
+    return groups
+
+
+def _restricted(model: type[BaseModel], paths: list[str]) -> type[BaseModel]:
+    """``model`` with only the fields (and sub-fields) named by dotted ``paths``. A path
+    element under a mapping field (``runs.<name>``) selects a key: the excerpt's mapping holds
+    values of the restricted value model."""
+    fields: dict[str, Any] = {}
+    for name, rests in _split(paths).items():
+        if name not in model.model_fields:
+            raise KeyError(f"{model.__name__} has no key {name!r}")
+        info = model.model_fields[name]
+        if "" in rests:
+            fields[name] = (info.annotation, info)
+            continue
+        annotation = info.annotation
+        if getattr(annotation, "__origin__", None) is dict:
+            _, value_type = annotation.__args__
+            sub = _restricted(value_type, [rest.partition(".")[2] or "" for rest in rests])
+            fields[name] = (dict[str, sub], Field(default_factory=dict, description=info.description))
+        else:
+            sub = _restricted(annotation, rests)
+            fields[name] = (sub, Field(default_factory=sub, description=info.description))
+    return create_model(f"{model.__name__}Excerpt", __base__=Section, __doc__=model.__doc__, **fields)
+
+
+_EXCERPT_MODELS: dict[tuple[str, ...], type[BaseModel]] = {}
+
+
+def excerpt_model(paths: tuple[str, ...]) -> type[BaseModel]:
+    """The model of a stage's config excerpt: :class:`Config` restricted to the dotted key
+    ``paths`` the stage reads (``runs.<name>.weights`` keeps one run's weights)."""
+    if paths not in _EXCERPT_MODELS:
+        _EXCERPT_MODELS[paths] = _restricted(Config, list(paths))
+    return _EXCERPT_MODELS[paths]
+
+
+def _pick(tree: Any, path: list[str]) -> Any:
+    if not path:
+        return tree
+    return {path[0]: _pick(tree[path[0]], path[1:])}
+
+
+def _merge(a: dict, b: dict) -> dict:
+    out = dict(a)
+    for key, value in b.items():
+        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def excerpt(cfg: Config, paths: tuple[str, ...]) -> dict[str, Any]:
+    """The values of ``cfg`` at the dotted key ``paths``, as a JSON-ready nested mapping."""
+    tree = cfg.model_dump(mode="json", by_alias=True)
+    out: dict[str, Any] = {}
+    for path in paths:
+        out = _merge(out, _pick(tree, path.split(".")))
+    return out
+
+
+def validate_excerpt(raw: Any, paths: tuple[str, ...], source: str) -> BaseModel:
+    """A stage's excerpt, validated against the models restricted to the keys it reads."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: expected a mapping at the top level, got {type(raw).__name__}")
+    try:
+        return excerpt_model(paths).model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(format_errors(err, source)) from None
+
+
+# ----------------------------------------------------------------------------- schema
+
+
+class _DocumentedDefaults(GenerateJsonSchema):
+    """Write every default into the schema, also those made by a ``default_factory``."""
+
+    def default_schema(self, schema):
+        if "default_factory" in schema and not schema.get("default_factory_takes_data"):
+            schema = {k: v for k, v in schema.items() if k != "default_factory"} | {
+                "default": schema["default_factory"]()
+            }
+        return super().default_schema(schema)
+
+
+def json_schema() -> dict[str, Any]:
+    """The JSON schema of :class:`Config` (``workflow/schemas/config.schema.yaml``), with every
+    key's default and help text."""
+    schema = Config.model_json_schema(by_alias=True, mode="validation", schema_generator=_DocumentedDefaults)
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema", **schema}
+
+
+def schema_text() -> str:
+    header = "# GENERATED from src/podyn/config.py by `python -m podyn.config --write-schema`; do not edit.\n"
+    return header + yaml.safe_dump(json_schema(), sort_keys=False, width=119, allow_unicode=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m podyn.config", description="The config's JSON schema and defaults."
+    )
+    action = parser.add_mutually_exclusive_group(required=True)
+    action.add_argument("--write-schema", action="store_true", help=f"regenerate {SCHEMA_PATH.relative_to(REPO)}")
+    action.add_argument("--check-schema", action="store_true", help="exit 1 if the committed schema is out of date")
+    action.add_argument("--defaults", action="store_true", help="print the complete default config as YAML")
+    action.add_argument("--show", metavar="CONFIG", help="print a config file completed with defaults, as YAML")
+    args = parser.parse_args(argv)
+    if args.write_schema:
+        SCHEMA_PATH.write_text(schema_text())
+        print(f"wrote {SCHEMA_PATH}")
+    elif args.check_schema:
+        if not SCHEMA_PATH.exists() or SCHEMA_PATH.read_text() != schema_text():
+            print(f"{SCHEMA_PATH} is out of date: run `python -m podyn.config --write-schema`", file=sys.stderr)
+            return 1
     else:
-        path = Path(text)
-        if not path.exists():
-            raise ConfigError(f"config file not found: {path}")
-        try:
-            cfg = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as err:
-            raise ConfigError(f"{path}: not valid YAML: {err}") from None
-        where = str(path)
-    if not isinstance(cfg, dict):
-        raise ConfigError(f"{where}: expected a mapping at the top level")
-    return validate_config(cfg, where) if "experiment" in cfg else cfg
+        cfg = Config() if args.defaults else load_config(args.show)
+        print(yaml.safe_dump(cfg.model_dump(mode="json", by_alias=True), sort_keys=False), end="")
+    return 0
 
 
-def selected_runs(cfg: dict[str, Any]) -> list[str]:
-    return list(cfg.get("select") or cfg["runs"])
-
-
-def resolve_run(cfg: dict[str, Any], name: str) -> dict[str, Any]:
-    """A run's objective, hyper-parameters (its objective's section with the run's overrides)
-    and component-weight specs with step-valued keys multiplied by ``step_scale``."""
-    run = cfg["runs"][name]
-    objective = run["objective"]
-    hyper = {**cfg[objective], **run.get("overrides", {})}
-    weights = {k: scale_steps(v, hyper["step_scale"]) for k, v in run.get("weights", {}).items() if k in WEIGHT_KEYS}
-    return {"name": name, "objective": objective, "hyper": hyper, "weights": weights, "label": run.get("label", name)}
-
-
-def results_root(cfg: dict[str, Any]) -> Path:
-    return Path(cfg.get("results_dir", "results")) / cfg["experiment"]
+if __name__ == "__main__":
+    sys.exit(main())

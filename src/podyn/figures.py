@@ -11,7 +11,7 @@ Several seeds are drawn as their mean with a 95% confidence band.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Iterable, Sequence
 
 import matplotlib
 
@@ -21,7 +21,9 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
+from .config import Config, FiguresConfig  # noqa: E402
 from .io import atomic_path  # noqa: E402
+from .results import read_records  # noqa: E402
 
 PANELS = (("(a) TOT", ["tot"]), ("(b) POS / NEG", ["pos", "neg"]), ("(c) TOP / MID / BOT", ["top", "mid", "bot"]))
 PALETTE = {"tot": "black", "pos": "tab:blue", "neg": "tab:red", "top": "tab:purple", "mid": "tab:orange", "bot": "tab:green"}
@@ -43,9 +45,9 @@ def symlog_threshold(values: pd.Series, setting: float | None) -> float:
     return float(np.quantile(nonzero, 0.1)) if len(nonzero) else 1.0
 
 
-def dynamics_figure(table: pd.DataFrame, title: str, stem: Path, fig_cfg: dict[str, Any], xlabel: str = "training step") -> None:
+def dynamics_figure(table: pd.DataFrame, title: str, stem: Path, fig_cfg: FiguresConfig, xlabel: str = "training step") -> None:
     data = table[table["layer"] == "all"] if "layer" in table else table
-    threshold = symlog_threshold(data["G"], fig_cfg.get("symlog_linthresh"))
+    threshold = symlog_threshold(data["G"], fig_cfg.symlog_linthresh)
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.6), sharey=True)
     for ax, (panel, components) in zip(axes, PANELS):
         subset = data[data["component"].isin(components)].assign(component=lambda d: d["component"].str.upper())
@@ -58,10 +60,10 @@ def dynamics_figure(table: pd.DataFrame, title: str, stem: Path, fig_cfg: dict[s
         ax.legend(title=None, fontsize=8)
     axes[0].set_ylabel(r"$\mathcal{G}$ (symlog)")
     fig.suptitle(title)
-    save(fig, stem, fig_cfg["formats"])
+    save(fig, stem, fig_cfg.formats)
 
 
-def advantages_figure(records: pd.DataFrame, stem: Path, fig_cfg: dict[str, Any]) -> None:
+def advantages_figure(records: pd.DataFrame, stem: Path, fig_cfg: FiguresConfig) -> None:
     data = records[records["kind"].str.startswith("raw_advantage/")].copy()
     data["group"] = data["kind"].str.split("/").str[1].str.upper()
     fig, ax = plt.subplots(figsize=(5.5, 3.6))
@@ -72,7 +74,7 @@ def advantages_figure(records: pd.DataFrame, stem: Path, fig_cfg: dict[str, Any]
     ax.set_ylabel("mean raw advantage")
     ax.set_title("Average (raw) advantages of TOP / MID / BOT tokens")
     ax.legend(title=None)
-    save(fig, stem, fig_cfg["formats"])
+    save(fig, stem, fig_cfg.formats)
 
 
 def iqr_outliers(values: pd.Series) -> pd.Series:
@@ -82,7 +84,7 @@ def iqr_outliers(values: pd.Series) -> pd.Series:
     return (values < q1 - 1.5 * spread) | (values > q3 + 1.5 * spread)
 
 
-def grad_norm_figure(norms: dict[str, pd.DataFrame], stem: Path, fig_cfg: dict[str, Any]) -> None:
+def grad_norm_figure(norms: dict[str, pd.DataFrame], stem: Path, fig_cfg: FiguresConfig) -> None:
     fig, axes = plt.subplots(1, len(norms), figsize=(5.5 * len(norms), 3.6))
     for ax, (name, frame) in zip(np.atleast_1d(axes), norms.items()):
         data = frame[frame["kind"] == "grad_norm"].copy()
@@ -92,28 +94,22 @@ def grad_norm_figure(norms: dict[str, pd.DataFrame], stem: Path, fig_cfg: dict[s
         ax.set_xlabel("training step" if name.upper().startswith("DPO") else "PPO iteration")
         ax.set_ylabel("gradient L2 norm")
         ax.legend(title="outlier", fontsize=8)
-    save(fig, stem, fig_cfg["formats"])
+    save(fig, stem, fig_cfg.formats)
 
 
-def read_records(paths: Iterable[Path]) -> pd.DataFrame:
-    frames = []
-    for path in paths:
-        frame = pd.read_csv(path)
-        frame["seed"] = int(Path(path).parent.name.removeprefix("seed"))
-        frames.append(frame)
-    return pd.concat(frames, ignore_index=True)
-
-
-def dynamics_figures(cfg: dict[str, Any], dpo_table: Path, ppo_table: Path, dpo_records: list[Path], ppo_records: list[Path], out_dir: Path) -> None:
-    """Figures 1, 2, 3 and 5 from the cached dynamics tables and per-step records."""
-    fig_cfg = cfg["figures"]
-    sns.set_theme(style=fig_cfg.get("style", "whitegrid"), context="paper")
-    out_dir = Path(out_dir)
-    dynamics_figure(pd.read_csv(dpo_table), "DPO learning dynamics", out_dir / "fig1_dpo_dynamics", fig_cfg)
-    dynamics_figure(pd.read_csv(ppo_table), "PPO learning dynamics", out_dir / "fig2_ppo_dynamics", fig_cfg, xlabel="PPO iteration")
-    ppo = read_records(ppo_records)
-    advantages_figure(ppo, out_dir / "fig3_ppo_advantages", fig_cfg)
-    grad_norm_figure({"DPO": read_records(dpo_records), "PPO": ppo}, out_dir / "fig5_grad_magnitudes", fig_cfg)
+def dynamics_figures(
+    cfg: Config, *, dpo: Path, ppo: Path, seeds: Sequence[int], dpo_records: Sequence[Path], ppo_records: Sequence[Path], out: Path
+) -> None:
+    """Figures 1, 2, 3 and 5 from the cached dynamics tables (``dpo``, ``ppo``) and the two
+    runs' per-step records, one file per seed in ``seeds``."""
+    fig_cfg = cfg.figures
+    sns.set_theme(style=fig_cfg.style, context="paper")
+    out_dir = Path(out)
+    dynamics_figure(pd.read_csv(dpo), "DPO learning dynamics", out_dir / "fig1_dpo_dynamics", fig_cfg)
+    dynamics_figure(pd.read_csv(ppo), "PPO learning dynamics", out_dir / "fig2_ppo_dynamics", fig_cfg, xlabel="PPO iteration")
+    ppo_frame = read_records(ppo_records, seeds)
+    advantages_figure(ppo_frame, out_dir / "fig3_ppo_advantages", fig_cfg)
+    grad_norm_figure({"DPO": read_records(dpo_records, seeds), "PPO": ppo_frame}, out_dir / "fig5_grad_magnitudes", fig_cfg)
 
 
 def winrate_curves(ax: plt.Axes, winrates: pd.DataFrame, runs: list[str], labels: dict[str, str]) -> None:
@@ -135,22 +131,23 @@ def winrate_curves(ax: plt.Axes, winrates: pd.DataFrame, runs: list[str], labels
     ax.legend(fontsize=7, title=None)
 
 
-def ablation_figure(cfg: dict[str, Any], winrates_csv: Path, out_dir: Path) -> None:
+def ablation_figure(cfg: Config, winrates_csv: Path, out_dir: Path) -> None:
     """Figure 4: one panel per entry of ``figures.ablation_panels``, each with its baseline."""
-    fig_cfg = cfg["figures"]
-    sns.set_theme(style=fig_cfg.get("style", "whitegrid"), context="paper")
+    fig_cfg = cfg.figures
+    sns.set_theme(style=fig_cfg.style, context="paper")
     winrates = pd.read_csv(winrates_csv)
-    labels = {name: run.get("label", name) for name, run in cfg["runs"].items()}
-    panels = fig_cfg["ablation_panels"]
+    labels = {name: name if run.label is None else run.label for name, run in cfg.runs.items()}
+    panels = fig_cfg.ablation_panels
     cols = min(3, len(panels))
     rows = -(-len(panels) // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 3.6 * rows), squeeze=False)
     for ax, (key, panel) in zip(axes.flat, panels.items()):
-        winrate_curves(ax, winrates, [panel["baseline"], *panel["runs"]], labels)
-        ax.set_title(f"({key}) {panel['title']}")
-        ax.set_xlabel("training step" if cfg["runs"].get(panel["baseline"], {}).get("objective") == "dpo" else "PPO iteration")
+        winrate_curves(ax, winrates, [panel.baseline, *panel.runs], labels)
+        ax.set_title(f"({key}) {panel.title}")
+        baseline = cfg.runs.get(panel.baseline)
+        ax.set_xlabel("training step" if baseline is not None and baseline.objective == "dpo" else "PPO iteration")
     for ax in list(axes.flat)[len(panels):]:
         ax.set_visible(False)
     fig.suptitle("Performance under ablation and coordination (gold-judged win rate against SFT)")
     fig.tight_layout()
-    save(fig, Path(out_dir) / "fig4_ablations", fig_cfg["formats"])
+    save(fig, Path(out_dir) / "fig4_ablations", fig_cfg.formats)

@@ -9,7 +9,7 @@ from typing import Sequence
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from . import stats
+from . import resources
 from .batching import encode_prompt, left_padded_prompts
 
 
@@ -52,7 +52,7 @@ def generate(
     model.train(was_training)
     width = batch["input_ids"].shape[1]
     response = sequences[:, width:]
-    stats.add_tokens(batch["attention_mask"].sum() + response.numel())
+    resources.add_tokens(batch["attention_mask"].sum() + response.numel())
     is_eos = response == tokenizer.eos_token_id
     # tokens up to and including the first EOS belong to the response
     after_eos = (is_eos.long().cumsum(1) - is_eos.long()) > 0

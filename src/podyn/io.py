@@ -1,10 +1,11 @@
-"""Atomic file writes and validated JSON-lines reads."""
+"""Atomic file writes (files and ``save_pretrained`` directories) and validated JSON-lines reads."""
 
 from __future__ import annotations
 
 import gzip
 import json
 import os
+import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -29,6 +30,19 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def save_pretrained_atomic(out_dir: str | Path, *objects: Any) -> None:
+    """``save_pretrained`` every object (model, tokenizer) into a temporary sibling directory,
+    then rename it into place."""
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    for obj in objects:
+        obj.save_pretrained(tmp)
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    tmp.rename(out_dir)
 
 
 def write_text(path: str | Path, text: str) -> None:

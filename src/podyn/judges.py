@@ -11,8 +11,7 @@ import time
 from pathlib import Path
 from typing import Protocol
 
-import numpy as np
-
+from .config import JudgeConfig
 from .data.synthetic import gold_reward
 
 
@@ -127,20 +126,9 @@ def parse_choice(text: str) -> str:
     return "?"
 
 
-def make_judge(cfg: dict, cache_path: str | Path, length_penalty: float = 0.2) -> Judge:
-    judge_cfg = cfg["judge"]
-    if judge_cfg["type"] == "gold":
-        return GoldJudge(judge_cfg.get("tie_margin", 1e-9), length_penalty)
-    return OpenAIJudge(
-        judge_cfg["model"], cache_path, judge_cfg.get("base_url"), judge_cfg.get("api_key_env", "OPENAI_API_KEY"),
-        judge_cfg.get("max_retries", 5), judge_cfg.get("temperature", 0.0),
-    )
-
-
-def bootstrap_ci(scores: np.ndarray, samples: int = 2000, confidence: float = 0.95, seed: int = 0) -> tuple[float, float, float]:
-    """Mean of ``scores`` and its percentile-bootstrap confidence interval over prompts."""
-    scores = np.asarray(scores, dtype=float)
-    rng = np.random.default_rng(seed)
-    means = scores[rng.integers(len(scores), size=(samples, len(scores)))].mean(axis=1)
-    alpha = (1.0 - confidence) / 2
-    return float(scores.mean()), float(np.quantile(means, alpha)), float(np.quantile(means, 1 - alpha))
+def make_judge(judge: JudgeConfig, cache_path: str | Path, length_penalty: float) -> Judge:
+    """The judge of the config's ``judge`` section; ``length_penalty`` is the synthetic task's
+    (``data.synthetic.length_penalty``), used by the gold judge."""
+    if judge.type == "gold":
+        return GoldJudge(judge.tie_margin, length_penalty)
+    return OpenAIJudge(judge.model, cache_path, judge.base_url, judge.api_key_env, judge.max_retries, judge.temperature)

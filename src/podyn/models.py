@@ -4,8 +4,6 @@ the paper setting, and always saved/loaded with ``save_pretrained`` / ``from_pre
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
-
 import torch
 import torch.nn.functional as F
 from transformers import (
@@ -18,7 +16,8 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
-from . import stats
+from . import resources
+from .config import ArchConfig, ModelConfig, TrainerConfig
 
 EOS_TOKEN = "<|endoftext|>"
 PAD_TOKEN = "<|padding|>"
@@ -39,17 +38,21 @@ def build_word_tokenizer(words: list[str]) -> PreTrainedTokenizerFast:
     )
 
 
-def build_gpt_neox(vocab_size: int, tokenizer: PreTrainedTokenizerBase, arch: dict[str, Any], seed: int) -> GPTNeoXForCausalLM:
-    """A Pythia-architecture model with random weights."""
+def build_gpt_neox(
+    vocab_size: int, tokenizer: PreTrainedTokenizerBase, arch: ArchConfig | dict, seed: int
+) -> GPTNeoXForCausalLM:
+    """A Pythia-architecture model with random weights; ``arch`` is the config's
+    ``model.arch`` (typed, or its YAML form, which is validated)."""
+    arch = ArchConfig.model_validate(arch)
     torch.manual_seed(seed)
     config = GPTNeoXConfig(
         vocab_size=vocab_size,
-        hidden_size=arch["hidden_size"],
-        num_hidden_layers=arch["num_layers"],
-        num_attention_heads=arch["num_heads"],
-        intermediate_size=arch.get("intermediate_size", 4 * arch["hidden_size"]),
-        max_position_embeddings=arch.get("max_position_embeddings", 64),
-        rotary_pct=arch.get("rotary_pct", 1.0),
+        hidden_size=arch.hidden_size,
+        num_hidden_layers=arch.num_layers,
+        num_attention_heads=arch.num_heads,
+        intermediate_size=4 * arch.hidden_size if arch.intermediate_size is None else arch.intermediate_size,
+        max_position_embeddings=arch.max_position_embeddings,
+        rotary_pct=arch.rotary_pct,
         use_parallel_residual=True,
         tie_word_embeddings=False,
         eos_token_id=tokenizer.eos_token_id,
@@ -76,21 +79,19 @@ def _torch_dtype(name: str) -> torch.dtype:
     return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "float64": torch.float64}[name]
 
 
-def load_policy(path: str | Path, model_cfg: dict[str, Any]) -> torch.nn.Module:
+def load_policy(path: str | Path, model_cfg: ModelConfig) -> torch.nn.Module:
     return AutoModelForCausalLM.from_pretrained(
-        str(path),
-        dtype=_torch_dtype(model_cfg.get("dtype", "float32")),
-        attn_implementation=model_cfg.get("attn_implementation", "eager"),
+        str(path), dtype=_torch_dtype(model_cfg.dtype), attn_implementation=model_cfg.attn_implementation
     )
 
 
-def load_scalar_model(path: str | Path, model_cfg: dict[str, Any]) -> torch.nn.Module:
+def load_scalar_model(path: str | Path, model_cfg: ModelConfig) -> torch.nn.Module:
     """A causal LM body with a scalar head (reward or value model)."""
     model = AutoModelForSequenceClassification.from_pretrained(
         str(path),
         num_labels=1,
-        dtype=_torch_dtype(model_cfg.get("dtype", "float32")),
-        attn_implementation=model_cfg.get("attn_implementation", "eager"),
+        dtype=_torch_dtype(model_cfg.dtype),
+        attn_implementation=model_cfg.attn_implementation,
     )
     model.config.pad_token_id = model.config.pad_token_id if model.config.pad_token_id is not None else 0
     return model
@@ -101,10 +102,10 @@ def _at_least_float32(x: torch.Tensor) -> torch.Tensor:
     return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
 
 
-def inference_device(cfg: dict[str, Any]) -> torch.device:
+def inference_device(trainer: TrainerConfig) -> torch.device:
     """Where evaluation-only stages run: the GPU when the trainer is set to use one and one is
     present, else the CPU."""
-    accelerator = cfg.get("trainer", {}).get("accelerator", "cpu")
+    accelerator = trainer.accelerator
     return torch.device("cuda" if accelerator in ("gpu", "cuda", "auto") and torch.cuda.is_available() else "cpu")
 
 
@@ -116,7 +117,7 @@ def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
 
 def token_logps(model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
     """log pi(input_ids[:, t] | input_ids[:, :t]) for t >= 1, shape (B, T-1)."""
-    stats.add_tokens(attention_mask.sum())
+    resources.add_tokens(attention_mask.sum())
     logits = model(
         input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids_from_mask(attention_mask)
     ).logits[:, :-1]
@@ -133,7 +134,7 @@ def sequence_logps(model: torch.nn.Module, input_ids: torch.Tensor, attention_ma
 
 def scalar_head_outputs(model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
     """The scalar head applied at every position, shape (B, T)."""
-    stats.add_tokens(attention_mask.sum())
+    resources.add_tokens(attention_mask.sum())
     hidden = model.base_model(
         input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids_from_mask(attention_mask)
     ).last_hidden_state

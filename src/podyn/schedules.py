@@ -12,57 +12,179 @@ A run's ``weights`` config maps a component to a *weight spec*:
 * a list of specs: their product.
 
 Step-valued keys (``before``, ``after``, ``start``, ``end``, ``period``, ``phase``) are the paper's
-and are multiplied by the objective's ``step_scale`` when the config is resolved.
+and are multiplied by the objective's ``step_scale`` when a run is resolved
+(:func:`podyn.config.resolve_run`).
+
+The specs are typed (the models below, part of :mod:`podyn.config`); the functions also take
+the YAML form, which they validate first.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal, Union
 
-from .objectives import ComponentWeights
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, TypeAdapter
+from typing_extensions import Annotated, TypeAliasType
+
+if TYPE_CHECKING:
+    from .objectives import ComponentWeights
 
 STEP_KEYS = ("before", "after", "start", "end", "period", "phase")
 WEIGHT_KEYS = ("pos", "neg", "top", "mid", "bot")
 
 
-def weight_at(spec: Any, step: float) -> float:
+class _Spec(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, populate_by_name=True)
+
+    def scaled(self, scale: float) -> "_Spec":
+        """This spec with every step-valued key multiplied by ``scale``."""
+        update = {k: getattr(self, k) * scale for k in STEP_KEYS if k in type(self).model_fields}
+        return self.model_copy(update=update)
+
+
+class BeforeSpec(_Spec):
+    """Weight ``value`` while t < ``before``, else ``otherwise``."""
+
+    value: float = Field(description="Weight while t < before.")
+    before: float = Field(description="Step (the paper's) before which `value` applies.")
+    otherwise: float = Field(1.0, description="Weight from step `before` on.")
+
+
+class AfterSpec(_Spec):
+    """Weight ``value`` while t > ``after``, else ``otherwise``."""
+
+    value: float = Field(description="Weight while t > after.")
+    after: float = Field(description="Step (the paper's) after which `value` applies.")
+    otherwise: float = Field(1.0, description="Weight up to step `after`.")
+
+
+class Ramp(_Spec):
+    start: float = Field(description="Step where the ramp leaves `from`.")
+    end: float = Field(description="Step where the ramp reaches `to`.")
+    from_: float = Field(1.0, alias="from", description="Weight before `start`.")
+    to: float = Field(0.0, description="Weight after `end`.")
+
+
+class RampSpec(_Spec):
+    """A linear ramp between two weights."""
+
+    ramp: Ramp
+
+    def scaled(self, scale: float) -> "RampSpec":
+        return self.model_copy(update={"ramp": self.ramp.scaled(scale)})
+
+
+class Wave(_Spec):
+    period: float = Field(gt=0, description="Period in steps (the paper's).")
+    amplitude: float = Field(description="tau in 1 + tau * s(t).")
+    shape: Literal["sine", "square"] = Field(
+        "sine", description="s(t): a sine, or the square wave of the same period."
+    )
+    phase: float = Field(0.0, description="Shift of t in steps (the paper's).")
+
+
+class WaveSpec(_Spec):
+    """An oscillating weight 1 + amplitude * s(t) (hPPO)."""
+
+    wave: Wave
+
+    def scaled(self, scale: float) -> "WaveSpec":
+        return self.model_copy(update={"wave": self.wave.scaled(scale)})
+
+
+_SPEC_TAGS = {BeforeSpec: "<before>", AfterSpec: "<after>", RampSpec: "<ramp>", WaveSpec: "<wave>"}
+
+
+def _spec_kind(value: Any) -> str:
+    """Which kind of spec ``value`` is; the tags are angle-bracketed so that error messages can
+    leave them out of the key path (:func:`podyn.config.format_errors`)."""
+    if isinstance(value, _Spec):
+        return _SPEC_TAGS[type(value)]
+    if isinstance(value, (list, tuple)):
+        return "<product>"
+    if isinstance(value, dict):
+        return next((f"<{key}>" for key in ("ramp", "wave", "after") if key in value), "<before>")
+    return "<constant>"
+
+
+WeightSpec = TypeAliasType(
+    "WeightSpec",
+    Annotated[
+        Union[
+            Annotated[float, Tag("<constant>")],
+            Annotated[list["WeightSpec"], Tag("<product>")],
+            Annotated[BeforeSpec, Tag("<before>")],
+            Annotated[AfterSpec, Tag("<after>")],
+            Annotated[RampSpec, Tag("<ramp>")],
+            Annotated[WaveSpec, Tag("<wave>")],
+        ],
+        Discriminator(_spec_kind),
+    ],
+)
+_WEIGHT_SPEC = TypeAdapter(WeightSpec)
+
+
+class Weights(_Spec):
+    """A run's component weights: each a weight spec (see :mod:`podyn.schedules`); absent means 1."""
+
+    pos: WeightSpec | None = Field(None, description="Positive learning (raise logp of the chosen response).")
+    neg: WeightSpec | None = Field(None, description="Negative learning (lower logp of the rejected response).")
+    top: WeightSpec | None = Field(None, description="The loss-reweighting tertile with the largest weights.")
+    mid: WeightSpec | None = Field(None, description="The middle loss-reweighting tertile.")
+    bot: WeightSpec | None = Field(None, description="The loss-reweighting tertile with the smallest weights.")
+
+
+def _scaled(spec: Any, scale: float) -> Any:
+    if isinstance(spec, list):
+        return [_scaled(s, scale) for s in spec]
+    if isinstance(spec, _Spec):
+        return spec.scaled(scale)
+    return spec
+
+
+def scale_steps(weights: Weights | dict[str, Any], scale: float) -> Weights:
+    """Multiply every step-valued key of every component's spec by ``scale``."""
+    weights = Weights.model_validate(weights)
+    return weights.model_copy(update={k: _scaled(getattr(weights, k), scale) for k in WEIGHT_KEYS})
+
+
+def _weight(spec: Any, step: float) -> float:
     if spec is None:
         return 1.0
     if isinstance(spec, (int, float)):
         return float(spec)
     if isinstance(spec, list):
-        return math.prod(weight_at(s, step) for s in spec)
-    if "ramp" in spec:
-        r = spec["ramp"]
-        start, end = r["start"], r["end"]
-        frac = 1.0 if end <= start else min(max((step - start) / (end - start), 0.0), 1.0)
-        return r.get("from", 1.0) + frac * (r.get("to", 0.0) - r.get("from", 1.0))
-    if "wave" in spec:
-        w = spec["wave"]
-        cycles = (step + w.get("phase", 0.0)) / w["period"]
-        if w.get("shape", "sine") == "square":
+        return math.prod(_weight(s, step) for s in spec)
+    if isinstance(spec, RampSpec):
+        r = spec.ramp
+        frac = 1.0 if r.end <= r.start else min(max((step - r.start) / (r.end - r.start), 0.0), 1.0)
+        return r.from_ + frac * (r.to - r.from_)
+    if isinstance(spec, WaveSpec):
+        w = spec.wave
+        cycles = (step + w.phase) / w.period
+        if w.shape == "square":
             # not sign(sin): at the crossings sin's rounding error would pick the sign
             s = 1.0 if cycles % 1.0 < 0.5 else -1.0
         else:
             s = math.sin(2 * math.pi * cycles)
-        return 1.0 + w["amplitude"] * s
-    if "before" in spec:
-        return spec["value"] if step < spec["before"] else spec.get("otherwise", 1.0)
-    if "after" in spec:
-        return spec["value"] if step > spec["after"] else spec.get("otherwise", 1.0)
-    raise ValueError(f"unrecognised weight spec {spec!r}")
+        return 1.0 + w.amplitude * s
+    if isinstance(spec, BeforeSpec):
+        return spec.value if step < spec.before else spec.otherwise
+    if isinstance(spec, AfterSpec):
+        return spec.value if step > spec.after else spec.otherwise
+    raise TypeError(f"not a weight spec: {spec!r}")
 
 
-def weights_at(weight_specs: dict[str, Any], step: float) -> ComponentWeights:
+def weight_at(spec: Any, step: float) -> float:
+    """The weight that ``spec`` (typed, or its YAML form) gives at training step ``step``."""
+    return 1.0 if spec is None else _weight(_WEIGHT_SPEC.validate_python(spec), step)
+
+
+def weights_at(weights: Weights | dict[str, Any], step: float) -> "ComponentWeights":
     """The run's component weights at training step ``step``."""
-    return ComponentWeights(**{k: weight_at(weight_specs.get(k), step) for k in WEIGHT_KEYS})
+    from .objectives import ComponentWeights  # here: this module is imported by the light config
 
-
-def scale_steps(spec: Any, scale: float) -> Any:
-    """Multiply every step-valued key of a weight spec by ``scale``."""
-    if isinstance(spec, list):
-        return [scale_steps(s, scale) for s in spec]
-    if isinstance(spec, dict):
-        return {k: (v * scale if k in STEP_KEYS and isinstance(v, (int, float)) else scale_steps(v, scale)) for k, v in spec.items()}
-    return spec
+    if not isinstance(weights, Weights):
+        weights = Weights.model_validate(weights)
+    return ComponentWeights(**{k: _weight(getattr(weights, k), step) for k in WEIGHT_KEYS})

@@ -1,27 +1,23 @@
-import json
 import os
 import sys
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
 
-from podyn.config import ConfigError, resolve_run, selected_runs, validate_config
-
-# `--config seeds=[0,1,2]` arrives as strings
-if isinstance(config.get("seeds"), list):
-    config["seeds"] = [int(s) if isinstance(s, str) and s.strip().lstrip("-").isdigit() else s for s in config["seeds"]]
+from podyn import registry
+from podyn.config import ConfigError, selected_runs, validate_config
 
 try:
-    validate_config(config, source=", ".join(map(str, workflow.configfiles)) or "config")
+    CFG = validate_config(config, source=", ".join(map(str, workflow.configfiles)) or "config")
 except ConfigError as err:
     raise WorkflowError(str(err)) from None
 
 # The rules call `podyn`: find it beside the interpreter running Snakemake, activated or not.
 os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
 
-RESULTS = f"{config['results_dir']}/{config['experiment']}"
-RUNS = selected_runs(config)
-SEEDS = config["seeds"]
+RESULTS = f"{CFG.results_dir}/{CFG.experiment}"
+RUNS = selected_runs(CFG)
+SEEDS = CFG.seeds
 
 
 def on_a_cluster() -> bool:
@@ -33,7 +29,7 @@ def on_a_cluster() -> bool:
 # Stages with nothing beside them in the DAG take every local core (up to 8). On a cluster they take
 # `threads` like every other stage, the same in the submitting process and in the job (the plugin asks
 # Slurm for that many CPUs per task; workflow.cores is unset there, or the node's CPU count in the job).
-SERIAL_THREADS = config["threads"] if on_a_cluster() else min(workflow.cores, 8)
+SERIAL_THREADS = CFG.threads if on_a_cluster() else min(workflow.cores, 8)
 
 
 wildcard_constraints:
@@ -41,22 +37,13 @@ wildcard_constraints:
     seed=r"\d+",
 
 
-def stage_config(*sections, **extra):
-    """The config sections a stage reads, as the JSON its entry point takes. Passing only
-    these as `params` means that editing another section does not rerun the stage."""
-    return json.dumps({**{s: config[s] for s in sections}, **extra}, sort_keys=True)
+def stage_config(stage, run=None):
+    """The config keys `stage` reads (declared in podyn.registry), as the JSON its entry point
+    takes. Passing only these as `params` means that editing another key does not rerun it."""
+    return registry.stage_config(CFG, stage, run)
 
 
-def run_config(wildcards, extra_sections=()):
-    run = {k: v for k, v in config["runs"][wildcards.run].items() if k != "label"}  # a legend label retrains nothing
-    return stage_config("model", "trainer", "generation", run["objective"], *extra_sections, runs={wildcards.run: run})
-
-
-def dynamics_config(keys):
-    return {k: config["dynamics"][k] for k in keys}
-
-
-DYNAMICS_RUNS = [r for r in config["dynamics"]["runs"] if r in RUNS]
+DYNAMICS_RUNS = [r for r in CFG.dynamics.runs if r in RUNS]
 
 
 def run_outputs(run, seed):

@@ -2,7 +2,7 @@ rule prepare_data:
     output:
         expand(f"{RESULTS}/data/{{split}}.jsonl", split=["sft", "prefs_train", "prefs_heldout", "test"]),
     params:
-        cfg=stage_config("seed", "data"),
+        cfg=stage_config("prepare-data"),
         out=f"{RESULTS}/data",
     log:
         f"{RESULTS}/logs/prepare_data.log",

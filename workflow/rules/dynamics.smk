@@ -6,9 +6,9 @@ rule final_responses:
     output:
         f"{RESULTS}/dynamics/{{run}}/seed{{seed}}_final_responses.jsonl",
     params:
-        cfg=stage_config("model", "trainer", "generation", dynamics=dynamics_config(("n_prompts", "decoding"))),
+        cfg=stage_config("final-responses"),
         data=f"{RESULTS}/data",
-    threads: config["threads"]
+    threads: CFG.threads
     log:
         f"{RESULTS}/logs/final_responses/{{run}}_seed{{seed}}.log",
     shell:
@@ -27,9 +27,9 @@ rule dynamics:
         table=f"{RESULTS}/dynamics/{{run}}/seed{{seed}}.csv",
         samples=f"{RESULTS}/dynamics/{{run}}/seed{{seed}}_samples.csv",
     params:
-        cfg=lambda w: run_config(w, extra_sections=("dynamics",)),
+        cfg=lambda w: stage_config("dynamics", run=w.run),
         data=f"{RESULTS}/data",
-    threads: config["threads"]
+    threads: CFG.threads
     log:
         f"{RESULTS}/logs/dynamics/{{run}}_seed{{seed}}.log",
     shell:

@@ -6,9 +6,9 @@ rule sft_generations:
     output:
         f"{RESULTS}/eval/generations/sft.jsonl",
     params:
-        cfg=stage_config("model", "trainer", "generation"),
+        cfg=stage_config("generate"),
         data=f"{RESULTS}/data",
-    threads: config["threads"]
+    threads: CFG.threads
     log:
         f"{RESULTS}/logs/sft_generations.log",
     shell:
@@ -24,7 +24,7 @@ rule judge:
         table=f"{RESULTS}/eval/judgements/{{run}}/seed{{seed}}.csv",
         scores=f"{RESULTS}/eval/judgements/{{run}}/seed{{seed}}_scores.csv",
     params:
-        cfg=stage_config("judge", "winrate", data={"synthetic": {"length_penalty": config["data"]["synthetic"]["length_penalty"]}}),
+        cfg=stage_config("judge"),
         cache=f"{RESULTS}/cache/judge/{{run}}_seed{{seed}}.jsonl",
     log:
         f"{RESULTS}/logs/judge/{{run}}_seed{{seed}}.log",

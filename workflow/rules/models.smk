@@ -2,7 +2,7 @@ rule base_model:
     output:
         directory(f"{RESULTS}/models/base"),
     params:
-        cfg=stage_config("seed", "data", "model"),
+        cfg=stage_config("base-model"),
     log:
         f"{RESULTS}/logs/base_model.log",
     shell:
@@ -16,7 +16,7 @@ rule sft:
     output:
         directory(f"{RESULTS}/models/sft"),
     params:
-        cfg=stage_config("seed", "model", "trainer", "generation", "sft"),
+        cfg=stage_config("sft"),
         data=f"{RESULTS}/data",
         workdir=f"{RESULTS}/work/sft",
     threads: SERIAL_THREADS
@@ -35,7 +35,7 @@ rule reward_model:
         model=directory(f"{RESULTS}/models/reward"),
         metrics=f"{RESULTS}/eval/reward_model.csv",
     params:
-        cfg=stage_config("seed", "model", "trainer", "generation", "reward_model", "winrate"),
+        cfg=stage_config("reward-model"),
         data=f"{RESULTS}/data",
         workdir=f"{RESULTS}/work/reward_model",
     threads: SERIAL_THREADS
@@ -53,7 +53,7 @@ rule reference_logps:
     output:
         f"{RESULTS}/cache/ref_logps.pt",
     params:
-        cfg=stage_config("model", "trainer", "generation", dpo={"batch_size": config["dpo"]["batch_size"]}),
+        cfg=stage_config("reference-logps"),
         data=f"{RESULTS}/data",
     threads: SERIAL_THREADS
     log:

@@ -8,10 +8,10 @@ rule train:
     output:
         **run_outputs("{run}", "{seed}"),
     params:
-        cfg=run_config,
+        cfg=lambda w: stage_config("train", run=w.run),
         data=f"{RESULTS}/data",
         workdir=f"{RESULTS}/work/{{run}}/seed{{seed}}",
-    threads: config["threads"]
+    threads: CFG.threads
     log:
         f"{RESULTS}/logs/train/{{run}}_seed{{seed}}.log",
     shell:

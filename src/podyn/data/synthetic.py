@@ -20,9 +20,12 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
+from pydantic import Field
+
+from ..config import SyntheticDataConfig
 
 WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 FAMILIES = ("copy", "reverse", "sort")
@@ -79,32 +82,10 @@ class Demonstrator:
         return " " + " ".join(words)
 
 
-@dataclass(frozen=True)
-class TaskConfig:
-    seed: int = 0
-    n_sft: int = 8000
-    n_pref_train: int = 4000
-    n_pref_heldout: int = 500
-    n_test: int = 256
-    min_len: int = 3
-    max_len: int = 6
-    train_mix: dict[str, float] = field(default_factory=lambda: {"copy": 0.34, "reverse": 0.33, "sort": 0.33})
-    test_mix: dict[str, float] = field(default_factory=lambda: {"copy": 0.2, "reverse": 0.4, "sort": 0.4})
-    sft_lazy_prob: dict[str, float] = field(default_factory=lambda: {"copy": 0.0, "reverse": 0.7, "sort": 0.7})
-    sft_token_noise: float = 0.05
-    pref_lazy_prob_range: tuple[float, float] = (0.2, 0.9)
-    pref_token_noise_range: tuple[float, float] = (0.0, 0.2)
-    pref_length_noise: float = 0.3
-    bt_temperature: float = 0.1
-    length_penalty: float = 0.2
+class TaskConfig(SyntheticDataConfig):
+    """The task's settings (the config's ``data.synthetic`` section) and its seed."""
 
-    @classmethod
-    def from_dict(cls, cfg: dict) -> "TaskConfig":
-        known = {k: v for k, v in cfg.items() if k in cls.__dataclass_fields__}
-        for key in ("pref_lazy_prob_range", "pref_token_noise_range"):
-            if key in known:
-                known[key] = tuple(known[key])
-        return cls(**known)
+    seed: int = Field(0, description="Seed of every random draw.")
 
 
 def _sample_prompt(mix: dict[str, float], cfg: TaskConfig, rng: np.random.Generator) -> tuple[str, list[str]]:

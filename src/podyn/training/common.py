@@ -15,29 +15,29 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.loggers import CSVLogger
 
+from ..config import DPOConfig, SupervisedConfig, TrainerConfig
 from ..io import write_csv
 
 
-def make_trainer(workdir: Path, trainer_cfg: dict[str, Any], max_steps: int, callbacks: list | None = None) -> L.Trainer:
+def make_trainer(workdir: Path, trainer: TrainerConfig, max_steps: int, callbacks: list | None = None) -> L.Trainer:
     """A Trainer whose checkpoints live in ``workdir/lightning`` (outside Snakemake's declared
     outputs, so a failed or killed job keeps them and the rerun resumes)."""
-    resume_every = trainer_cfg.get("checkpoint_every_n_steps", 100)
     checkpoint = ModelCheckpoint(
-        dirpath=workdir / "lightning", every_n_train_steps=resume_every, save_last=True, save_top_k=0
+        dirpath=workdir / "lightning", every_n_train_steps=trainer.checkpoint_every_n_steps, save_last=True, save_top_k=0
     )
     return L.Trainer(
-        accelerator=trainer_cfg.get("accelerator", "cpu"),
-        devices=trainer_cfg.get("devices", 1),
-        precision=trainer_cfg.get("precision", "32-true"),
+        accelerator=trainer.accelerator,
+        devices=trainer.devices,
+        precision=trainer.precision,
         max_steps=max_steps,
         max_epochs=-1,
         logger=CSVLogger(workdir, name="", version="csv"),
-        log_every_n_steps=trainer_cfg.get("log_every_n_steps", 10),
-        callbacks=[checkpoint, TQDMProgressBar(refresh_rate=trainer_cfg.get("progress_refresh", 20)), *(callbacks or [])],
+        log_every_n_steps=trainer.log_every_n_steps,
+        callbacks=[checkpoint, TQDMProgressBar(refresh_rate=trainer.progress_refresh), *(callbacks or [])],
         enable_model_summary=False,
         num_sanity_val_steps=0,
         limit_val_batches=0,
-        deterministic=trainer_cfg.get("deterministic", False),
+        deterministic=trainer.deterministic,
         default_root_dir=workdir,
     )
 
@@ -82,10 +82,10 @@ def warmup_cosine(optimizer: torch.optim.Optimizer, warmup: int, total: int, sch
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def adamw_with_schedule(parameters, cfg: dict[str, Any], default_schedule: str = "cosine") -> dict[str, Any]:
-    """``configure_optimizers``' answer: AdamW with linear warm-up then ``cfg['lr_schedule']``."""
-    opt = torch.optim.AdamW(parameters, lr=cfg["lr"], weight_decay=cfg.get("weight_decay", 0.0))
-    sched = warmup_cosine(opt, cfg.get("warmup_steps", 0), cfg["max_steps"], cfg.get("lr_schedule", default_schedule))
+def adamw_with_schedule(parameters, cfg: SupervisedConfig | DPOConfig) -> dict[str, Any]:
+    """``configure_optimizers``' answer: AdamW with linear warm-up then ``cfg.lr_schedule``."""
+    opt = torch.optim.AdamW(parameters, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = warmup_cosine(opt, cfg.warmup_steps, cfg.max_steps, cfg.lr_schedule)
     return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
 

@@ -3,24 +3,29 @@ differ only in the run's weight schedule."""
 
 from __future__ import annotations
 
-from typing import Any
 
 import lightning as L
 import torch
 
+from ..config import DPOConfig
 from ..models import sequence_logps
 from ..objectives import dpo_component_loss, dpo_terms
-from ..schedules import weights_at
+from ..schedules import Weights, weights_at
 from .checkpoints import RunRecorder
 from .common import StepRecords, adamw_with_schedule, grad_norm
 
 
 class DPOModule(L.LightningModule):
-    def __init__(self, policy: torch.nn.Module, cfg: dict[str, Any], weight_specs: dict[str, Any], recorder: RunRecorder | None) -> None:
+    """DPO's training step; ``hyper`` is the run's ``dpo`` section (with its overrides) and
+    ``weights`` its component-weight schedules."""
+
+    def __init__(
+        self, policy: torch.nn.Module, hyper: DPOConfig, weights: Weights, recorder: RunRecorder | None
+    ) -> None:
         super().__init__()
         self.policy = policy.train()  # from_pretrained returns eval mode
-        self.cfg = cfg
-        self.weight_specs = weight_specs
+        self.hyper = hyper
+        self.weight_specs = weights
         self.recorder = recorder
         self.records = StepRecords()
 
@@ -32,13 +37,13 @@ class DPOModule(L.LightningModule):
         logps = sequence_logps(self.policy, batch["input_ids"], batch["attention_mask"], batch["response_mask"])
         chosen, rejected = logps.chunk(2)
         ref_chosen, ref_rejected = batch["ref_chosen"].to(logps.dtype), batch["ref_rejected"].to(logps.dtype)
-        terms = dpo_terms(chosen, rejected, ref_chosen, ref_rejected, self.cfg["beta"])
+        terms = dpo_terms(chosen, rejected, ref_chosen, ref_rejected, beta=self.hyper.beta)
         loss = dpo_component_loss(chosen, rejected, terms.omega, terms.groups, weights)
         self._log_step(terms, chosen, rejected, ref_chosen, ref_rejected, weights)
         return loss
 
     def _log_step(self, terms, chosen, rejected, ref_chosen, ref_rejected, weights) -> None:
-        beta = self.cfg["beta"]
+        beta = self.hyper.beta
         reward_chosen = beta * (chosen - ref_chosen).detach()
         reward_rejected = beta * (rejected - ref_rejected).detach()
         self.log("loss", terms.loss, prog_bar=True)
@@ -67,4 +72,4 @@ class DPOModule(L.LightningModule):
         self.records.load_state_dict(checkpoint.get("podyn_records", []))
 
     def configure_optimizers(self):
-        return adamw_with_schedule(self.policy.parameters(), self.cfg, "constant")
+        return adamw_with_schedule(self.policy.parameters(), self.hyper)

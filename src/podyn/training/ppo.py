@@ -11,6 +11,7 @@ from typing import Any
 import lightning as L
 import torch
 
+from ..config import PPOConfig
 from ..generation import generate
 from ..models import scalar_head_outputs, score_at, token_logps
 from ..objectives import (
@@ -22,7 +23,7 @@ from ..objectives import (
     tertile_groups,
     value_loss,
 )
-from ..schedules import weights_at
+from ..schedules import Weights, weights_at
 from .checkpoints import RunRecorder
 from .common import StepRecords, grad_norm
 
@@ -51,10 +52,13 @@ class PPOModule(L.LightningModule):
         reference: torch.nn.Module,
         reward_model: torch.nn.Module,
         tokenizer,
-        cfg: dict[str, Any],
-        weight_specs: dict[str, Any],
+        hyper: PPOConfig,
+        max_new_tokens: int,
+        weights: Weights,
         recorder: RunRecorder | None,
     ) -> None:
+        """``hyper`` is the run's ``ppo`` section (with its overrides), ``weights`` its
+        component-weight schedules, ``max_new_tokens`` the rollouts' length limit."""
         super().__init__()
         self.automatic_optimization = False
         self.policy = policy.train()  # from_pretrained returns eval mode
@@ -62,8 +66,9 @@ class PPOModule(L.LightningModule):
         # frozen models are kept out of the module's parameters and checkpoints
         self._frozen = {"reference": reference.eval().requires_grad_(False), "reward": reward_model.eval().requires_grad_(False)}
         self.tokenizer = tokenizer
-        self.cfg = cfg
-        self.weight_specs = weight_specs
+        self.hyper = hyper
+        self.max_new_tokens = max_new_tokens
+        self.weight_specs = weights
         self.recorder = recorder
         self.records = StepRecords()
         self.iteration = 0
@@ -75,8 +80,8 @@ class PPOModule(L.LightningModule):
     @torch.no_grad()
     def rollout(self, prompt_ids: list[list[int]]) -> dict[str, Any]:
         """Sample responses and compute everything the PPO epochs need."""
-        cfg = self.cfg
-        roll = generate(self.policy, self.tokenizer, prompt_ids, cfg["max_new_tokens"], do_sample=True, temperature=cfg.get("temperature", 1.0))
+        hyper = self.hyper
+        roll = generate(self.policy, self.tokenizer, prompt_ids, self.max_new_tokens, do_sample=True, temperature=hyper.temperature)
         batch = {
             "sequences": roll.sequences,
             "attention_mask": roll.attention_mask,
@@ -88,11 +93,11 @@ class PPOModule(L.LightningModule):
         values = response_values(self.value_model, batch) * mask
         last = mask.sum(1).long() - 1
         score = score_at(self._frozen["reward"], roll.sequences, roll.attention_mask, roll.prompt_width + last)
-        score = score - cfg.get("missing_eos_penalty", 0.0) * (~roll.ended).float()
+        score = score - hyper.missing_eos_penalty * (~roll.ended).float()
         kl = old_logps - ref_logps
-        rewards = -cfg["kl_coef"] * kl
+        rewards = -hyper.kl_coef * kl
         rewards[torch.arange(len(last)), last] += score
-        raw_advantages, returns = gae(rewards, values, mask, cfg["gamma"], cfg["lam"])
+        raw_advantages, returns = gae(rewards, values, mask, hyper.gamma, hyper.lam)
         advantages = masked_whiten(raw_advantages, mask)
         batch.update(
             response_mask=mask,
@@ -114,39 +119,39 @@ class PPOModule(L.LightningModule):
         batch = self.rollout(prompt_ids)
         weights = weights_at(self.weight_specs, it)
         if self.recorder is not None:
-            self.recorder.at_step(it, self.policy, {"step": it, "weights": weights.__dict__, "clip_eps": self.cfg["clip_eps"], **batch})
+            self.recorder.at_step(it, self.policy, {"step": it, "weights": weights.__dict__, "clip_eps": self.hyper.clip_eps, **batch})
         self._record_advantages(it, batch)
         stats = self._optimise(batch, weights, it)
         self._log_iteration(batch, stats)
         self.iteration += 1
 
     def _optimise(self, batch: dict[str, Any], weights, it: int) -> dict[str, float]:
-        cfg = self.cfg
+        hyper = self.hyper
         opt = self.optimizers()
         n_rows = batch["sequences"].shape[0]
         stats: dict[str, list[float]] = {k: [] for k in ("policy", "value", "clipfrac", "vclipfrac", "ratio", "approxkl")}
-        for _ in range(cfg["ppo_epochs"]):
-            for rows in torch.randperm(n_rows, device=batch["sequences"].device).split(cfg["mini_batch_size"]):
+        for _ in range(hyper.ppo_epochs):
+            for rows in torch.randperm(n_rows, device=batch["sequences"].device).split(hyper.mini_batch_size):
                 mb = select_rows(batch, rows)
                 mask = mb["response_mask"]
                 logps = response_logps(self.policy, mb)
-                policy_loss = ppo_policy_loss(logps, mb["old_logps"], mb["advantages"], mask, mb["groups"], weights, cfg["clip_eps"])
+                policy_loss = ppo_policy_loss(logps, mb["old_logps"], mb["advantages"], mask, mb["groups"], weights, hyper.clip_eps)
                 vpred = response_values(self.value_model, mb)
-                v_loss = value_loss(vpred, mb["values"], mb["returns"], mask, cfg["cliprange_value"])
+                v_loss = value_loss(vpred, mb["values"], mb["returns"], mask, hyper.cliprange_value)
                 opt.zero_grad()
-                self.manual_backward(policy_loss + cfg["vf_coef"] * v_loss)
+                self.manual_backward(policy_loss + hyper.vf_coef * v_loss)
                 self.records.add(step=it, kind="grad_norm", value=grad_norm(self.policy.parameters()))
-                if cfg.get("max_grad_norm"):
-                    self.clip_gradients(opt, gradient_clip_val=cfg["max_grad_norm"], gradient_clip_algorithm="norm")
+                if hyper.max_grad_norm:  # null or 0: no clipping
+                    self.clip_gradients(opt, gradient_clip_val=hyper.max_grad_norm, gradient_clip_algorithm="norm")
                 opt.step()
                 with torch.no_grad():
-                    _, ratio = ppo_token_losses(logps, mb["old_logps"], mb["advantages"], cfg["clip_eps"])
+                    _, ratio = ppo_token_losses(logps, mb["old_logps"], mb["advantages"], hyper.clip_eps)
                     stats["policy"].append(float(policy_loss))
                     stats["value"].append(float(v_loss))
                     stats["ratio"].append(float(masked_mean(ratio, mask)))
-                    stats["clipfrac"].append(float(masked_mean(((ratio - 1).abs() > cfg["clip_eps"]).float(), mask)))
+                    stats["clipfrac"].append(float(masked_mean(((ratio - 1).abs() > hyper.clip_eps).float(), mask)))
                     stats["approxkl"].append(float(masked_mean(0.5 * (logps - mb["old_logps"]) ** 2, mask)))
-                    vclip = ((vpred - mb["values"]).abs() > cfg["cliprange_value"]).float()
+                    vclip = ((vpred - mb["values"]).abs() > hyper.cliprange_value).float()
                     stats["vclipfrac"].append(float(masked_mean(vclip, mask)))
         return {k: sum(v) / len(v) for k, v in stats.items()}
 
@@ -189,9 +194,9 @@ class PPOModule(L.LightningModule):
     def configure_optimizers(self):
         return torch.optim.AdamW(
             [
-                {"params": self.policy.parameters(), "lr": self.cfg["lr"]},
-                {"params": self.value_model.parameters(), "lr": self.cfg.get("value_lr", self.cfg["lr"])},
+                {"params": self.policy.parameters(), "lr": self.hyper.lr},
+                {"params": self.value_model.parameters(), "lr": self.hyper.value_lr},
             ],
-            weight_decay=self.cfg.get("weight_decay", 0.0),
+            weight_decay=self.hyper.weight_decay,
             eps=1e-5,
         )

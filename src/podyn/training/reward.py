@@ -2,32 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import lightning as L
 import torch
 import torch.nn.functional as F
 
-from ..batching import encode_prompt, encode_response, prompt_response_batch
+from ..config import SupervisedConfig
 from ..models import last_token_index, score_at
 from .common import adamw_with_schedule
-
-
-def pair_collator(tokenizer, max_prompt_tokens: int | None, max_response_tokens: int | None):
-    """Chosen rows first, then rejected rows, in one right-padded batch (one forward pass)."""
-
-    def collate(rows: list[dict]) -> dict[str, torch.Tensor]:
-        prompts = [encode_prompt(tokenizer, r["prompt"], max_prompt_tokens) for r in rows]
-        responses = [encode_response(tokenizer, r[key], max_response_tokens) for key in ("chosen", "rejected") for r in rows]
-        batch = prompt_response_batch(prompts + prompts, responses, tokenizer.pad_token_id)
-        if "index" in rows[0]:
-            batch["index"] = torch.tensor([r["index"] for r in rows])
-        for key in ("ref_chosen", "ref_rejected"):
-            if key in rows[0]:
-                batch[key] = torch.tensor([r[key] for r in rows], dtype=torch.float64)
-        return batch
-
-    return collate
 
 
 def pair_scores(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -36,7 +17,7 @@ def pair_scores(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tuple
 
 
 class RewardModule(L.LightningModule):
-    def __init__(self, model: torch.nn.Module, cfg: dict[str, Any]) -> None:
+    def __init__(self, model: torch.nn.Module, cfg: SupervisedConfig) -> None:
         super().__init__()
         self.model = model.train()  # from_pretrained returns eval mode
         self.cfg = cfg

@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import lightning as L
 import torch
 
-from ..batching import encode_prompt, encode_response, prompt_response_batch
+from ..config import SupervisedConfig
 from ..models import token_logps
 from .common import adamw_with_schedule
 
 
 class SFTModule(L.LightningModule):
-    def __init__(self, model: torch.nn.Module, cfg: dict[str, Any]) -> None:
+    def __init__(self, model: torch.nn.Module, cfg: SupervisedConfig) -> None:
         super().__init__()
         self.model = model.train()  # from_pretrained returns eval mode
         self.cfg = cfg
@@ -28,12 +26,3 @@ class SFTModule(L.LightningModule):
 
     def configure_optimizers(self):
         return adamw_with_schedule(self.model.parameters(), self.cfg)
-
-
-def sft_collator(tokenizer, max_prompt_tokens: int | None, max_response_tokens: int | None):
-    def collate(rows: list[dict]) -> dict[str, torch.Tensor]:
-        prompts = [encode_prompt(tokenizer, r["prompt"], max_prompt_tokens) for r in rows]
-        responses = [encode_response(tokenizer, r["completion"], max_response_tokens) for r in rows]
-        return prompt_response_batch(prompts, responses, tokenizer.pad_token_id)
-
-    return collate

@@ -30,7 +30,7 @@ def peak_memory_mb() -> float:
 
 
 @contextmanager
-def stage_stats(name: str) -> Iterator[None]:
+def stage_resources(name: str) -> Iterator[None]:
     start, start_tokens = time.perf_counter(), _tokens
     yield
     target = os.environ.get("PODYN_STATS_DIR")
