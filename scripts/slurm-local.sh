@@ -20,6 +20,7 @@
 #   JobCompType=jobcomp/filetxt   one record per finished job in $PODYN_SLURM_DIR/jobcomp.log (the tests
 #                                 count sbatch jobs there)
 set -euo pipefail
+export PATH="$PATH:/usr/sbin:/sbin"  # the daemons live there; a non-login shell may not have them
 
 STATE="${PODYN_SLURM_DIR:-/tmp/podyn-slurm}"
 CONF="$STATE/slurm.conf"
