@@ -101,15 +101,3 @@ def test_dpo_train_resumes_after_sigkill(tmp_path, tiny_raw, assets, env):
     generations = pd.read_json(out / "generations.jsonl", lines=True)
     assert generations["step"].unique().tolist() == [max_steps]
     assert len(generations) == tiny_raw["data"]["synthetic"]["n_test"]
-
-
-def test_metrics_of_interrupted_attempts_are_kept(tmp_path):
-    """A resumed run's metrics.csv holds the earlier attempt's rows up to where it resumed."""
-    from podyn.training.common import copy_metrics
-
-    folder = tmp_path / "csv"
-    folder.mkdir()
-    (folder / "metrics.part0.csv").write_text("step,loss\n9,1.0\n19,0.9\n29,0.8\n")  # killed after step 29
-    (folder / "metrics.csv").write_text("step,loss\n19,0.85\n29,0.75\n39,0.7\n")  # resumed from step 19's checkpoint
-    copy_metrics(tmp_path, tmp_path / "out.csv")
-    assert (tmp_path / "out.csv").read_text().splitlines() == ["step,loss", "9,1.0", "19,0.85", "29,0.75", "39,0.7"]

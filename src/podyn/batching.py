@@ -7,7 +7,6 @@ from __future__ import annotations
 from typing import Any, Callable, Sequence
 
 import torch
-from torch.utils.data import DataLoader
 from transformers import PreTrainedTokenizerBase
 
 
@@ -83,11 +82,3 @@ def pair_collator(
         return batch
 
     return collate
-
-
-def shuffled_loader(dataset: Any, batch_size: int, collate: Callable, seed: int, drop_last: bool = True) -> DataLoader:
-    """A training loader whose order is fixed by ``seed``."""
-    generator = torch.Generator().manual_seed(seed)
-    return DataLoader(
-        dataset, batch_size=batch_size, shuffle=True, collate_fn=collate, drop_last=drop_last, generator=generator
-    )

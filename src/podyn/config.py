@@ -180,7 +180,23 @@ class TrainerConfig(Section):
     """Lightning Trainer settings shared by every stage."""
 
     accelerator: str = Field("cpu", description="Lightning accelerator (cpu, gpu, auto).")
-    devices: int | str = Field(1, description="Lightning devices.")
+    devices: int | str = Field(
+        1,
+        description="Devices (processes) per training stage. With more than one, every process draws its share of "
+        "the same global batch (batch sizes are global and must divide evenly); needs strategy ddp or fsdp.",
+    )
+    strategy: Literal["auto", "ddp", "fsdp"] = Field(
+        "auto",
+        description="Lightning strategy: auto (one process), ddp (data parallel; SFT, reward model, DPO and PPO) or "
+        "fsdp (sharded parameters, gradients and optimiser state; SFT, reward model and DPO).",
+    )
+    fsdp_sharding: Literal["FULL_SHARD", "SHARD_GRAD_OP", "NO_SHARD", "HYBRID_SHARD"] = Field(
+        "FULL_SHARD", description="FSDP sharding strategy (strategy fsdp only)."
+    )
+    fsdp_activation_checkpointing: bool = Field(
+        False, description="Recompute each transformer layer's activations in the backward pass (strategy fsdp only)."
+    )
+    fsdp_cpu_offload: bool = Field(False, description="Keep FSDP's parameter shards in CPU memory (strategy fsdp only).")
     precision: str = Field("32-true", description="Lightning precision (32-true, bf16-mixed, ...).")
     log_every_n_steps: int = Field(10, ge=1, description="Metrics logging interval.")
     checkpoint_every_n_steps: int = Field(50, ge=1, description="Lightning resume checkpoints.")

@@ -89,3 +89,17 @@ def read_jsonl(path: str | Path, required: dict[str, type] | None = None) -> lis
                     raise DataError(f"{path}:{lineno}: field '{field}' should be {kind.__name__}, got {type(row[field]).__name__}")
             rows.append(row)
     return rows
+
+
+def write_torch(path: str | Path, obj: Any) -> None:
+    """``torch.save`` atomically. Serialised in memory first: ``torch.save`` to a file names
+    the archive inside after the (temporary, random) file name, which would make the bytes of
+    identical objects differ from run to run."""
+    import io
+
+    import torch
+
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(buffer.getvalue())

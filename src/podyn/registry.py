@@ -58,7 +58,6 @@ class Arg:
 
 RUN = Arg("--run", "the run: an entry of the config's `runs`", "str")
 SEED = Arg("--seed", "the preference-optimization seed", "int")
-OUT = Arg("--out", "output file")
 DATA = Arg("--data", "directory of the prepared data splits")
 SFT = Arg("--sft", "directory of the SFT model")
 
@@ -70,6 +69,10 @@ MODEL_KEYS = ("model", "trainer", "generation")
 
 @dataclass(frozen=True)
 class Stage:
+    """``name``: the ``podyn`` sub-command; ``entry``: ``module:function``; ``reads``: dotted
+    config keys (``{objective}``/``{run}`` filled per run); ``torch``: whether its job imports
+    torch (then ``--threads`` is offered); ``args``: its other arguments."""
+
     name: str
     entry: str
     help: str

@@ -11,7 +11,7 @@ from torch.utils.data import DataLoader
 from .. import data as data_mod
 from ..batching import pair_collator
 from ..config import Config
-from ..io import atomic_path
+from ..io import write_torch
 from ..models import inference_device, load_policy, load_tokenizer, sequence_logps
 
 
@@ -35,5 +35,4 @@ def reference_logps(cfg: Config, *, data: Path, sft: Path, out: Path) -> None:
         )
         chosen.append(c)
         rejected.append(r)
-    with atomic_path(out) as tmp:
-        torch.save({"chosen": torch.cat(chosen), "rejected": torch.cat(rejected)}, tmp)
+    write_torch(out, {"chosen": torch.cat(chosen), "rejected": torch.cat(rejected)})

@@ -10,12 +10,13 @@ import pandas as pd
 from torch.utils.data import DataLoader
 
 from .. import data as data_mod
-from ..batching import pair_collator, shuffled_loader
+from ..batching import pair_collator
 from ..config import Config
 from ..io import save_pretrained_atomic, write_csv
 from ..models import inference_device, load_scalar_model, load_tokenizer
 from ..statistics import bootstrap_ci
-from ..training.common import fit_resumable, make_trainer, prepare_workdir
+from ..training.common import fit_resumable, layer_classes, make_trainer, prepare_workdir, trained_model
+from ..training.loader import resumable_loader
 from ..training.reward import RewardModule, pairwise_hits
 
 
@@ -31,9 +32,13 @@ def reward_model(cfg: Config, *, data: Path, sft: Path, out: Path, metrics: Path
     gen = cfg.generation
     collate = pair_collator(tokenizer, gen.max_prompt_tokens, gen.max_response_tokens)
     rm_cfg = cfg.reward_model
-    loader = shuffled_loader(data_mod.load_split(data, "prefs_train"), rm_cfg.batch_size, collate, cfg.seed)
-    trainer = make_trainer(Path(workdir), cfg.trainer, rm_cfg.max_steps)
+    prefs = data_mod.load_split(data, "prefs_train")
+    loader = resumable_loader(prefs, rm_cfg.batch_size, rm_cfg.max_steps, collate, cfg.seed, "reward_model.batch_size")
+    trainer = make_trainer(Path(workdir), cfg.trainer, rm_cfg.max_steps, wrap_layers=layer_classes(model))
     fit_resumable(trainer, RewardModule(model, rm_cfg), loader, Path(workdir))
+    if not trainer.is_global_zero:
+        return
+    model = trained_model(trainer, model, "model.", lambda: load_scalar_model(sft, cfg.model))
     heldout = DataLoader(data_mod.load_split(data, "prefs_heldout"), batch_size=rm_cfg.batch_size, collate_fn=collate)
     hits = pairwise_hits(model.to(inference_device(cfg.trainer)), heldout).cpu().numpy()
     accuracy, low, high = bootstrap_ci(hits, cfg.winrate.bootstrap_samples, cfg.winrate.confidence, cfg.seed)

@@ -12,12 +12,13 @@ import torch
 from datasets import Dataset
 
 from .. import data as data_mod
-from ..batching import encode_prompt, pair_collator, shuffled_loader
-from ..config import Config, ResolvedRun, resolve_run
+from ..batching import encode_prompt, pair_collator
+from ..config import Config, ConfigError, ResolvedRun, resolve_run
 from ..io import DataError
 from ..models import inference_device, load_policy, load_scalar_model, load_tokenizer
 from ..training.checkpoints import RunRecorder
-from ..training.common import copy_metrics, fit_resumable, make_trainer, prepare_workdir
+from ..training.common import fit_resumable, layer_classes, make_trainer, metric_rows, prepare_workdir, trained_model
+from ..training.loader import resumable_loader
 from ..training.dpo import DPOModule
 from ..training.ppo import PPOModule
 
@@ -67,16 +68,24 @@ def train_run(
         gen.max_new_tokens,
         gen.max_prompt_tokens,
         gen.eval_batch_size,
+        fresh_model=lambda: load_policy(sft, cfg.model),
     )
     if resolved.objective == "dpo":
         module, loader, max_steps = _dpo_setup(cfg, resolved, policy, tokenizer, recorder, data, ref_logps, seed)
     else:
         module, loader, max_steps = _ppo_setup(cfg, resolved, policy, tokenizer, recorder, data, sft, reward, seed)
-    trainer = make_trainer(workdir, cfg.trainer, max_steps)
+    if resolved.objective == "ppo" and cfg.trainer.strategy == "fsdp":
+        raise ConfigError(
+            "trainer.strategy: PPO runs support 'auto' and 'ddp'; 'fsdp' is for SFT, reward model and DPO"
+        )
+    trainer = make_trainer(workdir, cfg.trainer, max_steps, wrap_layers=layer_classes(policy))
     fit_resumable(trainer, module, loader, workdir)
+    if not trainer.is_global_zero:
+        return
+    policy = trained_model(trainer, policy, "policy.", lambda: load_policy(sft, cfg.model))
     recorder.finish(policy.to(inference_device(cfg.trainer)), Path(generations), Path(checkpoints))
     module.records.write(Path(records))
-    copy_metrics(workdir, Path(metrics))
+    metric_rows(trainer).write(Path(metrics))
 
 
 def dpo_dataset(data: Path, ref_logps: Path) -> Dataset:
@@ -99,7 +108,10 @@ def _dpo_setup(
 ):
     gen = cfg.generation
     collate = pair_collator(tokenizer, gen.max_prompt_tokens, gen.max_response_tokens)
-    loader = shuffled_loader(dpo_dataset(data, ref_logps), run.hyper.batch_size, collate, seed)
+    hyper = run.hyper
+    loader = resumable_loader(
+        dpo_dataset(data, ref_logps), hyper.batch_size, hyper.max_steps, collate, seed, f"{run.name}: dpo.batch_size"
+    )
     return DPOModule(policy, run.hyper, run.weights, recorder), loader, run.hyper.max_steps
 
 
@@ -120,7 +132,9 @@ def _ppo_setup(
     def collate(rows: list[str]) -> list[list[int]]:
         return [encode_prompt(tokenizer, p, gen.max_prompt_tokens) for p in rows]
 
-    loader = shuffled_loader(prompts, hyper.rollout_batch_size, collate, seed)
+    loader = resumable_loader(
+        prompts, hyper.rollout_batch_size, hyper.iterations, collate, seed, f"{run.name}: ppo.rollout_batch_size"
+    )
     module = PPOModule(
         policy=policy,
         value_model=load_scalar_model(reward, cfg.model),

@@ -4,12 +4,12 @@ the gradient-alignment analysis) and greedy evaluation responses at judged steps
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 
 from ..generation import greedy_responses
-from ..io import atomic_path, read_jsonl, write_json, write_jsonl
+from ..io import read_jsonl, write_json, write_jsonl, write_torch
 
 
 class RunRecorder:
@@ -30,6 +30,7 @@ class RunRecorder:
         max_new_tokens: int,
         max_prompt_tokens: int | None = None,
         eval_batch_size: int = 64,
+        fresh_model: Callable[[], torch.nn.Module] | None = None,
     ) -> None:
         self.workdir = Path(workdir)
         self.tokenizer = tokenizer
@@ -40,6 +41,16 @@ class RunRecorder:
         self.max_new_tokens = max_new_tokens
         self.max_prompt_tokens = max_prompt_tokens
         self.eval_batch_size = eval_batch_size
+        self.fresh_model = fresh_model
+        self._copy: torch.nn.Module | None = None
+
+    def _unsharded(self, weights: dict[str, torch.Tensor]) -> torch.nn.Module:
+        if self.fresh_model is None:
+            raise RuntimeError("sharded weights need a RunRecorder with fresh_model")
+        if self._copy is None:
+            self._copy = self.fresh_model().to(torch.device("cuda") if torch.cuda.is_available() else "cpu")
+        self._copy.load_state_dict(weights)
+        return self._copy
 
     def analysis_steps(self) -> list[int]:
         return list(range(0, self.total_steps, self.checkpoint_every)) if self.checkpoint_every > 0 else []
@@ -48,8 +59,22 @@ class RunRecorder:
         steps = list(range(self.eval_every, self.total_steps, self.eval_every)) if self.eval_every > 0 else []
         return steps + [self.total_steps]
 
-    def at_step(self, step: int, model: torch.nn.Module, batch_payload: dict[str, Any]) -> None:
-        """Call at the start of step ``step``, before its update."""
+    def records_at(self, step: int) -> bool:
+        """Whether :meth:`at_step` writes anything at ``step``."""
+        return step in self.analysis_steps() or (step > 0 and step in self.eval_steps())
+
+    def at_step(
+        self,
+        step: int,
+        model: torch.nn.Module,
+        batch_payload: dict[str, Any],
+        full_weights: dict[str, torch.Tensor] | None = None,
+    ) -> None:
+        """Call at the start of step ``step``, before its update (on rank 0 only, with the
+        global batch). ``full_weights``: the model's gathered weights when ``model`` holds a
+        shard of them (FSDP); they are loaded into a copy made by ``fresh_model``."""
+        if full_weights is not None:
+            model = self._unsharded(full_weights)
         if step in self.analysis_steps():
             self.save_analysis(step, model, batch_payload)
         if step > 0 and step in self.eval_steps():
@@ -58,8 +83,7 @@ class RunRecorder:
     def save_analysis(self, step: int, model: torch.nn.Module, batch_payload: dict[str, Any]) -> None:
         target = self.workdir / "analysis" / f"step_{step}"
         model.save_pretrained(target)
-        with atomic_path(target / "batch.pt") as tmp:
-            torch.save({k: v.detach().cpu() if torch.is_tensor(v) else v for k, v in batch_payload.items()}, tmp)
+        write_torch(target / "batch.pt", {k: v.detach().cpu() if torch.is_tensor(v) else v for k, v in batch_payload.items()})
 
     def save_generations(self, step: int, model: torch.nn.Module) -> None:
         responses = greedy_responses(

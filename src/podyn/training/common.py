@@ -15,25 +15,79 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.loggers import CSVLogger
 
-from ..config import DPOConfig, SupervisedConfig, TrainerConfig
-from ..io import write_csv
+from ..config import ConfigError, DPOConfig, SupervisedConfig, TrainerConfig
+from ..io import write_csv, write_text
+from .distributed import is_launched_worker
+from .resume import AtomicCheckpointIO, RNGStateCheckpoint
 
 
-def make_trainer(workdir: Path, trainer: TrainerConfig, max_steps: int, callbacks: list | None = None) -> L.Trainer:
+def make_strategy(trainer: TrainerConfig, wrap_layers: set[type] | None = None):
+    """Lightning's strategy for ``trainer.strategy``: ``auto`` (one process), ``ddp`` (one
+    process per device, gradients all-reduced) or ``fsdp`` (parameters, gradients and optimiser
+    state sharded over devices; ``wrap_layers`` are the transformer layer classes each
+    wrapped as one FSDP unit). Several processes are always started by Lightning's own launcher
+    (``LightningEnvironment``), also inside a Slurm job of one task."""
+    from lightning.fabric.plugins.environments import LightningEnvironment
+    from lightning.pytorch.strategies import DDPStrategy, FSDPStrategy
+
+    name = trainer.strategy
+    io = AtomicCheckpointIO()
+    if name == "ddp":
+        return DDPStrategy(cluster_environment=LightningEnvironment(), checkpoint_io=io)
+    if name == "fsdp":
+        return FSDPStrategy(
+            cluster_environment=LightningEnvironment(),
+            checkpoint_io=io,
+            auto_wrap_policy=wrap_layers,
+            activation_checkpointing_policy=wrap_layers if trainer.fsdp_activation_checkpointing else None,
+            sharding_strategy=trainer.fsdp_sharding,
+            cpu_offload=trainer.fsdp_cpu_offload,
+            state_dict_type="full",  # one last.ckpt file, written atomically, like the other strategies
+        )
+    if name != "auto":
+        raise ConfigError(f"trainer.strategy: {name!r} is not one of auto, ddp, fsdp")
+    if str(trainer.devices) != "1":
+        raise ConfigError(f"trainer.devices: {trainer.devices!r} devices need trainer.strategy ddp or fsdp")
+    return "auto"
+
+
+def make_trainer(
+    workdir: Path,
+    trainer: TrainerConfig,
+    max_steps: int,
+    callbacks: list | None = None,
+    wrap_layers: set[type] | None = None,
+) -> L.Trainer:
     """A Trainer whose checkpoints live in ``workdir/lightning`` (outside Snakemake's declared
-    outputs, so a failed or killed job keeps them and the rerun resumes)."""
+    outputs, so a failed or killed job keeps them and the rerun resumes). A checkpoint holds
+    the data order (:mod:`.loader`) and every process's random states (:mod:`.resume`), so the
+    rerun continues exactly where the killed job was."""
     checkpoint = ModelCheckpoint(
-        dirpath=workdir / "lightning", every_n_train_steps=trainer.checkpoint_every_n_steps, save_last=True, save_top_k=0
+        dirpath=workdir / "lightning",
+        every_n_train_steps=trainer.checkpoint_every_n_steps,
+        save_last=True,
+        save_top_k=0,
     )
+    strategy = make_strategy(trainer, wrap_layers)
     return L.Trainer(
         accelerator=trainer.accelerator,
         devices=trainer.devices,
+        strategy=strategy,
+        plugins=[AtomicCheckpointIO()] if strategy == "auto" else None,
+        use_distributed_sampler=False,  # the loaders shard each global batch themselves
         precision=trainer.precision,
         max_steps=max_steps,
         max_epochs=-1,
         logger=CSVLogger(workdir, name="", version="csv"),
         log_every_n_steps=trainer.log_every_n_steps,
-        callbacks=[checkpoint, TQDMProgressBar(refresh_rate=trainer.progress_refresh), *(callbacks or [])],
+        callbacks=[
+            checkpoint,
+            MetricRows(trainer.log_every_n_steps),
+            RNGStateCheckpoint(),
+            TQDMProgressBar(refresh_rate=trainer.progress_refresh),
+            *([FullWeightsAtEnd()] if trainer.strategy == "fsdp" else []),
+            *(callbacks or []),
+        ],
         enable_model_summary=False,
         num_sanity_val_steps=0,
         limit_val_batches=0,
@@ -42,11 +96,20 @@ def make_trainer(workdir: Path, trainer: TrainerConfig, max_steps: int, callback
     )
 
 
+def layer_classes(model: torch.nn.Module) -> set[type]:
+    """The classes of a transformers model's decoder layers (its ``_no_split_modules``)."""
+    names = set(getattr(model, "_no_split_modules", None) or [])
+    return {type(m) for m in model.modules() if type(m).__name__ in names}
+
+
 def prepare_workdir(workdir: Path, settings: dict[str, Any], inputs: list[Path]) -> None:
     """Keep a work directory (and so resume from it) only if it was made by the same settings
     from the same inputs; otherwise start afresh, so that a changed config or a retrained
-    upstream model is never silently continued from a stale checkpoint."""
+    upstream model is never silently continued from a stale checkpoint. Processes that
+    Lightning started for ranks > 0 leave it to rank 0."""
     workdir = Path(workdir)
+    if is_launched_worker():
+        return
     files = sorted(f for path in map(Path, inputs) for f in ([path] if path.is_file() else path.rglob("*")) if f.is_file())
     stamp = json.dumps({"settings": settings, "inputs": {str(f): [f.stat().st_size, f.stat().st_mtime_ns] for f in files}}, sort_keys=True, default=str)
     stamp_file = workdir / "stamp.json"
@@ -54,13 +117,13 @@ def prepare_workdir(workdir: Path, settings: dict[str, Any], inputs: list[Path])
         print(f"[podyn] {workdir} was made by other settings or inputs; starting afresh", flush=True)
         shutil.rmtree(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    stamp_file.write_text(stamp)
+    write_text(stamp_file, stamp)
 
 
 def fit_resumable(trainer: L.Trainer, module: L.LightningModule, dataloader, workdir: Path) -> None:
     """Fit, resuming from ``workdir/lightning/last.ckpt`` when an earlier attempt left one."""
     last = workdir / "lightning" / "last.ckpt"
-    if last.exists():
+    if last.exists() and not is_launched_worker():
         print(f"[podyn] resuming from {last}", flush=True)
         metrics = workdir / "csv" / "metrics.csv"
         if metrics.exists():  # Lightning's CSVLogger would overwrite the interrupted attempt's rows
@@ -115,16 +178,56 @@ class StepRecords:
         write_csv(path, pd.DataFrame(self.rows))
 
 
-def copy_metrics(workdir: Path, dest: Path) -> None:
-    """Lightning's CSV metrics of the run, as a declared output. The rows of interrupted
-    attempts come first, each cut where the next attempt resumed."""
-    folder = workdir / "csv"
-    parts = sorted(folder.glob("metrics.part*.csv"), key=lambda p: int(p.stem.removeprefix("metrics.part")))
-    files = [p for p in [*parts, folder / "metrics.csv"] if p.exists() and p.stat().st_size > 0]
-    frames = [pd.read_csv(p) for p in files]
-    kept = [f[f["step"] < nxt["step"].min()] for f, nxt in zip(frames, frames[1:])] + frames[-1:]
-    if kept:
-        write_csv(dest, pd.concat(kept, ignore_index=True))
-    else:
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        dest.write_text("")
+class MetricRows(L.Callback):
+    """The logged metrics of every ``log_every_n_steps``-th training batch, as rows kept in
+    the checkpoint: a resumed run's table is the uninterrupted run's. (Lightning's CSV logger,
+    kept in ``workdir/csv`` for watching a run, appends the row of a batch only after that
+    batch's checkpoint, so a kill can lose it.) ``step`` is the batch's index."""
+
+    def __init__(self, every: int) -> None:
+        self.every = every
+        self.rows: list[dict[str, Any]] = []
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int
+    ) -> None:
+        step = trainer.fit_loop.epoch_loop.batch_progress.total.completed  # not yet incremented for this batch
+        if (step + 1) % self.every and step + 1 < trainer.num_training_batches:
+            return
+        values = {name: float(value) for name, value in sorted(trainer.callback_metrics.items())}
+        self.rows.append({"step": step, **values})
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"rows": list(self.rows)}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.rows = list(state_dict["rows"])
+
+    def write(self, path: Path) -> None:
+        write_csv(path, pd.DataFrame(self.rows))
+
+
+def metric_rows(trainer: L.Trainer) -> MetricRows:
+    return next(c for c in trainer.callbacks if isinstance(c, MetricRows))
+
+
+class FullWeightsAtEnd(L.Callback):
+    """Under FSDP each process holds a shard of the weights: gather the module's full state
+    dict on rank 0 when training ends (every process takes part)."""
+
+    def __init__(self) -> None:
+        self.state: dict[str, torch.Tensor] | None = None
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.state = trainer.strategy.lightning_module_state_dict()
+
+
+def trained_model(trainer: L.Trainer, model: torch.nn.Module, prefix: str, fresh) -> torch.nn.Module:
+    """The trained ``model`` (the LightningModule's attribute ``prefix``) on rank 0: itself,
+    or under FSDP ``fresh()`` loaded with the gathered full weights."""
+    gathered = next((c for c in trainer.callbacks if isinstance(c, FullWeightsAtEnd)), None)
+    if gathered is None:
+        return model
+    unwrapped = fresh()
+    unwrapped.load_state_dict({k.removeprefix(prefix): v for k, v in gathered.state.items() if k.startswith(prefix)})
+    return unwrapped

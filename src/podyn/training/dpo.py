@@ -13,6 +13,7 @@ from ..objectives import dpo_component_loss, dpo_terms
 from ..schedules import Weights, weights_at
 from .checkpoints import RunRecorder
 from .common import StepRecords, adamw_with_schedule, grad_norm
+from .distributed import full_weights, gather_rows, global_tertile_groups, is_distributed
 
 
 class DPOModule(L.LightningModule):
@@ -31,14 +32,18 @@ class DPOModule(L.LightningModule):
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         step = self.global_step
-        if self.recorder is not None:
-            self.recorder.at_step(step, self.policy, {"step": step, "indices": batch["index"]})
+        if self.recorder is not None and self.recorder.records_at(step):
+            indices = gather_rows(batch["index"])  # the global batch, rank by rank
+            weights_state = full_weights(self.trainer, "policy.")
+            if self.trainer.is_global_zero:
+                self.recorder.at_step(step, self.policy, {"step": step, "indices": indices}, weights_state)
         weights = weights_at(self.weight_specs, step)
         logps = sequence_logps(self.policy, batch["input_ids"], batch["attention_mask"], batch["response_mask"])
         chosen, rejected = logps.chunk(2)
         ref_chosen, ref_rejected = batch["ref_chosen"].to(logps.dtype), batch["ref_rejected"].to(logps.dtype)
         terms = dpo_terms(chosen, rejected, ref_chosen, ref_rejected, beta=self.hyper.beta)
-        loss = dpo_component_loss(chosen, rejected, terms.omega, terms.groups, weights)
+        groups = global_tertile_groups(terms.omega)  # tertiles of the global batch
+        loss = dpo_component_loss(chosen, rejected, terms.omega, groups, weights)
         self._log_step(terms, chosen, rejected, ref_chosen, ref_rejected, weights)
         return loss
 
@@ -46,7 +51,8 @@ class DPOModule(L.LightningModule):
         beta = self.hyper.beta
         reward_chosen = beta * (chosen - ref_chosen).detach()
         reward_rejected = beta * (rejected - ref_rejected).detach()
-        self.log("loss", terms.loss, prog_bar=True)
+        distributed = is_distributed()  # means over equal shares: their mean is the global batch's
+        self.log("loss", terms.loss, prog_bar=True, sync_dist=distributed)
         self.log_dict(
             {
                 "rewards/chosen": reward_chosen.mean(),
@@ -57,7 +63,8 @@ class DPOModule(L.LightningModule):
                 "logps/rejected": rejected.detach().mean(),
                 "weights/pos": weights.pos,
                 "weights/neg": weights.neg,
-            }
+            },
+            sync_dist=distributed,
         )
 
     def on_before_optimizer_step(self, optimizer) -> None:

@@ -17,15 +17,21 @@ from ..models import scalar_head_outputs, score_at, token_logps
 from ..objectives import (
     gae,
     masked_mean,
-    masked_whiten,
     ppo_policy_loss,
     ppo_token_losses,
-    tertile_groups,
     value_loss,
 )
 from ..schedules import Weights, weights_at
 from .checkpoints import RunRecorder
 from .common import StepRecords, grad_norm
+from .distributed import (
+    all_gather_objects,
+    gather_padded_rows,
+    global_masked_mean,
+    global_masked_whiten,
+    global_tertile_groups,
+    is_distributed,
+)
 
 
 def response_logps(model: torch.nn.Module, rollout: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -38,6 +44,32 @@ def response_values(value_model: torch.nn.Module, rollout: dict[str, torch.Tenso
     """V(x, y_<t): the value head at the position before each response token, shape (B, R)."""
     width = rollout["prompt_width"]
     return scalar_head_outputs(value_model, rollout["sequences"], rollout["attention_mask"])[:, width - 1 : -1]
+
+
+def gather_rollout(rollout: dict[str, Any]) -> dict[str, Any]:
+    """Every process's rollout rows in one batch, rank by rank: prompts re-padded on the left
+    to the widest prompt, responses on the right to the longest response (positions follow the
+    attention mask, so log-probs do not change)."""
+    if not is_distributed():
+        return rollout
+    parts = all_gather_objects({k: v.cpu() if torch.is_tensor(v) else v for k, v in rollout.items()})
+    width = max(p["prompt_width"] for p in parts)
+    out: dict[str, Any] = {"prompt_width": width}
+    for key, value in rollout.items():
+        if key == "prompt_width":
+            continue
+        if key in ("sequences", "attention_mask"):
+            prompts = gather_padded_rows([p[key][:, : p["prompt_width"]] for p in parts], pad_left=True)
+            responses = gather_padded_rows([p[key][:, p["prompt_width"] :] for p in parts], pad_left=False)
+            out[key] = torch.cat([prompts, responses], 1)
+        elif torch.is_tensor(value) and value.dim() == 2:
+            pad = -1 if key == "groups" else 0
+            out[key] = gather_padded_rows([p[key] for p in parts], pad_left=False, pad_value=pad)
+        elif torch.is_tensor(value) and value.dim() == 1:
+            out[key] = torch.cat([p[key] for p in parts])
+        else:
+            out[key] = value
+    return out
 
 
 def select_rows(rollout: dict[str, Any], rows: torch.Tensor) -> dict[str, Any]:
@@ -76,6 +108,13 @@ class PPOModule(L.LightningModule):
     def on_fit_start(self) -> None:
         for model in self._frozen.values():
             model.to(self.device)
+        if self.trainer.world_size > 1:  # each process samples its share of the rollouts with its own stream
+            torch.manual_seed(torch.initial_seed() + self.global_rank)
+            if self.hyper.mini_batch_size % self.trainer.world_size:
+                raise ValueError(
+                    f"ppo.mini_batch_size {self.hyper.mini_batch_size} does not split evenly over "
+                    f"{self.trainer.world_size} processes"
+                )
 
     @torch.no_grad()
     def rollout(self, prompt_ids: list[list[int]]) -> dict[str, Any]:
@@ -98,7 +137,7 @@ class PPOModule(L.LightningModule):
         rewards = -hyper.kl_coef * kl
         rewards[torch.arange(len(last)), last] += score
         raw_advantages, returns = gae(rewards, values, mask, hyper.gamma, hyper.lam)
-        advantages = masked_whiten(raw_advantages, mask)
+        advantages = global_masked_whiten(raw_advantages, mask)  # over the global rollout batch
         batch.update(
             response_mask=mask,
             old_logps=old_logps,
@@ -109,7 +148,7 @@ class PPOModule(L.LightningModule):
             raw_advantages=raw_advantages,
             advantages=advantages,
             returns=returns,
-            groups=tertile_groups(advantages.abs(), mask),
+            groups=global_tertile_groups(advantages.abs(), mask),
             ended=roll.ended,
         )
         return batch
@@ -118,8 +157,11 @@ class PPOModule(L.LightningModule):
         it = self.iteration
         batch = self.rollout(prompt_ids)
         weights = weights_at(self.weight_specs, it)
-        if self.recorder is not None:
-            self.recorder.at_step(it, self.policy, {"step": it, "weights": weights.__dict__, "clip_eps": self.hyper.clip_eps, **batch})
+        if self.recorder is not None and self.recorder.records_at(it):
+            payload = gather_rollout(batch)  # the global rollout batch, rank by rank
+            if self.trainer.is_global_zero:
+                payload = {"step": it, "weights": weights.__dict__, "clip_eps": self.hyper.clip_eps, **payload}
+                self.recorder.at_step(it, self.policy, payload)
         self._record_advantages(it, batch)
         stats = self._optimise(batch, weights, it)
         self._log_iteration(batch, stats)
@@ -129,9 +171,10 @@ class PPOModule(L.LightningModule):
         hyper = self.hyper
         opt = self.optimizers()
         n_rows = batch["sequences"].shape[0]
+        rows_per_minibatch = hyper.mini_batch_size // self.trainer.world_size  # this process's share
         stats: dict[str, list[float]] = {k: [] for k in ("policy", "value", "clipfrac", "vclipfrac", "ratio", "approxkl")}
         for _ in range(hyper.ppo_epochs):
-            for rows in torch.randperm(n_rows, device=batch["sequences"].device).split(hyper.mini_batch_size):
+            for rows in torch.randperm(n_rows, device=batch["sequences"].device).split(rows_per_minibatch):
                 mb = select_rows(batch, rows)
                 mask = mb["response_mask"]
                 logps = response_logps(self.policy, mb)
@@ -159,9 +202,12 @@ class PPOModule(L.LightningModule):
         """Mean raw (pre-whitening) advantage of the TOP, MID and BOT token groups (figure 3)."""
         for group_id, name in enumerate(("top", "mid", "bot")):
             in_group = (batch["groups"] == group_id).float() * batch["response_mask"]
-            self.records.add(step=it, kind=f"raw_advantage/{name}", value=float(masked_mean(batch["raw_advantages"], in_group)))
+            self.records.add(step=it, kind=f"raw_advantage/{name}", value=float(global_masked_mean(batch["raw_advantages"], in_group)))
 
     def _log_iteration(self, batch: dict[str, Any], stats: dict[str, float]) -> None:
+        # under DDP each value is the mean over processes of the process's value
+        world = self.trainer.world_size
+        distributed = world > 1
         kl = batch["old_logps"] - batch["ref_logps"]
         non_score = (batch["rewards"].sum(1) - batch["scores"]).mean()
         self.log_dict(
@@ -176,12 +222,13 @@ class PPOModule(L.LightningModule):
                 "loss/value_avg": stats["value"],
                 "val/clipfrac_avg": stats["vclipfrac"],
                 "val/ratio": stats["ratio"],
-                "val/num_eos_tokens": batch["ended"].float().sum(),
+                "val/num_eos_tokens": batch["ended"].float().sum() * world,  # the mean over processes, times W
                 "iteration": float(self.iteration),
             },
             prog_bar=False,
+            sync_dist=distributed,
         )
-        self.log("score", batch["scores"].mean(), prog_bar=True)
+        self.log("score", batch["scores"].mean(), prog_bar=True, sync_dist=distributed)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["podyn_records"] = self.records.state_dict()

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from ..config import SupervisedConfig
 from ..models import last_token_index, score_at
 from .common import adamw_with_schedule
+from .distributed import is_distributed
 
 
 def pair_scores(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -25,8 +26,9 @@ class RewardModule(L.LightningModule):
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         chosen, rejected = pair_scores(self.model, batch)
         loss = -F.logsigmoid(chosen - rejected).mean()
-        self.log("train/loss", loss, prog_bar=True)
-        self.log("train/accuracy", (chosen > rejected).float().mean(), prog_bar=True)
+        distributed = is_distributed()  # each process's mean over equal shares: the global mean
+        self.log("train/loss", loss, prog_bar=True, sync_dist=distributed)
+        self.log("train/accuracy", (chosen > rejected).float().mean(), prog_bar=True, sync_dist=distributed)
         return loss
 
     def configure_optimizers(self):

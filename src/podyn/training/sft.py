@@ -8,6 +8,7 @@ import torch
 from ..config import SupervisedConfig
 from ..models import token_logps
 from .common import adamw_with_schedule
+from .distributed import global_sum, rank_and_world
 
 
 class SFTModule(L.LightningModule):
@@ -19,9 +20,13 @@ class SFTModule(L.LightningModule):
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         logps = token_logps(self.model, batch["input_ids"], batch["attention_mask"])
         mask = batch["response_mask"][:, 1:].to(logps.dtype)
-        loss = -(logps * mask).sum() / mask.sum()
-        self.log("train/loss", loss, prog_bar=True)
-        self.log("train/tokens", mask.sum(), reduce_fx="sum")
+        # the mean over the GLOBAL batch's tokens: with W processes each contributes
+        # W * (its token sum) / (global token count), and DDP averages the W gradients
+        tokens = global_sum(mask.sum())
+        _, world = rank_and_world()
+        loss = -(logps * mask).sum() * world / tokens
+        self.log("train/loss", loss, prog_bar=True, sync_dist=world > 1)
+        self.log("train/tokens", tokens, reduce_fx="sum")
         return loss
 
     def configure_optimizers(self):

@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# Peak GPU memory and wall time of SFT and DPO steps with a Pythia-2.8B-shaped model
+# (hidden 2560, 32 layers, 32 heads, built from scratch on the synthetic task: no hub needed)
+# under trainer.strategy ddp and fsdp on the GPUs of one machine. Prints one table row per
+# (stage, strategy); GPU memory is sampled with nvidia-smi every 200 ms (the maximum over
+# the GPUs). The synthetic task's sequences are short, so this measures weights, gradients
+# and optimiser state, not the activations of the paper's 1024-token sequences.
+#
+#   bash bench/multi_gpu.sh [N_GPUS] [OUT]      # e.g. bash bench/multi_gpu.sh 4 bench/reference/multi_gpu
+# Not run yet: no multi-GPU machine was available when it was written.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+gpus=${1:-$(nvidia-smi -L | wc -l)}
+out=${2:-bench/reference/multi_gpu}
+mkdir -p "$out"
+export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
+py=.venv/bin/python
+podyn=.venv/bin/podyn
+
+cat > "$out/config.yaml" <<EOF
+experiment: multi_gpu
+results_dir: $out/results
+model:
+  init: scratch
+  arch: {hidden_size: 2560, num_layers: 32, num_heads: 32, max_position_embeddings: 64}
+trainer: {accelerator: gpu, precision: bf16-mixed, checkpoint_every_n_steps: 1000, log_every_n_steps: 5}
+sft: {lr: 1.0e-5, batch_size: 64, max_steps: 10}
+dpo: {lr: 5.0e-7, batch_size: 64, max_steps: 10, checkpoint_every: 0, eval_every: 0}
+runs: {dpo: {objective: dpo}}
+select: [dpo]
+EOF
+data="$out/data"; base="$out/base"
+[ -d "$data" ] || $podyn prepare-data --config "$out/config.yaml" --out "$data"
+[ -d "$base" ] || $podyn base-model --config "$out/config.yaml" --out "$base"
+[ -f "$out/ref_logps.pt" ] || $podyn reference-logps --config "$out/config.yaml" --data "$data" --sft "$base" --out "$out/ref_logps.pt"
+
+measure() {  # name, then the command; prints "name | wall s | peak GPU MiB"
+    local name=$1; shift
+    nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -lms 200 > "$out/$name.smi" &
+    local smi=$!
+    local start=$(date +%s.%N)
+    "$@" > "$out/$name.log" 2>&1 || echo "$name failed: see $out/$name.log"
+    local end=$(date +%s.%N)
+    kill "$smi"
+    local peak=$(sort -n "$out/$name.smi" | tail -1)
+    printf "| %-22s | %8.1f | %14s |\n" "$name" "$(echo "$end - $start" | bc)" "$peak"
+}
+
+echo "| run                    |   wall s | peak GPU MiB   |"
+echo "|------------------------|----------|----------------|"
+for strategy in ddp fsdp; do
+    overlay="{\"trainer\": {\"strategy\": \"$strategy\", \"devices\": $gpus}}"
+    $py - "$out/config.yaml" "$overlay" "$out/$strategy.yaml" <<'EOF'
+import json, sys, yaml
+cfg = yaml.safe_load(open(sys.argv[1])); overlay = json.loads(sys.argv[2])
+cfg["trainer"].update(overlay["trainer"]); yaml.safe_dump(cfg, open(sys.argv[3], "w"))
+EOF
+    rm -rf "$out/work_$strategy"
+    measure "sft_${strategy}_x$gpus" $podyn sft --config "$out/$strategy.yaml" --data "$data" --base "$base" \
+        --out "$out/sft_$strategy" --workdir "$out/work_$strategy/sft"
+    measure "dpo_${strategy}_x$gpus" $podyn train --config "$out/$strategy.yaml" --run dpo --seed 0 --data "$data" \
+        --sft "$base" --reward "$base" --ref-logps "$out/ref_logps.pt" --workdir "$out/work_$strategy/dpo" \
+        --generations "$out/dpo_$strategy/g.jsonl" --checkpoints "$out/dpo_$strategy/c.json" \
+        --records "$out/dpo_$strategy/r.csv" --metrics "$out/dpo_$strategy/m.csv"
+done
