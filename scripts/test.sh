@@ -2,7 +2,7 @@
 # Set up .venv (if needed), lint, and run the test suite offline.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh dev,bench  # bench: trl, for the DPO parity test
+bash scripts/setup.sh dev,bench,slurm  # bench: trl, for the DPO parity test; slurm: the Slurm executor plugin
 .venv/bin/python -m ruff check .  # rules in pyproject.toml [tool.ruff]
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 exec .venv/bin/python -m pytest "$@"

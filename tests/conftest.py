@@ -19,6 +19,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_CONFIG = REPO / "tests" / "configs" / "tiny.yaml"
+SNAKEFILE = REPO / "Snakefile"
 BIN = Path(sys.executable).parent
 
 
@@ -150,3 +151,21 @@ def judge_server():
     yield start
     for handle in handles:
         handle.stop()
+
+
+def snakemake(workdir: Path, *args: str, configfile: Path = TINY_CONFIG) -> list[str]:
+    """A Snakemake command on the repository's Snakefile, run in ``workdir`` (so the checkout's
+    config.yaml is not read and nothing is written into the checkout)."""
+    return [sys.executable, "-m", "snakemake", "--snakefile", str(SNAKEFILE), "--directory", str(workdir), "--configfile", str(configfile), *args]
+
+
+@pytest.fixture(scope="session")
+def e2e(tmp_path_factory, env) -> tuple[Path, Path]:
+    """The whole DAG on the tiny config, run locally (about a minute on 2 cores); shared by the
+    workflow tests and the Slurm tests, which compare their results with it."""
+    workdir = tmp_path_factory.mktemp("e2e")
+    results = workdir / "out"
+    proc = run_cmd(snakemake(workdir, "--cores", "2", "--config", f"results_dir={results}"), env, cwd=workdir, timeout=900)
+    logs = "\n".join(f"== {p}\n{p.read_text()[-2000:]}" for p in sorted(results.rglob("*.log"))) if results.exists() else ""
+    assert proc.returncode == 0, proc.stderr[-5000:] + logs
+    return workdir, results

@@ -4,22 +4,13 @@ end to end on the tiny config with the output contract checked."""
 from __future__ import annotations
 
 import re
-import sys
-from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from conftest import REPO, TINY_CONFIG, run_cmd, write_config
+from conftest import run_cmd, snakemake, write_config
 
-SNAKEFILE = REPO / "Snakefile"
 SINGLE_JOBS = ("prepare_data", "base_model", "sft", "reward_model", "reference_logps", "sft_generations", "winrates", "all")
-
-
-def snakemake(workdir: Path, *args: str, configfile: Path = TINY_CONFIG) -> list[str]:
-    """A Snakemake command on the repository's Snakefile, run in ``workdir`` (so the checkout's
-    config.yaml is not read and nothing is written into the checkout)."""
-    return [sys.executable, "-m", "snakemake", "--snakefile", str(SNAKEFILE), "--directory", str(workdir), "--configfile", str(configfile), *args]
 
 
 def job_counts(output: str) -> dict[str, int]:
@@ -56,17 +47,6 @@ def test_snakemake_rejects_a_bad_config(tmp_path, tiny_raw, env):
     proc = run_cmd(snakemake(tmp_path, "-n", configfile=config), env, cwd=tmp_path)
     assert proc.returncode != 0
     assert "invalid value at 'dpo.beta'" in proc.stdout + proc.stderr
-
-
-@pytest.fixture(scope="module")
-def e2e(tmp_path_factory, env):
-    """The whole DAG on the tiny config (about a minute on 2 cores)."""
-    workdir = tmp_path_factory.mktemp("e2e")
-    results = workdir / "out"
-    proc = run_cmd(snakemake(workdir, "--cores", "2", "--config", f"results_dir={results}"), env, cwd=workdir, timeout=900)
-    logs = "\n".join(f"== {p}\n{p.read_text()[-2000:]}" for p in sorted(results.rglob("*.log"))) if results.exists() else ""
-    assert proc.returncode == 0, proc.stderr[-5000:] + logs
-    return workdir, results
 
 
 @pytest.mark.slow

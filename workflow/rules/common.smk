@@ -20,8 +20,19 @@ os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get(
 RESULTS = f"{CFG.results_dir}/{CFG.experiment}"
 RUNS = selected_runs(CFG)
 SEEDS = CFG.seeds
+
+
+def on_a_cluster() -> bool:
+    """True in a cluster run and in its jobs. A cluster executor sets `--jobs` (the nodes resource) and needs
+    no --cores; Snakemake runs each cluster job in remote mode."""
+    return workflow.remote_exec or workflow.resource_settings.nodes is not None
+
+
+# Stages with nothing beside them in the DAG take every local core (up to 8). On a cluster they take
+# `threads` like every other stage, the same in the submitting process and in the job (the plugin asks
+# Slurm for that many CPUs per task; workflow.cores is unset there, or the node's CPU count in the job).
 try:
-    SERIAL_THREADS = min(workflow.cores, 8)  # stages with nothing beside them in the DAG
+    SERIAL_THREADS = CFG.threads if on_a_cluster() else min(workflow.cores, 8)
 except WorkflowError:  # no --cores: a command that runs no job, such as `snakemake --report`
     SERIAL_THREADS = 1
 
