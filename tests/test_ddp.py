@@ -23,7 +23,7 @@ def train(run: str, cfg: dict, root: Path, assets: dict, env: dict) -> Path:
         "--data", str(assets["data"]), "--sft", str(assets["base"]), "--reward", str(assets["reward"]),
         "--ref-logps", str(assets["ref_logps"]), "--workdir", str(root / "work"),
         "--generations", str(out / "generations.jsonl"), "--checkpoints", str(out / "checkpoints.json"),
-        "--records", str(out / "records.csv"), "--metrics", str(out / "metrics.csv"),
+        "--records", str(out / "records.csv"), "--metrics", str(out / "metrics.csv"), "--timing", str(out / "timing.csv"),
     ]
     proc = run_cmd(cmd, env, timeout=400)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-4000:]

@@ -41,7 +41,7 @@ def stage_command(stage: str, config: Path, assets: dict, root: Path) -> list[st
         *podyn_exe(), "train", *common, "--run", run, "--seed", "3",
         "--sft", str(assets["base"]), "--reward", str(assets["reward"]), "--ref-logps", str(assets["ref_logps"]),
         "--generations", str(out / "generations.jsonl"), "--checkpoints", str(out / "checkpoints.json"),
-        "--records", str(out / "records.csv"), "--metrics", str(out / "metrics.csv"),
+        "--records", str(out / "records.csv"), "--metrics", str(out / "metrics.csv"), "--timing", str(out / "timing.csv"),
     ]
 
 
@@ -49,7 +49,8 @@ def snapshot(root: Path) -> dict[str, bytes]:
     """Every output file and the work-directory files that later stages read, by path."""
     folders = [root / "out", *(root / "work" / name for name in COMPARED_WORK)]
     files = [f for d in folders if d.exists() for f in sorted(d.rglob("*")) if f.is_file()]
-    return {str(f.relative_to(root)): f.read_bytes() for f in files}
+    # timing.csv holds wall-clock times: the one output that differs between identical runs
+    return {str(f.relative_to(root)): f.read_bytes() for f in files if f.name != "timing.csv"}
 
 
 def run_to_end(cmd: list[str], env: dict, log: Path) -> float:

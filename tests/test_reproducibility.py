@@ -18,7 +18,7 @@ def train_cmd(run: str, seed: int, config: Path, assets: dict, root: Path) -> li
         *podyn_exe(), "train", "--config", str(config), "--run", run, "--seed", str(seed),
         "--data", str(assets["data"]), "--sft", str(assets["base"]), "--reward", str(assets["reward"]), "--ref-logps", str(assets["ref_logps"]),
         "--workdir", str(root / "work"), "--generations", str(out / "generations.jsonl"), "--checkpoints", str(out / "checkpoints.jsonl"),
-        "--records", str(out / "records.csv"), "--metrics", str(out / "metrics.csv"),
+        "--records", str(out / "records.csv"), "--metrics", str(out / "metrics.csv"), "--timing", str(out / "timing.csv"),
     ]
 
 

@@ -86,7 +86,7 @@ def test_dpo_train_resumes_after_sigkill(tmp_path, tiny_raw, assets, env):
         *podyn_exe(), "train", "--config", str(config), "--run", "dpo", "--seed", "0",
         "--data", str(assets["data"]), "--sft", str(assets["base"]), "--reward", str(assets["reward"]), "--ref-logps", str(assets["ref_logps"]),
         "--workdir", str(workdir), "--generations", str(out / "generations.jsonl"), "--checkpoints", str(out / "checkpoints.jsonl"),
-        "--records", str(out / "records.csv"), "--metrics", str(out / "metrics.csv"),
+        "--records", str(out / "records.csv"), "--metrics", str(out / "metrics.csv"), "--timing", str(out / "timing.csv"),
     ]
 
     kill_once_checkpointed(cmd, env, workdir, tmp_path / "first.log")

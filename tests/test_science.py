@@ -387,7 +387,7 @@ def test_coordination_stage_reports_cost_weights_and_comparisons(tmp_path):
     from podyn.winrate_tables import coordination_stage
 
     rng = np.random.default_rng(4)
-    score_files, record_files, winrows, labels = [], [], [], []
+    score_files, record_files, timing_files, winrows, labels = [], [], [], [], []
     for run, mean in (("dpo", 0.7), ("copo_dpo", 0.72), ("cdpo_1", 0.6), ("dpo_wo_neg_early", 0.71)):
         for seed in (0, 1):
             judged = tmp_path / "eval" / "judgements" / run / f"seed{seed}_scores.csv"
@@ -401,11 +401,12 @@ def test_coordination_stage_reports_cost_weights_and_comparisons(tmp_path):
             rec.parent.mkdir(parents=True, exist_ok=True)
             rows = [{"step": t, "kind": f"weight/{c}", "value": (1 + 0.001 * t if c == "pos" else 1.0) if run == "copo_dpo" else 1.0}
                     for t in range(300) for c in ("pos", "neg", "top", "mid", "bot")]
-            if run == "copo_dpo":
-                rows += [{"step": t, "kind": "controller/seconds", "value": 0.5} for t in range(0, 300, 10)]
-                rows += [{"step": 300, "kind": "run/fit_seconds", "value": 60.0}, {"step": 300, "kind": "run/controller_seconds", "value": 15.0}]
             pd.DataFrame(rows).to_csv(rec, index=False)
             record_files.append(rec)
+            times = [("fit_seconds", 60.0)] + ([("controller_seconds", 15.0), ("measurements", 30)] if run == "copo_dpo" else [])
+            timing = rec.parent / "timing.csv"
+            pd.DataFrame(times, columns=["kind", "value"]).to_csv(timing, index=False)
+            timing_files.append(timing)
     pd.DataFrame(winrows).to_csv(tmp_path / "winrates.csv", index=False)
     raw = default_raw()
     raw["figures"] = {**raw.get("figures", {}), "formats": ["png"]}
@@ -417,6 +418,7 @@ def test_coordination_stage_reports_cost_weights_and_comparisons(tmp_path):
         seeds=[seed for _, seed in labels],
         scores=score_files,
         records=record_files,
+        timing=timing_files,
         tables=tmp_path / "tables",
         figures=tmp_path / "figures",
     )

@@ -38,6 +38,7 @@ SUBMITTED = re.compile(r"Job (\d+) has been submitted with SLURM jobid (\d+) \(l
 # directories (checkpoints), PDFs (their creation date)
 VOLATILE_DIRS = ("logs", "work")
 VOLATILE_SUFFIXES = (".pdf",)
+VOLATILE_NAMES = ("timing.csv",)  # wall-clock times of a training run
 TEXT_SUFFIXES = (".json", ".jsonl", ".csv", ".md", ".tex")
 # torch's results depend on its thread count: the Slurm run gives the stages that take every local core in a
 # local run (SERIAL_THREADS, 2 in the local run) the same count
@@ -120,7 +121,9 @@ def job_stats(log: str) -> Counter:
 
 def result_files(root: Path) -> list[Path]:
     files = (p.relative_to(root) for p in root.rglob("*") if p.is_file())
-    return sorted(f for f in files if f.parts[0] not in VOLATILE_DIRS and f.suffix not in VOLATILE_SUFFIXES)
+    return sorted(
+        f for f in files if f.parts[0] not in VOLATILE_DIRS and f.suffix not in VOLATILE_SUFFIXES and f.name not in VOLATILE_NAMES
+    )
 
 
 def same_content(got: Path, expected: Path, got_root: Path, expected_root: Path) -> bool:

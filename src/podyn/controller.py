@@ -106,6 +106,9 @@ class CoordinatedController:
         self.steered = {c: 1.0 for c in self.steer}
         self.seconds = 0.0  # time spent measuring and updating, for the cost fraction
         self.history: list[dict[str, Any]] = []  # one row per measurement: step, G and new weights
+        # this process's share (not in the checkpoint): a resumed run's cost is that of its last attempt,
+        # like the training time it is divided by
+        self.attempt_seconds, self.attempt_measurements = 0.0, 0
 
     def current(self, step: int) -> ComponentWeights:
         return replace(self.base(step), **self.steered)
@@ -118,6 +121,8 @@ class CoordinatedController:
             self.steered = multiplicative_update(self.steered, G, self.eta, self.w_min, self.w_max)
             elapsed = time.perf_counter() - start
             self.seconds += elapsed
+            self.attempt_seconds += elapsed
+            self.attempt_measurements += 1
             self.history.append({"step": step, "seconds": elapsed, **{f"G/{c}": g for c, g in G.items()}})
         return self.current(step)
 

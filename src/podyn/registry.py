@@ -191,6 +191,7 @@ STAGES: dict[str, Stage] = {
                 Arg("--checkpoints", "output manifest of the analysis checkpoints"),
                 Arg("--records", "output CSV of per-step records"),
                 Arg("--metrics", "output CSV of Lightning's metrics"),
+                Arg("--timing", "output CSV of this attempt's wall-clock times (training, Coordinated PO's controller)"),
             ),
         ),
         Stage(
@@ -295,6 +296,7 @@ STAGES: dict[str, Stage] = {
                 Arg("--seeds", "seed of each scores and records file, in order", "ints"),
                 Arg("--scores", "per-prompt scores, one file per run and seed", "paths"),
                 Arg("--records", "per-step records, one file per run and seed (the order of --scores)", "paths"),
+                Arg("--timing", "training and controller times, one file per run and seed (the order of --scores)", "paths"),
                 Arg("--tables", "output directory of the tables"),
                 Arg("--figures", "output directory of the figures"),
             ),

@@ -184,13 +184,13 @@ def best_fixed_variants(winrates: pd.DataFrame, cfg: Config) -> dict[str, str]:
     return out
 
 
-def _cost_rows(run: str, frame: pd.DataFrame) -> list[dict]:
-    """Per seed: training and controller seconds, the cost fraction, the number of
-    measurements and the final weights of a Coordinated-PO run."""
+def _cost_rows(run: str, frame: pd.DataFrame, timing: pd.DataFrame) -> list[dict]:
+    """Per seed: training and controller seconds (of the run's last attempt), the cost fraction,
+    the number of measurements and the final weights of a Coordinated-PO run."""
     rows = []
     for seed, per_seed in frame.groupby("seed"):
-        totals = per_seed.groupby("kind")["value"].sum()
-        fit, spent = totals.get("run/fit_seconds", np.nan), totals.get("run/controller_seconds", np.nan)
+        times = timing[timing["seed"] == seed].set_index("kind")["value"]
+        fit, spent = times.get("fit_seconds", np.nan), times.get("controller_seconds", np.nan)
         weight_rows = per_seed[per_seed["kind"].str.startswith("weight/")]
         last = weight_rows[weight_rows["step"] == weight_rows["step"].max()]
         final_weights = {f"final_{k.removeprefix('weight/')}": v for k, v in last.set_index("kind")["value"].items()}
@@ -201,7 +201,7 @@ def _cost_rows(run: str, frame: pd.DataFrame) -> list[dict]:
                 "fit_seconds": fit,
                 "controller_seconds": spent,
                 "cost_fraction": spent / fit,
-                "measurements": int((per_seed["kind"] == "controller/seconds").sum()),
+                "measurements": int(times.get("measurements", 0)),
                 **final_weights,
             }
         )
@@ -216,6 +216,7 @@ def coordination_stage(
     seeds: list[int],
     scores: list[Path],
     records: list[Path],
+    timing: list[Path],
     tables: Path,
     figures: Path,
 ) -> pd.DataFrame:
@@ -223,15 +224,17 @@ def coordination_stage(
     ``tables/copo.csv``: each Coordinated-PO run's cost (controller time / training time), its
     final weights, and its comparisons with the baseline and the best fixed variant. ``runs``
     and ``seeds`` name the run and seed of each file in ``scores`` and, in the same order, in
-    ``records``."""
+    ``records`` and ``timing``."""
     from .figures import copo_figure, weights_figure
 
-    by_run: dict[str, tuple[list[Path], list[int]]] = {}
-    for path, run, seed in zip(records, runs, seeds, strict=True):
-        by_run.setdefault(run, ([], []))
+    by_run: dict[str, tuple[list[Path], list[int], list[pd.DataFrame]]] = {}
+    for path, times, run, seed in zip(records, timing, runs, seeds, strict=True):
+        by_run.setdefault(run, ([], [], []))
         by_run[run][0].append(Path(path))
         by_run[run][1].append(int(seed))
-    run_records = {run: read_records(paths, run_seeds) for run, (paths, run_seeds) in by_run.items()}
+        by_run[run][2].append(pd.read_csv(times).assign(seed=int(seed)))
+    run_records = {run: read_records(paths, run_seeds) for run, (paths, run_seeds, _) in by_run.items()}
+    run_timing = {run: pd.concat(frames, ignore_index=True) for run, (_, _, frames) in by_run.items()}
     winrate_frame = pd.read_csv(winrates)
     best = best_fixed_variants(winrate_frame, cfg)
     weights_figure(cfg, run_records, Path(figures) / "fig6_weights")
@@ -241,7 +244,7 @@ def coordination_stage(
         row
         for run, frame in run_records.items()
         if run in cfg.runs and cfg.runs[run].controller is not None
-        for row in _cost_rows(run, frame)
+        for row in _cost_rows(run, frame, run_timing[run])
     ]
     base_columns = ["run", "seed", "fit_seconds", "controller_seconds", "cost_fraction", "measurements"]
     table = pd.DataFrame(rows, columns=None if rows else base_columns)

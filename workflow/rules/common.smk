@@ -70,6 +70,7 @@ def run_outputs(run, seed):
         "checkpoints": f"{RESULTS}/runs/{run}/seed{seed}/checkpoints.json",
         "records": f"{RESULTS}/runs/{run}/seed{seed}/records.csv",
         "metrics": f"{RESULTS}/runs/{run}/seed{seed}/metrics.csv",
+        "timing": f"{RESULTS}/runs/{run}/seed{seed}/timing.csv",
     }
 
 

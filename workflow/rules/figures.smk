@@ -97,6 +97,7 @@ rule coordination:
         winrates=rules.winrates.output.winrates,
         scores=[f"{RESULTS}/eval/judgements/{run}/seed{seed}_scores.csv" for run, seed in RUN_SEEDS],
         records=[f"{RESULTS}/runs/{run}/seed{seed}/records.csv" for run, seed in RUN_SEEDS],
+        timing=[f"{RESULTS}/runs/{run}/seed{seed}/timing.csv" for run, seed in RUN_SEEDS],
     output:
         table=f"{RESULTS}/tables/copo.csv",
         figures=[f"{RESULTS}/figures/{name}.{fmt}" for name in ("fig6_weights", "fig7_copo") for fmt in FORMATS],
@@ -111,4 +112,5 @@ rule coordination:
     shell:
         "podyn coordination --config {params.cfg:q} --winrates {input.winrates}"
         " --runs {params.runs} --seeds {params.seeds} --scores {input.scores} --records {input.records}"
+        " --timing {input.timing}"
         " --tables {params.tables} --figures {params.figures} > {log} 2>&1"

@@ -18,4 +18,4 @@ rule train:
         "podyn train --config {params.cfg:q} --threads {threads} --run {wildcards.run} --seed {wildcards.seed}"
         " --data {params.data} --sft {input.sft} --reward {input.reward} --ref-logps {input.ref_logps}"
         " --workdir {params.workdir} --generations {output.generations} --checkpoints {output.checkpoints}"
-        " --records {output.records} --metrics {output.metrics} > {log} 2>&1"
+        " --records {output.records} --metrics {output.metrics} --timing {output.timing} > {log} 2>&1"

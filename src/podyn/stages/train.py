@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import lightning as L
+import pandas as pd
 import torch
 from datasets import Dataset
 
@@ -16,7 +17,7 @@ from .. import data as data_mod
 from ..batching import encode_prompt, pair_collator
 from ..config import Config, ConfigError, ResolvedRun, resolve_run
 from ..controller import WeightSource, proxy_targets, weight_source
-from ..io import DataError
+from ..io import DataError, write_csv
 from ..models import inference_device, load_policy, load_scalar_model, load_tokenizer, logps_options
 from ..training.checkpoints import RunRecorder
 from ..training.common import fit_resumable, layer_classes, make_trainer, metric_rows, prepare_workdir, trained_model
@@ -39,6 +40,7 @@ def train_run(
     checkpoints: Path,
     records: Path,
     metrics: Path,
+    timing: Path,
 ) -> None:
     resolved = resolve_run(cfg, run)
     hyper = resolved.hyper
@@ -86,16 +88,23 @@ def train_run(
     trainer = make_trainer(workdir, cfg.trainer, max_steps, wrap_layers=layer_classes(policy), max_grad_norm=clip)
     start = time.perf_counter()
     fit_resumable(trainer, module, loader, workdir)
-    # this attempt's training time, beside the controller's share of it (Coordinated PO's cost)
-    module.records.add(step=total, kind="run/fit_seconds", value=time.perf_counter() - start)
-    if module.weight_source.measures:
-        module.records.add(step=total, kind="run/controller_seconds", value=module.weight_source.seconds)
+    fit_seconds = time.perf_counter() - start
     if not trainer.is_global_zero:
         return
     policy = trained_model(trainer, policy, "policy.", lambda: load_policy(sft, cfg.model))
     recorder.finish(policy.to(inference_device(cfg.trainer)), Path(generations), Path(checkpoints))
     module.records.write(Path(records))
     metric_rows(trainer).write(Path(metrics))
+    write_timing(Path(timing), fit_seconds, module.weight_source)
+
+
+def write_timing(path: Path, fit_seconds: float, source: WeightSource) -> None:
+    """This attempt's training time and the controller's share of it (Coordinated PO's cost), in
+    their own file: wall-clock times differ between identical runs, the other outputs do not."""
+    rows = [("fit_seconds", fit_seconds)]
+    if source.measures:
+        rows += [("controller_seconds", source.attempt_seconds), ("measurements", source.attempt_measurements)]
+    write_csv(path, pd.DataFrame(rows, columns=["kind", "value"]))
 
 
 def dpo_dataset(data: Path, ref_logps: Path) -> Dataset:

@@ -195,13 +195,14 @@ class StepRecords:
 
 def record_weights(records: StepRecords, step: int, weights, source) -> None:
     """The component weights a step applied and, when the weight source measured G at this step
-    (Coordinated PO), what it measured and how long that took."""
+    (Coordinated PO), what it measured. How long that took is a timing, not a result: it goes to
+    the run's timing file, so that records stay byte-identical across runs and resumes."""
     for name, value in vars(weights).items():
         records.add(step=step, kind=f"weight/{name}", value=float(value))
     history = getattr(source, "history", None)
     if history and history[-1]["step"] == step:
         for key, value in history[-1].items():
-            if key != "step":
+            if key not in ("step", "seconds"):
                 records.add(step=step, kind=f"controller/{key}", value=float(value))
 
 
