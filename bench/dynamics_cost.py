@@ -27,13 +27,17 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from podyn.batching import encode_prompt, encode_response, prompt_response_batch  # noqa: E402
+from podyn.batching import (  # noqa: E402
+    encode_prompt,
+    encode_response,
+    pair_collator,  # noqa: E402
+    prompt_response_batch,
+)
 from podyn.data.synthetic import TaskConfig, generate_task, vocabulary  # noqa: E402
 from podyn.dynamics import DPOBatch, PPOBatch, forward_mode_attention, gradient_alignment, gradient_alignment_direct  # noqa: E402
 from podyn.generation import generate  # noqa: E402
 from podyn.models import build_gpt_neox, build_word_tokenizer, sequence_logps  # noqa: E402
 from podyn.objectives import COMPONENTS, masked_whiten, tertile_groups  # noqa: E402
-from podyn.batching import pair_collator  # noqa: E402
 
 SIZES = {
     "default": {"hidden_size": 64, "num_layers": 2, "num_heads": 2},
@@ -46,7 +50,9 @@ def build(size: str, dtype: torch.dtype, device: str):
     tokenizer = build_word_tokenizer(vocabulary())
     arch = dict(SIZES[size])
     vocab = arch.pop("vocab_size", len(tokenizer))
-    model = build_gpt_neox(vocab, tokenizer, {**arch, "max_position_embeddings": 2048}, seed=0).to(device=device, dtype=dtype)
+    model = build_gpt_neox(vocab, tokenizer, {**arch, "max_position_embeddings": 2048}, seed=0).to(
+        device=device, dtype=dtype
+    )
     model.config._attn_implementation = "sdpa"
     return tokenizer, model
 
@@ -56,25 +62,53 @@ def batches(tokenizer, model, n: int, device: str, list_len: int | None = None):
     task = generate_task(TaskConfig(n_sft=4, n_pref_train=n, n_pref_heldout=2, n_test=n, seed=0, **lengths))
     pairs = {k: v.to(device) for k, v in pair_collator(tokenizer, None, None)(task["prefs_train"]).items()}
     with torch.no_grad():
-        chosen, rejected = sequence_logps(model, pairs["input_ids"], pairs["attention_mask"], pairs["response_mask"]).float().chunk(2)
+        chosen, rejected = (
+            sequence_logps(model, pairs["input_ids"], pairs["attention_mask"], pairs["response_mask"]).float().chunk(2)
+        )
     g = torch.Generator(device="cpu").manual_seed(0)
-    dpo = DPOBatch(pairs["input_ids"], pairs["attention_mask"], pairs["response_mask"],
-                   (chosen.cpu() + 0.3 * torch.randn(n, generator=g)).to(device), (rejected.cpu() + 0.3 * torch.randn(n, generator=g)).to(device), 0.5)
+    dpo = DPOBatch(
+        pairs["input_ids"],
+        pairs["attention_mask"],
+        pairs["response_mask"],
+        (chosen.cpu() + 0.3 * torch.randn(n, generator=g)).to(device),
+        (rejected.cpu() + 0.3 * torch.randn(n, generator=g)).to(device),
+        0.5,
+    )
     torch.manual_seed(0)
-    roll = generate(model, tokenizer, [encode_prompt(tokenizer, r["prompt"]) for r in task["prefs_train"]], max_new_tokens=8, do_sample=True)
+    roll = generate(
+        model,
+        tokenizer,
+        [encode_prompt(tokenizer, r["prompt"]) for r in task["prefs_train"]],
+        max_new_tokens=8,
+        do_sample=True,
+    )
     mask = roll.response_mask.float()
-    stub = PPOBatch(roll.sequences, roll.attention_mask, roll.prompt_width, mask, mask * 0, mask * 0, mask.long() * 0, 0.2)
+    stub = PPOBatch(
+        roll.sequences, roll.attention_mask, roll.prompt_width, mask, mask * 0, mask * 0, mask.long() * 0, 0.2
+    )
     with torch.no_grad():
         old = stub.logps(model).float() * mask
     adv = masked_whiten(torch.randn(mask.shape, generator=g).to(device), mask)
-    ppo = PPOBatch(roll.sequences, roll.attention_mask, roll.prompt_width, mask, old, adv, tertile_groups(adv.abs(), mask), 0.2)
-    final = [{k: v.to(device) for k, v in prompt_response_batch([encode_prompt(tokenizer, r["prompt"]) for r in task["test"]],
-                                                              [encode_response(tokenizer, " one two three") for _ in task["test"]], tokenizer.pad_token_id).items()}]
+    ppo = PPOBatch(
+        roll.sequences, roll.attention_mask, roll.prompt_width, mask, old, adv, tertile_groups(adv.abs(), mask), 0.2
+    )
+    final = [
+        {
+            k: v.to(device)
+            for k, v in prompt_response_batch(
+                [encode_prompt(tokenizer, r["prompt"]) for r in task["test"]],
+                [encode_response(tokenizer, " one two three") for _ in task["test"]],
+                tokenizer.pad_token_id,
+            ).items()
+        }
+    ]
     return {"dpo": dpo, "ppo": ppo}, final
 
 
 def cast(batch, dtype):
-    return type(batch)(**{k: (v.to(dtype) if torch.is_tensor(v) and v.is_floating_point() else v) for k, v in vars(batch).items()})
+    return type(batch)(
+        **{k: (v.to(dtype) if torch.is_tensor(v) and v.is_floating_point() else v) for k, v in vars(batch).items()}
+    )
 
 
 def timed(fn, repeats: int, device: str) -> float:
@@ -107,7 +141,12 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--list-len", type=int, default=None, help="words per prompt list (default: the task's 3 to 6); sets the sequence length")
+    parser.add_argument(
+        "--list-len",
+        type=int,
+        default=None,
+        help="words per prompt list (default: the task's 3 to 6); sets the sequence length",
+    )
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -126,9 +165,9 @@ def main() -> None:
         rows.append((name, "train step", base, 1.0, float("nan")))
         for method in ("jvp", "finite_difference", "direct"):
             if method == "direct":
-                run = lambda: gradient_alignment_direct(model, batch, final)  # noqa: E731
+                run = lambda batch=batch: gradient_alignment_direct(model, batch, final)  # noqa: E731
             else:
-                run = lambda m=method: gradient_alignment(model, batch, final, m, fd_eps=1e-3).G  # noqa: E731
+                run = lambda m=method, batch=batch: gradient_alignment(model, batch, final, m, fd_eps=1e-3).G  # noqa: E731
             try:
                 seconds = timed(run, args.repeats, args.device)
                 G = run()
@@ -139,7 +178,10 @@ def main() -> None:
             rows.append((name, f"G, 6 components ({method})", seconds, seconds / base, error))
     device = torch.cuda.get_device_name() if args.device == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
     width = data["dpo"].input_ids.shape[1]
-    print(f"\nG cost at one checkpoint: size={args.size} dtype={args.dtype} batch={args.batch} sequence length={width} device={device}")
+    print(
+        f"\nG cost at one checkpoint: size={args.size} dtype={args.dtype} batch={args.batch} sequence "
+        f"length={width} device={device}"
+    )
     print(f"{'objective':<10}{'what':<34}{'seconds':>10}{'x train step':>14}{'max rel. error vs float64':>28}")
     for name, what, seconds, ratio, error in rows:
         err = "" if error != error else f"{error:.1e}"

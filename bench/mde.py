@@ -35,9 +35,17 @@ def main() -> None:
     seeds = [int(path.name.removeprefix("seed").removesuffix("_scores.csv")) for path in files]
     scores = read_scores(files, runs, seeds)
     base = score_matrix(scores, args.baseline)
-    variants = [r for r in scores["run"].unique() if r != args.baseline and scores[scores["run"] == r]["step"].max() == scores[scores["run"] == args.baseline]["step"].max()]
+    variants = [
+        r
+        for r in scores["run"].unique()
+        if r != args.baseline
+        and scores[scores["run"] == r]["step"].max() == scores[scores["run"] == args.baseline]["step"].max()
+    ]
     header = " | ".join(f"{s} seeds x {p}" for s in args.seeds for p in args.prompts)
-    print(f"| variant | seeds x prompts run | difference [95% CI] | MDE (bootstrap) | var seed / prompt / residual | predicted MDE: {header} |")
+    print(
+        "| variant | seeds x prompts run | difference [95% CI] | MDE (bootstrap) | var seed / prompt / "
+        f"residual | predicted MDE: {header} |"
+    )
     for variant in sorted(variants):
         a = score_matrix(scores, variant)
         shared = a.index.intersection(base.index)
@@ -46,8 +54,11 @@ def main() -> None:
         result = paired_difference(scores, variant, args.baseline, samples=2000, confidence=0.95, power=0.8)
         predicted = " | ".join(f"{detectable_effect(vc.se(s, p)):.3f}" for s in args.seeds for p in args.prompts)
         seed_var = "n/a" if np.isnan(vc.seed) else f"{vc.seed:.2e}"
-        print(f"| {variant} | {diff.shape[0]} x {diff.shape[1]} | {result['difference']:+.3f} [{result['ci_low']:+.3f}, {result['ci_high']:+.3f}] "
-              f"| {result['mde']:.3f} | {seed_var} / {vc.prompt:.2e} / {vc.residual:.2e} | {predicted} |")
+        print(
+            f"| {variant} | {diff.shape[0]} x {diff.shape[1]} | {result['difference']:+.3f} "
+            f"[{result['ci_low']:+.3f}, {result['ci_high']:+.3f}] "
+            f"| {result['mde']:.3f} | {seed_var} / {vc.prompt:.2e} / {vc.residual:.2e} | {predicted} |"
+        )
 
 
 if __name__ == "__main__":

@@ -48,11 +48,21 @@ def override(hub: Path, size: str) -> dict:
                 "test": {"path": hh, "data_dir": "helpful-base", "split": "test", "format": "hh_rlhf", "n": 64},
             }
         },
-        "model": {"name_or_path": f"results/paper-gpu-{size}/checkpoint", "build_checkpoint": {"size": size, "bpe_vocab_size": 8192}},
+        "model": {
+            "name_or_path": f"results/paper-gpu-{size}/checkpoint",
+            "build_checkpoint": {"size": size, "bpe_vocab_size": 8192},
+        },
         "sft": {"max_steps": 20, "batch_size": 16, "warmup_steps": 2},
         "reward_model": {"max_steps": 20, "batch_size": 16, "warmup_steps": 2},
         "dpo": {"max_steps": 20, "checkpoint_every": 10, "eval_every": 10, "step_scale": 0.002},
-        "ppo": {"iterations": 4, "rollout_batch_size": 16, "mini_batch_size": 8, "ppo_epochs": 1, "checkpoint_every": 2, "eval_every": 2},
+        "ppo": {
+            "iterations": 4,
+            "rollout_batch_size": 16,
+            "mini_batch_size": 8,
+            "ppo_epochs": 1,
+            "checkpoint_every": 2,
+            "eval_every": 2,
+        },
         "select": ["dpo", "dpo_wo_neg_early", "ppo", "ppo_wo_top"],
         "dynamics": {"n_prompts": 16},
         "judge": {"type": "reward_model"},
@@ -74,17 +84,36 @@ def main() -> None:
     config = out / "override.yaml"
     config.write_text(yaml.safe_dump(override(out / "hub", args.size)))
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "PODYN_STATS_DIR": str(out / "stats")}
-    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(out),
-           "--workflow-profile", str(REPO / "workflow" / "profiles" / "gpu"),
-           "--configfile", str(REPO / "config.yaml"), str(REPO / "config" / "paper.yaml"), str(config)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "--snakefile",
+        str(REPO / "Snakefile"),
+        "--directory",
+        str(out),
+        "--workflow-profile",
+        str(REPO / "workflow" / "profiles" / "gpu"),
+        "--configfile",
+        str(REPO / "config.yaml"),
+        str(REPO / "config" / "paper.yaml"),
+        str(config),
+    ]
     start = time.perf_counter()
     with open(out / "snakemake.log", "w") as log:
         code = subprocess.call(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=out)
     wall = time.perf_counter() - start
     rows = [json.loads(p.read_text()) for p in sorted((out / "stats").glob("*.json"))]
-    lines = [f"# paper DAG, Pythia-{args.size} architecture, exit code {code}, {wall:.1f} s end to end", "",
-             "| stage | wall s | tokens/s | peak GPU MB |", "|---|---:|---:|---:|"]
-    lines += [f"| {r['stage']} | {r['wall_s']:.1f} | {r['tokens_per_s']:,.0f} | {r.get('peak_gpu_mb', 0):,.0f} |" for r in rows]
+    lines = [
+        f"# paper DAG, Pythia-{args.size} architecture, exit code {code}, {wall:.1f} s end to end",
+        "",
+        "| stage | wall s | tokens/s | peak GPU MB |",
+        "|---|---:|---:|---:|",
+    ]
+    lines += [
+        f"| {r['stage']} | {r['wall_s']:.1f} | {r['tokens_per_s']:,.0f} | {r.get('peak_gpu_mb', 0):,.0f} |"
+        for r in rows
+    ]
     (out / "paper_gpu.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     sys.exit(code)

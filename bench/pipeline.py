@@ -50,12 +50,35 @@ class Row:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="bench/pipeline.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="workflow config (default: config.yaml, the embedded default)")
+    parser = argparse.ArgumentParser(
+        prog="bench/pipeline.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=DEFAULT_CONFIG,
+        help="workflow config (default: config.yaml, the embedded default)",
+    )
     parser.add_argument("--cores", default="all", help="snakemake --cores (default: %(default)s)")
-    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "pipeline", help="results, per-stage records, log and table go here (default: bench/out/pipeline)")
-    parser.add_argument("--keep", action="store_true", help="reuse <out>/results: Snakemake reruns only what is missing or outdated; stages it skips keep their earlier records, marked 'cached'")
-    parser.add_argument("--snakemake-arg", action="append", default=[], metavar="ARG", help="extra argument passed to snakemake (repeatable), e.g. --snakemake-arg=--forceall")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=ROOT / "bench" / "out" / "pipeline",
+        help="results, per-stage records, log and table go here (default: bench/out/pipeline)",
+    )
+    parser.add_argument(
+        "--keep",
+        action="store_true",
+        help="reuse <out>/results: Snakemake reruns only what is missing or outdated; stages it skips keep "
+        "their earlier records, marked 'cached'",
+    )
+    parser.add_argument(
+        "--snakemake-arg",
+        action="append",
+        default=[],
+        metavar="ARG",
+        help="extra argument passed to snakemake (repeatable), e.g. --snakemake-arg=--forceall",
+    )
     args = parser.parse_args(argv)
     args.out = args.out.resolve()
     if args.out == (ROOT / "results").resolve() or (ROOT / "results").resolve() in args.out.parents:
@@ -78,7 +101,9 @@ def job_environment(stats_dir: Path) -> dict[str, str]:
     """This interpreter's bin first on PATH (the rules call ``podyn``), offline, stats on."""
     env = dict(os.environ)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    env.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TOKENIZERS_PARALLELISM="false", PODYN_STATS_DIR=str(stats_dir))
+    env.update(
+        HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TOKENIZERS_PARALLELISM="false", PODYN_STATS_DIR=str(stats_dir)
+    )
     return env
 
 
@@ -91,7 +116,9 @@ def run_snakemake(cmd: list[str], env: dict[str, str], log: Path) -> float:
     wall = time.perf_counter() - start
     if proc.returncode != 0:
         tail = log.read_text().splitlines()[-40:]
-        sys.exit(f"snakemake failed (exit {proc.returncode}) after {wall:.1f} s; last lines of {log}:\n" + "\n".join(tail))
+        sys.exit(
+            f"snakemake failed (exit {proc.returncode}) after {wall:.1f} s; last lines of {log}:\n" + "\n".join(tail)
+        )
     return wall
 
 
@@ -102,7 +129,17 @@ def read_records(stats_dir: Path, started: float) -> list[Row]:
     rows = []
     for path in files:
         rec = json.loads(path.read_text())
-        rows.append(Row(rec["stage"], rec["wall_s"], int(rec["tokens"]), rec["tokens_per_s"], rec["peak_rss_mb"], rec.get("peak_gpu_mb"), path.stat().st_mtime < started))
+        rows.append(
+            Row(
+                rec["stage"],
+                rec["wall_s"],
+                int(rec["tokens"]),
+                rec["tokens_per_s"],
+                rec["peak_rss_mb"],
+                rec.get("peak_gpu_mb"),
+                path.stat().st_mtime < started,
+            )
+        )
     return rows
 
 
@@ -110,7 +147,14 @@ def total_row(rows: list[Row], wall: float) -> Row:
     fresh = [r for r in rows if not r.cached]
     tokens = sum(r.tokens for r in fresh)
     gpu = [r.peak_gpu_mb for r in fresh if r.peak_gpu_mb is not None]
-    return Row("TOTAL (snakemake end to end)", wall, tokens, tokens / wall if wall else 0.0, max((r.peak_rss_mb for r in fresh), default=0.0), max(gpu) if gpu else None)
+    return Row(
+        "TOTAL (snakemake end to end)",
+        wall,
+        tokens,
+        tokens / wall if wall else 0.0,
+        max((r.peak_rss_mb for r in fresh), default=0.0),
+        max(gpu) if gpu else None,
+    )
 
 
 def table_cells(rows: list[Row]) -> tuple[list[str], list[list[str]]]:
@@ -131,8 +175,21 @@ def markdown(head: list[str], body: list[list[str]]) -> str:
 
 def plain(head: list[str], body: list[list[str]]) -> str:
     widths = [max(len(row[i]) for row in [head, *body]) for i in range(len(head))]
-    fmt = lambda cells: "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True)))  # noqa: E731
-    return "\n".join([fmt(head), "  ".join("-" * w for w in widths), *map(fmt, body[:-1]), "  ".join("-" * w for w in widths), fmt(body[-1])])
+
+    def fmt(cells: list[str]) -> str:
+        return "  ".join(
+            c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+        )
+
+    return "\n".join(
+        [
+            fmt(head),
+            "  ".join("-" * w for w in widths),
+            *map(fmt, body[:-1]),
+            "  ".join("-" * w for w in widths),
+            fmt(body[-1]),
+        ]
+    )
 
 
 def write_tables(out: Path, rows: list[Row], header: str) -> None:
@@ -141,7 +198,18 @@ def write_tables(out: Path, rows: list[Row], header: str) -> None:
     with open(out / "pipeline.csv", "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["stage", "wall_s", "tokens", "tokens_per_s", "peak_rss_mb", "peak_gpu_mb", "cached"])
-        writer.writerows([r.stage, f"{r.wall_s:.3f}", r.tokens, f"{r.tokens_per_s:.1f}", f"{r.peak_rss_mb:.1f}", "" if r.peak_gpu_mb is None else f"{r.peak_gpu_mb:.1f}", r.cached] for r in rows)
+        writer.writerows(
+            [
+                r.stage,
+                f"{r.wall_s:.3f}",
+                r.tokens,
+                f"{r.tokens_per_s:.1f}",
+                f"{r.peak_rss_mb:.1f}",
+                "" if r.peak_gpu_mb is None else f"{r.peak_gpu_mb:.1f}",
+                r.cached,
+            ]
+            for r in rows
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -158,11 +226,17 @@ def main(argv: list[str] | None = None) -> int:
     if not rows:
         sys.exit(f"no stage records in {stats}: does this podyn write PODYN_STATS_DIR records?")
     rows.append(total_row(rows, wall))
-    header = f"config={args.config.name}, cores={args.cores} ({os.cpu_count()} CPUs), fresh={not args.keep}, stages={len(rows) - 1}"
+    header = (
+        f"config={args.config.name}, cores={args.cores} ({os.cpu_count()} CPUs), fresh={not args.keep}, "
+        f"stages={len(rows) - 1}"
+    )
     write_tables(args.out, rows, header)
     print(header)
     print(plain(*table_cells(rows)))
-    print(f"\nsum of stage wall times: {sum(r.wall_s for r in rows[:-1] if not r.cached):.1f} s; tables in {args.out}/pipeline.md and .csv")
+    print(
+        f"\nsum of stage wall times: {sum(r.wall_s for r in rows[:-1] if not r.cached):.1f} s; tables in "
+        f"{args.out}/pipeline.md and .csv"
+    )
     return 0
 
 

@@ -70,10 +70,10 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))  # run from a checkout without installing podyn
 
+from podyn.batching import pair_collator  # noqa: E402
 from podyn.data.synthetic import WORDS, TaskConfig, generate_task, vocabulary  # noqa: E402
 from podyn.models import build_gpt_neox, build_word_tokenizer, prepare_tokenizer, sequence_logps  # noqa: E402
 from podyn.objectives import ComponentWeights, dpo_component_loss, dpo_terms  # noqa: E402
-from podyn.batching import pair_collator  # noqa: E402
 
 HH_FILE = ROOT.parent / "shared" / "data" / "hh-rlhf" / "harmless-base-test.jsonl.gz"
 ASSISTANT = "\n\nAssistant:"
@@ -113,32 +113,102 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--model-size", choices=["tiny", *PYTHIA], default="tiny", help="tiny: config.yaml's model.arch; Pythia sizes: Pythia's architecture, random weights (default: %(default)s)")
+    parser.add_argument(
+        "--model-size",
+        choices=["tiny", *PYTHIA],
+        default="tiny",
+        help="tiny: config.yaml's model.arch; Pythia sizes: Pythia's architecture, random weights (default: "
+        "%(default)s)",
+    )
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="default: %(default)s")
     parser.add_argument("--pairs", type=int, default=8, help="preference pairs per batch (default: %(default)s)")
-    parser.add_argument("--seq-len", type=int, default=512, help="tokens per padded row: responses are lengthened with task words to lengths in [3/4, 1] x seq-len; 0 keeps the task's natural lengths (default: %(default)s)")
-    parser.add_argument("--bf16", action="store_true", help="time with bf16 autocast (TRL bf16=True, Lightning bf16-mixed); parity is always float32")
-    parser.add_argument("--gradient-checkpointing", action="store_true", help="time with gradient checkpointing on both sides (TRL's DPOConfig default; off here as in podyn)")
+    parser.add_argument(
+        "--seq-len",
+        type=int,
+        default=512,
+        help="tokens per padded row: responses are lengthened with task words to lengths in [3/4, 1] x "
+        "seq-len; 0 keeps the task's natural lengths (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--bf16",
+        action="store_true",
+        help="time with bf16 autocast (TRL bf16=True, Lightning bf16-mixed); parity is always float32",
+    )
+    parser.add_argument(
+        "--gradient-checkpointing",
+        action="store_true",
+        help="time with gradient checkpointing on both sides (TRL's DPOConfig default; off here as in podyn)",
+    )
     parser.add_argument("--attn", default="sdpa", help="attention implementation, both sides (default: %(default)s)")
-    parser.add_argument("--steps", type=int, default=20, help="timed optimizer steps per implementation (default: %(default)s)")
+    parser.add_argument(
+        "--steps", type=int, default=20, help="timed optimizer steps per implementation (default: %(default)s)"
+    )
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps first, at least 1 (default: %(default)s)")
     parser.add_argument("--beta", type=float, default=None, help="DPO beta (default: the config's dpo.beta)")
-    parser.add_argument("--lr", type=float, default=None, help="learning rate, constant, both sides (default: the config's dpo.lr)")
-    parser.add_argument("--seed", type=int, default=0, help="data, initial weights and parity noise (default: %(default)s)")
-    parser.add_argument("--config", type=Path, default=ROOT / "config.yaml", help="where the tiny architecture, beta and lr come from (default: config.yaml)")
+    parser.add_argument(
+        "--lr", type=float, default=None, help="learning rate, constant, both sides (default: the config's dpo.lr)"
+    )
+    parser.add_argument(
+        "--seed", type=int, default=0, help="data, initial weights and parity noise (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=ROOT / "config.yaml",
+        help="where the tiny architecture, beta and lr come from (default: config.yaml)",
+    )
     parser.add_argument("--threads", type=int, default=None, help="torch threads on CPU (default: torch's)")
-    parser.add_argument("--data", choices=["synthetic", "hh-rlhf"], default="synthetic", help="synthetic: the task's pairs lengthened to --seq-len, one batch repeated; hh-rlhf: consecutive batches of real HH-RLHF pairs (--hh-file) with a byte-level BPE trained on that file (default: %(default)s)")
-    parser.add_argument("--hh-file", type=Path, default=HH_FILE, help="HH-RLHF jsonl(.gz) with chosen/rejected dialogues (default: the shared harmless-base test split)")
-    parser.add_argument("--max-tokens", type=int, default=512, help="hh-rlhf: pairs whose longer row exceeds this many tokens are skipped, not truncated (default: %(default)s)")
-    parser.add_argument("--chunk-tokens", type=int, default=0, help="podyn's trainer.logps_chunk_tokens, in parity and timing (default: %(default)s)")
+    parser.add_argument(
+        "--data",
+        choices=["synthetic", "hh-rlhf"],
+        default="synthetic",
+        help="synthetic: the task's pairs lengthened to --seq-len, one batch repeated; hh-rlhf: consecutive "
+        "batches of real HH-RLHF pairs (--hh-file) with a byte-level BPE trained on that file (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--hh-file",
+        type=Path,
+        default=HH_FILE,
+        help="HH-RLHF jsonl(.gz) with chosen/rejected dialogues (default: the shared harmless-base test split)",
+    )
+    parser.add_argument(
+        "--max-tokens",
+        type=int,
+        default=512,
+        help="hh-rlhf: pairs whose longer row exceeds this many tokens are skipped, not truncated (default: "
+        "%(default)s)",
+    )
+    parser.add_argument(
+        "--chunk-tokens",
+        type=int,
+        default=0,
+        help="podyn's trainer.logps_chunk_tokens, in parity and timing (default: %(default)s)",
+    )
     parser.add_argument("--pack", action="store_true", help="podyn's trainer.pack_sequences, in parity and timing")
-    parser.add_argument("--max-grad-norm", type=float, default=None, help="podyn's gradient clipping in the timed run (TRL clips at its default 1.0; default: none)")
-    parser.add_argument("--trl-only-precomputed", action="store_true", help="time TRL only with precomputed reference log-probs")
-    parser.add_argument("--isolate", action="store_true", help="time each implementation in its own subprocess and report its peak resident memory (VmHWM) during the run")
+    parser.add_argument(
+        "--max-grad-norm",
+        type=float,
+        default=None,
+        help="podyn's gradient clipping in the timed run (TRL clips at its default 1.0; default: none)",
+    )
+    parser.add_argument(
+        "--trl-only-precomputed", action="store_true", help="time TRL only with precomputed reference log-probs"
+    )
+    parser.add_argument(
+        "--isolate",
+        action="store_true",
+        help="time each implementation in its own subprocess and report its peak resident memory (VmHWM) "
+        "during the run",
+    )
     parser.add_argument("--worker", choices=["trl", "trl-ref", "podyn"], default=None, help=argparse.SUPPRESS)
     parser.add_argument("--skip-parity", action="store_true", help="only time")
     parser.add_argument("--skip-timing", action="store_true", help="only check parity")
-    parser.add_argument("--out", type=Path, default=Path(os.environ.get("OUT") or ROOT / "bench" / "out" / "trl_dpo"), help="where parity.json, timing.csv and timing.md go (default: $OUT, else bench/out/trl_dpo)")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=Path(os.environ.get("OUT") or ROOT / "bench" / "out" / "trl_dpo"),
+        help="where parity.json, timing.csv and timing.md go (default: $OUT, else bench/out/trl_dpo)",
+    )
     args = parser.parse_args(argv)
     if args.warmup < 1:
         parser.error("--warmup must be at least 1 (a step period needs the step before it)")
@@ -173,7 +243,9 @@ def bench_settings(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def build_model(size: str, tokenizer, tiny_arch: dict[str, Any], seq_len: int, attn: str, seed: int, device: str) -> torch.nn.Module:
+def build_model(
+    size: str, tokenizer, tiny_arch: dict[str, Any], seq_len: int, attn: str, seed: int, device: str
+) -> torch.nn.Module:
     """The initial policy, on the CPU: config.yaml's tiny model or a Pythia-size one
     (initialised on ``device``, which is much faster for billions of weights)."""
     if size == "tiny":
@@ -242,14 +314,21 @@ def hh_tokenizer(path: Path, cache: Path):
         tok = Tokenizer(models.BPE())
         tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
         tok.decoder = decoders.ByteLevel()
-        trainer = trainers.BpeTrainer(vocab_size=50277, special_tokens=[EOS_TOKEN, PAD_TOKEN], initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+        trainer = trainers.BpeTrainer(
+            vocab_size=50277,
+            special_tokens=[EOS_TOKEN, PAD_TOKEN],
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+            show_progress=False,
+        )
         texts = [p[k] for p in hh_pairs(path) for k in ("prompt", "chosen", "rejected")]
         tok.train_from_iterator(texts, trainer)
         cache.parent.mkdir(parents=True, exist_ok=True)
         tmp = cache.with_suffix(".tmp")
         tok.save(str(tmp))
         tmp.replace(cache)
-    return prepare_tokenizer(PreTrainedTokenizerFast(tokenizer_file=str(cache), eos_token=EOS_TOKEN, pad_token=PAD_TOKEN))
+    return prepare_tokenizer(
+        PreTrainedTokenizerFast(tokenizer_file=str(cache), eos_token=EOS_TOKEN, pad_token=PAD_TOKEN)
+    )
 
 
 def hh_rows(path: Path, n_pairs: int, max_tokens: int, seed: int, tokenizer) -> list[dict[str, str]]:
@@ -280,7 +359,16 @@ def free_memory(device: str) -> None:
         torch.cuda.empty_cache()
 
 
-def dpo_config(out_dir: str, args: argparse.Namespace, settings: dict[str, Any], *, precompute: bool, bf16: bool, gradient_checkpointing: bool, max_steps: int = -1):
+def dpo_config(
+    out_dir: str,
+    args: argparse.Namespace,
+    settings: dict[str, Any],
+    *,
+    precompute: bool,
+    bf16: bool,
+    gradient_checkpointing: bool,
+    max_steps: int = -1,
+):
     """TRL's DPOConfig: the batch, beta, lr and precision set to match ours; offline, no
     checkpoints, no reporting; everything else TRL's default (sigmoid loss, fused AdamW,
     gradient clipping at 1.0)."""
@@ -340,13 +428,22 @@ def _set_noise(policy: torch.nn.Module, ref: torch.nn.Module, scale: float, seed
             p.copy_(r + scale * torch.randn(p.shape, generator=gen, device=device, dtype=p.dtype))
 
 
-def _margins(policy: torch.nn.Module, batch: dict[str, torch.Tensor], ref_c: torch.Tensor, ref_r: torch.Tensor, beta: float) -> torch.Tensor:
+def _margins(
+    policy: torch.nn.Module, batch: dict[str, torch.Tensor], ref_c: torch.Tensor, ref_r: torch.Tensor, beta: float
+) -> torch.Tensor:
     with torch.no_grad():
         c, r = sequence_logps(policy, batch["input_ids"], batch["attention_mask"], batch["response_mask"]).chunk(2)
     return beta * ((c - ref_c) - (r - ref_r))
 
 
-def perturbed_policy(ref: torch.nn.Module, batch: dict[str, torch.Tensor], ref_c: torch.Tensor, ref_r: torch.Tensor, beta: float, seed: int) -> torch.nn.Module:
+def perturbed_policy(
+    ref: torch.nn.Module,
+    batch: dict[str, torch.Tensor],
+    ref_c: torch.Tensor,
+    ref_r: torch.Tensor,
+    beta: float,
+    seed: int,
+) -> torch.nn.Module:
     """The reference plus Gaussian noise whose scale is calibrated (one probe, margins being
     about linear in a small scale) so that the DPO margins have a standard deviation near 1."""
     policy = copy.deepcopy(ref)
@@ -366,11 +463,20 @@ def logps_options(args: argparse.Namespace) -> dict[str, int | bool]:
     return {"chunk_tokens": getattr(args, "chunk_tokens", 0), "packed": getattr(args, "pack", False)}
 
 
-def our_loss_and_grads(policy: torch.nn.Module, batch: dict[str, torch.Tensor], ref_c: torch.Tensor, ref_r: torch.Tensor, beta: float, options: dict | None = None):
+def our_loss_and_grads(
+    policy: torch.nn.Module,
+    batch: dict[str, torch.Tensor],
+    ref_c: torch.Tensor,
+    ref_r: torch.Tensor,
+    beta: float,
+    options: dict | None = None,
+):
     """Our value (``dpo_terms(...).loss``), our gradients (of ``dpo_component_loss`` with
     default weights, what DPOModule backpropagates) and the margins."""
     policy.zero_grad(set_to_none=True)
-    c, r = sequence_logps(policy, batch["input_ids"], batch["attention_mask"], batch["response_mask"], **(options or {})).chunk(2)
+    c, r = sequence_logps(
+        policy, batch["input_ids"], batch["attention_mask"], batch["response_mask"], **(options or {})
+    ).chunk(2)
     terms = dpo_terms(c, r, ref_c, ref_r, beta)
     dpo_component_loss(c, r, terms.omega, terms.groups, ComponentWeights()).backward()
     grads = {n: p.grad.detach().cpu().clone() for n, p in policy.named_parameters()}
@@ -378,7 +484,14 @@ def our_loss_and_grads(policy: torch.nn.Module, batch: dict[str, torch.Tensor], 
     return float(terms.loss.detach()), grads, terms.margin.detach().cpu(), logps
 
 
-def trl_loss_and_grads(policy: torch.nn.Module, ref: torch.nn.Module, rows: list[dict], tokenizer, args: argparse.Namespace, settings: dict[str, Any]):
+def trl_loss_and_grads(
+    policy: torch.nn.Module,
+    ref: torch.nn.Module,
+    rows: list[dict],
+    tokenizer,
+    args: argparse.Namespace,
+    settings: dict[str, Any],
+):
     """TRL's batch (its tokenisation and collator), its precomputed reference log-probs, its
     ``compute_loss`` value and the gradients of that loss."""
     from datasets import Dataset
@@ -386,7 +499,9 @@ def trl_loss_and_grads(policy: torch.nn.Module, ref: torch.nn.Module, rows: list
 
     with tempfile.TemporaryDirectory() as tmp:
         config = dpo_config(tmp, args, settings, precompute=True, bf16=False, gradient_checkpointing=False)
-        trainer = DPOTrainer(model=policy, ref_model=ref, args=config, train_dataset=Dataset.from_list(rows), processing_class=tokenizer)
+        trainer = DPOTrainer(
+            model=policy, ref_model=ref, args=config, train_dataset=Dataset.from_list(rows), processing_class=tokenizer
+        )
         batch = trainer.data_collator([trainer.train_dataset[i] for i in range(len(rows))])
         inputs = trainer._prepare_inputs(batch)
         trainer.model.train()
@@ -397,13 +512,21 @@ def trl_loss_and_grads(policy: torch.nn.Module, ref: torch.nn.Module, rows: list
     return float(loss.detach()), grads, batch
 
 
-def check_parity(pristine: torch.nn.Module, rows: list[dict], tokenizer, args: argparse.Namespace, settings: dict[str, Any]) -> Parity:
+def check_parity(
+    pristine: torch.nn.Module, rows: list[dict], tokenizer, args: argparse.Namespace, settings: dict[str, Any]
+) -> Parity:
     """Compare our DPO loss and gradients with TRL's on one float32 batch (see module doc)."""
     device, beta = args.device, settings["beta"]
     batch = {k: v.to(device) for k, v in pair_collator(tokenizer, None, None)(rows).items()}
     ref = copy.deepcopy(pristine).to(device).eval()
     with torch.no_grad():  # as the pipeline's reference_logps stage
-        ref_c, ref_r = sequence_logps(ref, batch["input_ids"], batch["attention_mask"], batch["response_mask"], **logps_options(args)).double().chunk(2)
+        ref_c, ref_r = (
+            sequence_logps(
+                ref, batch["input_ids"], batch["attention_mask"], batch["response_mask"], **logps_options(args)
+            )
+            .double()
+            .chunk(2)
+        )
     ref_c, ref_r = ref_c.float(), ref_r.float()  # DPOModule casts to the policy's log-prob dtype
     policy = perturbed_policy(ref, batch, ref_c, ref_r, beta, args.seed).train()
 
@@ -415,8 +538,19 @@ def check_parity(pristine: torch.nn.Module, rows: list[dict], tokenizer, args: a
     del policy, ref
     free_memory(device)
 
-    identical = all(torch.equal(trl_batch[k].cpu(), batch[o].cpu()) for k, o in (("input_ids", "input_ids"), ("attention_mask", "attention_mask"), ("completion_mask", "response_mask")))
-    ref_err = float(torch.cat([trl_batch["ref_chosen_logps"] - ref_c.cpu(), trl_batch["ref_rejected_logps"] - ref_r.cpu()]).abs().max())
+    identical = all(
+        torch.equal(trl_batch[k].cpu(), batch[o].cpu())
+        for k, o in (
+            ("input_ids", "input_ids"),
+            ("attention_mask", "attention_mask"),
+            ("completion_mask", "response_mask"),
+        )
+    )
+    ref_err = float(
+        torch.cat([trl_batch["ref_chosen_logps"] - ref_c.cpu(), trl_batch["ref_rejected_logps"] - ref_r.cpu()])
+        .abs()
+        .max()
+    )
     n_tokens = int(batch["response_mask"].sum(1).max())
     eps = n_tokens**0.5 * U * float(logps.abs().max())
     tol = {"ref_logps_abs": eps, "loss_abs": beta * eps, "grad_global_rel": beta * eps + GRAD_FLOOR}
@@ -459,9 +593,13 @@ def format_parity(p: Parity) -> str:
             f"parity (float32, {p.n_tensors} parameter tensors): {'PASS' if p.passed else 'FAIL'}",
             f"  batches identical (input_ids, attention_mask, completion/response mask): {p.batches_identical}",
             f"  float32 rounding of a sequence log-prob, sqrt(n) U max|logp|: {p.rounding_eps:.2e} nats",
-            f"  reference log-probs, TRL precompute vs ours: max |diff| {p.ref_logps_max_abs_err:.2e} (tol {tol['ref_logps_abs']:.2e})",
-            f"  loss: ours {p.loss_ours:.8f}  TRL {p.loss_trl:.8f}  |diff| {p.loss_abs_err:.2e} (tol {tol['loss_abs']:.2e})",
-            f"  gradients: global rel err {p.grad_global_rel_err:.2e} (tol {tol['grad_global_rel']:.2e}); worst tensor {p.grad_worst_tensor} {p.grad_worst_tensor_rel_err:.2e} (tol {tol['grad_tensor_rel']:.2e}); ||g|| {p.grad_norm:.4g}",
+            f"  reference log-probs, TRL precompute vs ours: max |diff| {p.ref_logps_max_abs_err:.2e} (tol "
+            f"{tol['ref_logps_abs']:.2e})",
+            f"  loss: ours {p.loss_ours:.8f}  TRL {p.loss_trl:.8f}  |diff| {p.loss_abs_err:.2e} (tol "
+            f"{tol['loss_abs']:.2e})",
+            f"  gradients: global rel err {p.grad_global_rel_err:.2e} (tol {tol['grad_global_rel']:.2e}); "
+            f"worst tensor {p.grad_worst_tensor} {p.grad_worst_tensor_rel_err:.2e} "
+            f"(tol {tol['grad_tensor_rel']:.2e}); ||g|| {p.grad_norm:.4g}",
             f"  margins beta*(logratio+ - logratio-): mean {p.margin_mean:+.3f}, std {p.margin_std:.3f}",
         ]
     )
@@ -509,7 +647,9 @@ class Timing:
     rss_growth_mb: float | None = None  # that peak minus the resident memory when it was reset
 
 
-def summarize(clock: StepClock, name: str, reference: str, warmup: int, pairs: int, peak_gpu_mb: float | None, details: str) -> Timing:
+def summarize(
+    clock: StepClock, name: str, reference: str, warmup: int, pairs: int, peak_gpu_mb: float | None, details: str
+) -> Timing:
     periods = np.diff(clock.ends)[warmup - 1 :]
     busy = [e - b for b, e in zip(clock.begins[warmup:], clock.ends[warmup:], strict=True)]
     if len(periods) == 0:
@@ -536,7 +676,15 @@ def _peak(device: str) -> float | None:
     return torch.cuda.max_memory_allocated() / 2**20 if device == "cuda" else None
 
 
-def time_trl(pristine: torch.nn.Module, rows: list[dict], tokenizer, args: argparse.Namespace, settings: dict[str, Any], precompute: bool, copy_model: bool = True) -> Timing:
+def time_trl(
+    pristine: torch.nn.Module,
+    rows: list[dict],
+    tokenizer,
+    args: argparse.Namespace,
+    settings: dict[str, Any],
+    precompute: bool,
+    copy_model: bool = True,
+) -> Timing:
     """TRL's ``trainer.train()`` for warm-up + steps optimizer steps on the one batch."""
     from datasets import Dataset
     from transformers import TrainerCallback
@@ -558,18 +706,43 @@ def time_trl(pristine: torch.nn.Module, rows: list[dict], tokenizer, args: argpa
     # from its hub name, which a model built from a config does not have.
     ref = None if precompute else copy.deepcopy(pristine)
     with tempfile.TemporaryDirectory() as tmp:
-        config = dpo_config(tmp, args, settings, precompute=precompute, bf16=args.bf16, gradient_checkpointing=args.gradient_checkpointing, max_steps=args.warmup + args.steps)
-        trainer = DPOTrainer(model=policy, ref_model=ref, args=config, train_dataset=Dataset.from_list(rows), processing_class=tokenizer, callbacks=[Stamp()])
+        config = dpo_config(
+            tmp,
+            args,
+            settings,
+            precompute=precompute,
+            bf16=args.bf16,
+            gradient_checkpointing=args.gradient_checkpointing,
+            max_steps=args.warmup + args.steps,
+        )
+        trainer = DPOTrainer(
+            model=policy,
+            ref_model=ref,
+            args=config,
+            train_dataset=Dataset.from_list(rows),
+            processing_class=tokenizer,
+            callbacks=[Stamp()],
+        )
         trainer.remove_callback(PrinterCallback)  # TRL still logs every logging_steps; we only don't print it
         trainer.train()
         details = f"optim={getattr(config.optim, 'value', config.optim)}, max_grad_norm={config.max_grad_norm}"
-        timing = summarize(clock, "TRL DPOTrainer", "precomputed" if precompute else "forward each step", args.warmup, args.pairs, _peak(args.device), details)
+        timing = summarize(
+            clock,
+            "TRL DPOTrainer",
+            "precomputed" if precompute else "forward each step",
+            args.warmup,
+            args.pairs,
+            _peak(args.device),
+            details,
+        )
     del trainer, policy, ref
     free_memory(args.device)
     return timing
 
 
-def our_reference_logps(model: torch.nn.Module, rows: list[dict], collate: Callable, args: argparse.Namespace) -> list[dict]:
+def our_reference_logps(
+    model: torch.nn.Module, rows: list[dict], collate: Callable, args: argparse.Namespace
+) -> list[dict]:
     """The rows with ``ref_chosen``/``ref_rejected`` added, as the pipeline's reference_logps
     stage computes them (under the same autocast as the timed training)."""
     model = model.to(args.device).eval()
@@ -578,12 +751,28 @@ def our_reference_logps(model: torch.nn.Module, rows: list[dict], collate: Calla
         for start in range(0, len(rows), args.pairs):
             chunk = rows[start : start + args.pairs]
             batch = {k: v.to(args.device) for k, v in collate(chunk).items()}
-            c, r = sequence_logps(model, batch["input_ids"], batch["attention_mask"], batch["response_mask"], **logps_options(args)).double().chunk(2)
-            out += [{**row, "ref_chosen": float(a), "ref_rejected": float(b)} for row, a, b in zip(chunk, c, r, strict=True)]
+            c, r = (
+                sequence_logps(
+                    model, batch["input_ids"], batch["attention_mask"], batch["response_mask"], **logps_options(args)
+                )
+                .double()
+                .chunk(2)
+            )
+            out += [
+                {**row, "ref_chosen": float(a), "ref_rejected": float(b)}
+                for row, a, b in zip(chunk, c, r, strict=True)
+            ]
     return out
 
 
-def time_ours(pristine: torch.nn.Module, rows: list[dict], tokenizer, args: argparse.Namespace, settings: dict[str, Any], copy_model: bool = True) -> Timing:
+def time_ours(
+    pristine: torch.nn.Module,
+    rows: list[dict],
+    tokenizer,
+    args: argparse.Namespace,
+    settings: dict[str, Any],
+    copy_model: bool = True,
+) -> Timing:
     """Our DPOModule under a Lightning Trainer for warm-up + steps optimizer steps, the
     reference log-probs computed first by the policy itself (which is the reference before
     training; TRL's precompute does the same)."""
@@ -610,7 +799,14 @@ def time_ours(pristine: torch.nn.Module, rows: list[dict], tokenizer, args: argp
     if args.gradient_checkpointing:
         policy.gradient_checkpointing_enable()
     steps = args.warmup + args.steps
-    hyper = DPOConfig(beta=settings["beta"], lr=settings["lr"], max_steps=steps, warmup_steps=0, lr_schedule="constant", weight_decay=0.0)
+    hyper = DPOConfig(
+        beta=settings["beta"],
+        lr=settings["lr"],
+        max_steps=steps,
+        warmup_steps=0,
+        lr_schedule="constant",
+        weight_decay=0.0,
+    )
     module = DPOModule(policy, hyper, {}, recorder=None, logps_options=logps_options(args))
     loader = DataLoader(data, batch_size=args.pairs, shuffle=False, drop_last=True, collate_fn=collate)
     with tempfile.TemporaryDirectory() as tmp:
@@ -636,7 +832,15 @@ def time_ours(pristine: torch.nn.Module, rows: list[dict], tokenizer, args: argp
     options = ", ".join(f"{k}={v}" for k, v in logps_options(args).items())
     clip = f"max_grad_norm={args.max_grad_norm}" if args.max_grad_norm else "no clipping"
     fused = getattr(trainer.optimizers[0], "defaults", {}).get("fused")
-    timing = summarize(clock, "podyn DPOModule (Lightning)", "precomputed", args.warmup, args.pairs, _peak(args.device), f"optim={optimizer} (fused={fused}), {clip}, {options}")
+    timing = summarize(
+        clock,
+        "podyn DPOModule (Lightning)",
+        "precomputed",
+        args.warmup,
+        args.pairs,
+        _peak(args.device),
+        f"optim={optimizer} (fused={fused}), {clip}, {options}",
+    )
     del trainer, module, policy
     free_memory(args.device)
     return timing
@@ -654,11 +858,32 @@ def format_timings(timings: list[Timing]) -> str:
     base = {t.reference: t.pairs_per_s for t in timings if t.implementation.startswith("TRL")}
     has_gpu = any(t.peak_gpu_mb is not None for t in timings)
     has_rss = any(t.peak_rss_mb is not None for t in timings)
-    head = ["implementation", "reference log-probs", "pairs/s", "step ms", "fwd+bwd+opt ms", "vs TRL default", "vs TRL precomputed"] + (["peak GPU MB"] if has_gpu else []) + (["peak RSS MB", "RSS growth MB"] if has_rss else [])
+    head = (
+        [
+            "implementation",
+            "reference log-probs",
+            "pairs/s",
+            "step ms",
+            "fwd+bwd+opt ms",
+            "vs TRL default",
+            "vs TRL precomputed",
+        ]
+        + (["peak GPU MB"] if has_gpu else [])
+        + (["peak RSS MB", "RSS growth MB"] if has_rss else [])
+    )
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for t in timings:
-        ratios = [f"{t.pairs_per_s / base[k]:.2f}x" if k in base else "n/a" for k in ("forward each step", "precomputed")]
-        cells = [t.implementation, t.reference, f"{t.pairs_per_s:.2f}", f"{t.step_ms:.1f}", f"{t.compute_ms:.1f}", *ratios] + ([f"{t.peak_gpu_mb:.0f}"] if has_gpu else [])
+        ratios = [
+            f"{t.pairs_per_s / base[k]:.2f}x" if k in base else "n/a" for k in ("forward each step", "precomputed")
+        ]
+        cells = [
+            t.implementation,
+            t.reference,
+            f"{t.pairs_per_s:.2f}",
+            f"{t.step_ms:.1f}",
+            f"{t.compute_ms:.1f}",
+            *ratios,
+        ] + ([f"{t.peak_gpu_mb:.0f}"] if has_gpu else [])
         cells += [f"{t.peak_rss_mb:.0f}", f"{t.rss_growth_mb:.0f}"] if has_rss else []
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -672,7 +897,13 @@ def environment(args: argparse.Namespace) -> dict[str, str]:
     import transformers
     import trl
 
-    env = {"torch": torch.__version__, "transformers": transformers.__version__, "trl": trl.__version__, "lightning": lightning.__version__, "threads": str(torch.get_num_threads())}
+    env = {
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "trl": trl.__version__,
+        "lightning": lightning.__version__,
+        "threads": str(torch.get_num_threads()),
+    }
     env["device"] = torch.cuda.get_device_name() if args.device == "cuda" else f"cpu ({os.cpu_count()} cores)"
     return env
 
@@ -718,7 +949,9 @@ def prepare(args: argparse.Namespace) -> Setup:
         tokenizer = prepare_tokenizer(build_word_tokenizer(vocabulary()))
         rows = make_rows(args.pairs, args.seq_len, args.seed, tokenizer)
     start = time.perf_counter()
-    pristine = build_model(args.model_size, tokenizer, settings["tiny_arch"], args.seq_len, args.attn, args.seed, args.device)
+    pristine = build_model(
+        args.model_size, tokenizer, settings["tiny_arch"], args.seq_len, args.attn, args.seed, args.device
+    )
     build_s = time.perf_counter() - start
     padded_len = pair_collator(tokenizer, None, None)(rows[: args.pairs])["input_ids"].shape[1]
     return Setup(settings, tokenizer, rows, pristine, padded_len, build_s)
@@ -751,7 +984,15 @@ def run_worker(args: argparse.Namespace) -> int:
     if args.worker == "podyn":
         timing = time_ours(setup.pristine, setup.rows, setup.tokenizer, args, setup.settings, copy_model=False)
     else:
-        timing = time_trl(setup.pristine, setup.rows, setup.tokenizer, args, setup.settings, precompute=args.worker == "trl", copy_model=False)
+        timing = time_trl(
+            setup.pristine,
+            setup.rows,
+            setup.tokenizer,
+            args,
+            setup.settings,
+            precompute=args.worker == "trl",
+            copy_model=False,
+        )
     timing.peak_rss_mb = _status_mb("VmHWM")
     timing.rss_growth_mb = timing.peak_rss_mb - base
     (args.out / f"worker_{args.worker}.json").write_text(json.dumps(asdict(timing)) + "\n")
@@ -765,7 +1006,19 @@ def isolated_timings(args: argparse.Namespace, argv: list[str]) -> list[Timing]:
     names = ([] if args.trl_only_precomputed else ["trl-ref"]) + ["trl", "podyn"]
     timings = []
     for name in names:
-        subprocess.run([sys.executable, str(Path(__file__).resolve()), *argv, "--skip-parity", "--out", str(args.out), "--worker", name], check=True)
+        subprocess.run(
+            [
+                sys.executable,
+                str(Path(__file__).resolve()),
+                *argv,
+                "--skip-parity",
+                "--out",
+                str(args.out),
+                "--worker",
+                name,
+            ],
+            check=True,
+        )
         timings.append(Timing(**json.loads((args.out / f"worker_{name}.json").read_text())))
     return timings
 
@@ -791,10 +1044,18 @@ def main(argv: list[str] | None = None) -> int:
     setup = prepare(args)
     settings, tokenizer, rows, pristine = setup.settings, setup.tokenizer, setup.rows, setup.pristine
     header = {
-        "model": args.model_size, "data": args.data, "params_M": round(sum(p.numel() for p in pristine.parameters()) / 1e6, 1),
-        "device": args.device, "pairs": args.pairs, "padded_len": setup.padded_len, "bf16": args.bf16,
-        "gradient_checkpointing": args.gradient_checkpointing, "attn": args.attn, "beta": settings["beta"],
-        "lr": settings["lr"], **environment(args),
+        "model": args.model_size,
+        "data": args.data,
+        "params_M": round(sum(p.numel() for p in pristine.parameters()) / 1e6, 1),
+        "device": args.device,
+        "pairs": args.pairs,
+        "padded_len": setup.padded_len,
+        "bf16": args.bf16,
+        "gradient_checkpointing": args.gradient_checkpointing,
+        "attn": args.attn,
+        "beta": settings["beta"],
+        "lr": settings["lr"],
+        **environment(args),
     }
     print("settings: " + ", ".join(f"{k}={v}" for k, v in header.items()), flush=True)
     print(f"model built in {setup.build_s:.1f} s", flush=True)
@@ -815,7 +1076,14 @@ def main(argv: list[str] | None = None) -> int:
             timings.append(time_trl(pristine, rows, tokenizer, args, settings, precompute=True))
             timings.append(time_ours(pristine, rows, tokenizer, args, settings))
         precision = "bf16 autocast" if args.bf16 else "float32"
-        shape = f"{args.pairs} pairs x {header['padded_len']} tokens" if args.data == "synthetic" else f"{args.pairs} pairs per step, consecutive HH-RLHF batches (first padded to {header['padded_len']} tokens)"
+        shape = (
+            f"{args.pairs} pairs x {header['padded_len']} tokens"
+            if args.data == "synthetic"
+            else (
+                f"{args.pairs} pairs per step, consecutive HH-RLHF batches (first padded to "
+                f"{header['padded_len']} tokens)"
+            )
+        )
         print(f"\nDPO step time, {args.steps} timed steps after {args.warmup} warm-up, {shape}, {precision}:")
         print(format_timings(timings))
         print(TIMING_LEGEND)

@@ -57,8 +57,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))  # run from a checkout without installing podyn
 
 from podyn.batching import encode_prompt, left_padded_prompts  # noqa: E402
-from podyn.data.synthetic import TaskConfig, generate_task, vocabulary  # noqa: E402
 from podyn.config import validate_config  # noqa: E402
+from podyn.data.synthetic import TaskConfig, generate_task, vocabulary  # noqa: E402
 from podyn.models import build_gpt_neox, build_word_tokenizer, load_policy, load_scalar_model  # noqa: E402
 from podyn.objectives import (  # noqa: E402
     ComponentWeights,

@@ -58,7 +58,11 @@ def conversation(row: dict) -> tuple[list[dict], list[dict], list[dict]]:
     """(prompt messages, chosen conversation, rejected conversation) of an HH-RLHF row."""
     prompt, chosen, rejected = split_pair(row["chosen"], row["rejected"])
     turns = parse_dialogue(prompt)
-    return turns, turns + [{"role": "assistant", "content": chosen.strip()}], turns + [{"role": "assistant", "content": rejected.strip()}]
+    return (
+        turns,
+        turns + [{"role": "assistant", "content": chosen.strip()}],
+        turns + [{"role": "assistant", "content": rejected.strip()}],
+    )
 
 
 def to_ultrafeedback(row: dict, index: int) -> dict:
@@ -91,8 +95,11 @@ def usable(row: dict) -> bool:
         turns, chosen, rejected = conversation(row)
     except ValueError:
         return False
-    return bool(turns) and turns[0]["role"] == "user" and chosen[-1]["content"] != rejected[-1]["content"] and all(
-        m["content"] for m in (chosen[-1], rejected[-1])
+    return (
+        bool(turns)
+        and turns[0]["role"] == "user"
+        and chosen[-1]["content"] != rejected[-1]["content"]
+        and all(m["content"] for m in (chosen[-1], rejected[-1]))
     )
 
 
@@ -123,7 +130,11 @@ def build_fixtures(hh_file: Path, out: Path, n_rows: int = 240) -> dict:
     manifest: dict[str, list[int]] = {}
 
     uf = {"train_prefs": prefs, "test_prefs": test, "train_sft": sft, "test_sft": test}
-    write_parquet_repo(out / "ultrafeedback_binarized", "UltraFeedback-binarized (fixture)", {s: [to_ultrafeedback(raw[i], i) for i in idx] for s, idx in uf.items()})
+    write_parquet_repo(
+        out / "ultrafeedback_binarized",
+        "UltraFeedback-binarized (fixture)",
+        {s: [to_ultrafeedback(raw[i], i) for i in idx] for s, idx in uf.items()},
+    )
     manifest.update({f"ultrafeedback_binarized/{s}": idx for s, idx in uf.items()})
 
     hh = {"train": train, "test": test}
@@ -132,13 +143,19 @@ def build_fixtures(hh_file: Path, out: Path, n_rows: int = 240) -> dict:
         manifest[f"hh-rlhf/helpful-base/{split}"] = idx
 
     for name, convert in (("trl_standard", to_trl_standard), ("trl_conversational", to_trl_conversational)):
-        write_parquet_repo(out / name, f"TRL {name} preferences (fixture)", {s: [convert(raw[i]) for i in idx] for s, idx in hh.items()})
+        write_parquet_repo(
+            out / name,
+            f"TRL {name} preferences (fixture)",
+            {s: [convert(raw[i]) for i in idx] for s, idx in hh.items()},
+        )
         manifest.update({f"{name}/{s}": idx for s, idx in hh.items()})
 
     local = out / "local"
     write_jsonl(local / "trl_standard.jsonl", [to_trl_standard(raw[i]) for i in picked])
     local.mkdir(parents=True, exist_ok=True)
-    pd.DataFrame([to_trl_conversational(raw[i]) for i in picked]).to_parquet(local / "trl_conversational.parquet", index=False)
+    pd.DataFrame([to_trl_conversational(raw[i]) for i in picked]).to_parquet(
+        local / "trl_conversational.parquet", index=False
+    )
     write_jsonl(local / "ultrafeedback_binarized.jsonl", [to_ultrafeedback(raw[i], i) for i in picked])
     write_jsonl(local / "hh_rlhf.jsonl.gz", [raw[i] for i in picked])
     for name in ("trl_standard", "trl_conversational", "ultrafeedback_binarized", "hh_rlhf"):

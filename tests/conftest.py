@@ -39,7 +39,9 @@ def env() -> dict[str, str]:
     return e
 
 
-def run_cmd(cmd: list[str], env: dict[str, str], cwd: Path | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+def run_cmd(
+    cmd: list[str], env: dict[str, str], cwd: Path | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout)
 
 
@@ -80,7 +82,13 @@ def assets(tmp_path_factory, tiny_raw) -> dict[str, Path]:
     base_model(cfg, out=root / "base")
     save_pretrained_atomic(root / "reward", load_scalar_model(root / "base", cfg.model), load_tokenizer(root / "base"))
     reference_logps(cfg, data=root / "data", sft=root / "base", out=root / "ref_logps.pt")
-    return {"root": root, "data": root / "data", "base": root / "base", "reward": root / "reward", "ref_logps": root / "ref_logps.pt"}
+    return {
+        "root": root,
+        "data": root / "data",
+        "base": root / "base",
+        "reward": root / "reward",
+        "ref_logps": root / "ref_logps.pt",
+    }
 
 
 # ----------------------------------------------------------------------------- local OpenAI-compatible server
@@ -98,7 +106,9 @@ class JudgeServerHandle:
 
         data = None if payload is None else json.dumps(payload).encode()
         root = self.url.removesuffix("/v1")
-        with urllib.request.urlopen(urllib.request.Request(root + path, data=data, method="GET" if data is None else "POST"), timeout=10) as reply:
+        with urllib.request.urlopen(
+            urllib.request.Request(root + path, data=data, method="GET" if data is None else "POST"), timeout=10
+        ) as reply:
             return json.loads(reply.read())
 
     def stats(self) -> dict:
@@ -127,8 +137,9 @@ def start_judge_server(*args: str, env: dict[str, str] | None = None) -> JudgeSe
     import tempfile
 
     errors = tempfile.TemporaryFile()  # a file, not a pipe: a long run's tracebacks cannot block the server
-    proc = subprocess.Popen([sys.executable, "-m", "podyn.judge_server", *args], stdout=subprocess.PIPE, stderr=errors,
-                            text=True, env=env)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "podyn.judge_server", *args], stdout=subprocess.PIPE, stderr=errors, text=True, env=env
+    )
     line = proc.stdout.readline()
     if not line.startswith("listening on "):
         proc.kill()
@@ -156,7 +167,18 @@ def judge_server():
 def snakemake(workdir: Path, *args: str, configfile: Path = TINY_CONFIG) -> list[str]:
     """A Snakemake command on the repository's Snakefile, run in ``workdir`` (so the checkout's
     config.yaml is not read and nothing is written into the checkout)."""
-    return [sys.executable, "-m", "snakemake", "--snakefile", str(SNAKEFILE), "--directory", str(workdir), "--configfile", str(configfile), *args]
+    return [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "--snakefile",
+        str(SNAKEFILE),
+        "--directory",
+        str(workdir),
+        "--configfile",
+        str(configfile),
+        *args,
+    ]
 
 
 @pytest.fixture(scope="session")
@@ -165,7 +187,13 @@ def e2e(tmp_path_factory, env) -> tuple[Path, Path]:
     workflow tests and the Slurm tests, which compare their results with it."""
     workdir = tmp_path_factory.mktemp("e2e")
     results = workdir / "out"
-    proc = run_cmd(snakemake(workdir, "--cores", "2", "--config", f"results_dir={results}"), env, cwd=workdir, timeout=900)
-    logs = "\n".join(f"== {p}\n{p.read_text()[-2000:]}" for p in sorted(results.rglob("*.log"))) if results.exists() else ""
+    proc = run_cmd(
+        snakemake(workdir, "--cores", "2", "--config", f"results_dir={results}"), env, cwd=workdir, timeout=900
+    )
+    logs = (
+        "\n".join(f"== {p}\n{p.read_text()[-2000:]}" for p in sorted(results.rglob("*.log")))
+        if results.exists()
+        else ""
+    )
     assert proc.returncode == 0, proc.stderr[-5000:] + logs
     return workdir, results

@@ -92,7 +92,7 @@ def test_excerpt_round_trip_and_validation(tiny_cfg):
     assert part.dpo == tiny_cfg.dpo and part.model == tiny_cfg.model
     assert resolve_run(part, "dpo").hyper == resolve_run(tiny_cfg, "dpo").hyper
     with pytest.raises(AttributeError):
-        part.ppo  # a section the stage does not read is not there
+        _ = part.ppo  # a section the stage does not read is not there
     # keys the stage does not read, and bad values, are errors naming the key
     with pytest.raises(ConfigError, match=r"--config: invalid value at '<top level>': unknown key 'judge'"):
         validate_excerpt({**raw, "judge": {}}, keys, "--config")
@@ -154,8 +154,8 @@ def test_cli_rejects_an_excerpt_with_a_bad_value(tmp_path, capsys):
     ]
     assert main(argv) == 2
     assert (
-        "podyn judge: error: --config: invalid value at 'judge.type': Input should be 'gold', 'openai' or 'reward_model', got 'oracle'"
-        in capsys.readouterr().err
+        "podyn judge: error: --config: invalid value at 'judge.type': Input should be 'gold', 'openai' or "
+        "'reward_model', got 'oracle'" in capsys.readouterr().err
     )
 
 

@@ -4,19 +4,17 @@ rows; chat-template rendering; Pythia-size checkpoints and the BPE tokenizer."""
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import gzip
 import io
 import json
 import re
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 from conftest import REPO
-
 from podyn.data.formats import Renderer, map_row
 from podyn.data.sources import load_role, load_splits
 from podyn.io import DataError
@@ -46,7 +44,15 @@ def squash(text: str) -> str:
 
 
 def data_section(source: str, fmt: str, path: str, **role) -> dict:
-    return {"source": source, "path": path, "format": fmt, "on_bad_row": "error", "shuffle": False, "render": "paper", "roles": {"prefs_train": role, "sft": role, "test": role}}
+    return {
+        "source": source,
+        "path": path,
+        "format": fmt,
+        "on_bad_row": "error",
+        "shuffle": False,
+        "render": "paper",
+        "roles": {"prefs_train": role, "sft": role, "test": role},
+    }
 
 
 def check_against_raw(rows: list[dict], indices: list[int], raw: list[dict], exact: bool) -> None:
@@ -80,7 +86,12 @@ def test_hub_layout_ultrafeedback(fixtures, raw):
     out, manifest = fixtures
     path = str(out / "ultrafeedback_binarized")
     data = data_section("hf", "ultrafeedback_binarized", path)
-    data["roles"] = {"sft": {"split": "train_sft"}, "prefs_train": {"split": "train_prefs"}, "prefs_heldout": {"split": "test_prefs", "n": 7}, "test": {"split": "test_prefs"}}
+    data["roles"] = {
+        "sft": {"split": "train_sft"},
+        "prefs_train": {"split": "train_prefs"},
+        "prefs_heldout": {"split": "test_prefs", "n": 7},
+        "test": {"split": "test_prefs"},
+    }
     splits = load_splits(data, seed=0)
     check_against_raw(splits["prefs_train"], manifest["ultrafeedback_binarized/train_prefs"], raw, exact=False)
     check_against_raw(splits["prefs_heldout"], manifest["ultrafeedback_binarized/test_prefs"][:7], raw, exact=False)
@@ -93,7 +104,12 @@ def test_hub_layout_ultrafeedback(fixtures, raw):
 def test_hub_layout_trl(fixtures, raw, name):
     out, manifest = fixtures
     data = data_section("hf", name, str(out / name), split="test")
-    check_against_raw(load_role(data, "prefs_train", 0, log=io.StringIO()), manifest[f"{name}/test"], raw, exact=name == "trl_standard")
+    check_against_raw(
+        load_role(data, "prefs_train", 0, log=io.StringIO()),
+        manifest[f"{name}/test"],
+        raw,
+        exact=name == "trl_standard",
+    )
 
 
 def test_hub_layout_hh_rlhf_data_dir(fixtures, raw):
@@ -102,7 +118,10 @@ def test_hub_layout_hh_rlhf_data_dir(fixtures, raw):
     out, manifest = fixtures
     data = data_section("hf", "hh_rlhf", str(out / "hh-rlhf"))
     data.update(data_dir="helpful-base", shuffle=True)
-    data["roles"] = {"prefs_train": {"split": "train", "start": 0, "n": 50}, "judge_prefs": {"split": "train", "start": 50, "n": 30}}
+    data["roles"] = {
+        "prefs_train": {"split": "train", "start": 0, "n": 50},
+        "judge_prefs": {"split": "train", "start": 50, "n": 30},
+    }
     first = load_role(data, "prefs_train", 3, log=io.StringIO())
     second = load_role(data, "judge_prefs", 3, log=io.StringIO())
     everything = {raw[i]["chosen"] for i in manifest["hh-rlhf/helpful-base/train"]}
@@ -114,12 +133,48 @@ def test_hub_layout_hh_rlhf_data_dir(fixtures, raw):
 
 BAD_ROWS = [
     ("trl_standard", {"prompt": "\n\nHuman: hi\n\nAssistant:", "chosen": " a"}, "field 'rejected': missing"),
-    ("trl_standard", {"prompt": "\n\nHuman: hi\n\nAssistant:", "chosen": "  ", "rejected": " b"}, "field 'chosen': empty response"),
-    ("trl_standard", {"prompt": "\n\nHuman: hi\n\nAssistant:", "chosen": " b", "rejected": " b"}, "field 'rejected': identical to 'chosen'"),
-    ("trl_conversational", {"prompt": [{"role": "user", "content": "hi"}], "chosen": [{"role": "assistant", "content": "a"}], "rejected": [{"content": "b"}]}, "field 'rejected': message 0 is not"),
-    ("trl_conversational", {"prompt": "hi", "chosen": [{"role": "assistant", "content": "a"}], "rejected": [{"role": "assistant", "content": "b"}]}, "field 'prompt': should be a non-empty list"),
-    ("ultrafeedback_binarized", {"prompt": "hi", "chosen": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "a"}], "rejected": [{"role": "user", "content": "bye"}, {"role": "assistant", "content": "b"}]}, "field 'rejected': its turns before the reply differ"),
-    ("hh_rlhf", {"chosen": "\n\nHuman: hi\n\nAssistant: a", "rejected": "\n\nHuman: bye\n\nAssistant: b"}, "field 'rejected': chosen and rejected share no prompt"),
+    (
+        "trl_standard",
+        {"prompt": "\n\nHuman: hi\n\nAssistant:", "chosen": "  ", "rejected": " b"},
+        "field 'chosen': empty response",
+    ),
+    (
+        "trl_standard",
+        {"prompt": "\n\nHuman: hi\n\nAssistant:", "chosen": " b", "rejected": " b"},
+        "field 'rejected': identical to 'chosen'",
+    ),
+    (
+        "trl_conversational",
+        {
+            "prompt": [{"role": "user", "content": "hi"}],
+            "chosen": [{"role": "assistant", "content": "a"}],
+            "rejected": [{"content": "b"}],
+        },
+        "field 'rejected': message 0 is not",
+    ),
+    (
+        "trl_conversational",
+        {
+            "prompt": "hi",
+            "chosen": [{"role": "assistant", "content": "a"}],
+            "rejected": [{"role": "assistant", "content": "b"}],
+        },
+        "field 'prompt': should be a non-empty list",
+    ),
+    (
+        "ultrafeedback_binarized",
+        {
+            "prompt": "hi",
+            "chosen": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "a"}],
+            "rejected": [{"role": "user", "content": "bye"}, {"role": "assistant", "content": "b"}],
+        },
+        "field 'rejected': its turns before the reply differ",
+    ),
+    (
+        "hh_rlhf",
+        {"chosen": "\n\nHuman: hi\n\nAssistant: a", "rejected": "\n\nHuman: bye\n\nAssistant: b"},
+        "field 'rejected': chosen and rejected share no prompt",
+    ),
 ]
 
 
@@ -127,8 +182,16 @@ BAD_ROWS = [
 def test_bad_rows_error_or_drop(tmp_path, fmt, bad, message):
     good = {
         "trl_standard": {"prompt": "\n\nHuman: hi\n\nAssistant:", "chosen": " a", "rejected": " b"},
-        "trl_conversational": {"prompt": [{"role": "user", "content": "hi"}], "chosen": [{"role": "assistant", "content": "a"}], "rejected": [{"role": "assistant", "content": "b"}]},
-        "ultrafeedback_binarized": {"prompt": "hi", "chosen": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "a"}], "rejected": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "b"}]},
+        "trl_conversational": {
+            "prompt": [{"role": "user", "content": "hi"}],
+            "chosen": [{"role": "assistant", "content": "a"}],
+            "rejected": [{"role": "assistant", "content": "b"}],
+        },
+        "ultrafeedback_binarized": {
+            "prompt": "hi",
+            "chosen": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "a"}],
+            "rejected": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "b"}],
+        },
         "hh_rlhf": {"chosen": "\n\nHuman: hi\n\nAssistant: a", "rejected": "\n\nHuman: hi\n\nAssistant: b"},
     }[fmt]
     path = tmp_path / "mine.jsonl"
@@ -146,7 +209,9 @@ def test_bad_rows_in_parquet_name_the_file(tmp_path):
     import pandas as pd
 
     path = tmp_path / "prefs.parquet"
-    pd.DataFrame([{"prompt": "p", "chosen": " a", "rejected": " b"}, {"prompt": "p", "chosen": " a", "rejected": None}]).to_parquet(path)
+    pd.DataFrame(
+        [{"prompt": "p", "chosen": " a", "rejected": " b"}, {"prompt": "p", "chosen": " a", "rejected": None}]
+    ).to_parquet(path)
     with pytest.raises(DataError, match=re.escape(f"{path}: row 2: field 'rejected': missing")):
         load_role(data_section("local", "trl_standard", str(path)), "prefs_train", 0, log=io.StringIO())
 
@@ -157,15 +222,34 @@ def test_chat_template_rendering(tmp_path):
     from podyn.models import build_word_tokenizer
 
     tok = build_word_tokenizer(["hi", "a", "b"])
-    tok.chat_template = "{% for m in messages %}<{{ m.role }}>{{ m.content }}</s>{% endfor %}{% if add_generation_prompt %}<assistant>{% endif %}"
+    tok.chat_template = (
+        "{% for m in messages %}<{{ m.role }}>{{ m.content }}</s>{% endfor %}{% if add_generation_prompt "
+        "%}<assistant>{% endif %}"
+    )
     tok.save_pretrained(tmp_path / "tok")
-    data = {**data_section("local", "hh_rlhf", "unused"), "render": "chat_template", "chat_template_from": str(tmp_path / "tok")}
+    data = {
+        **data_section("local", "hh_rlhf", "unused"),
+        "render": "chat_template",
+        "chat_template_from": str(tmp_path / "tok"),
+    }
     from podyn.data.sources import chat_renderer
 
     render = chat_renderer(data, None)
-    row = map_row({"chosen": "\n\nHuman: hi\n\nAssistant: yo\n\nHuman: again \n\nAssistant: a", "rejected": "\n\nHuman: hi\n\nAssistant: yo\n\nHuman: again \n\nAssistant: b"}, "hh_rlhf", "pref", render)
+    row = map_row(
+        {
+            "chosen": "\n\nHuman: hi\n\nAssistant: yo\n\nHuman: again \n\nAssistant: a",
+            "rejected": "\n\nHuman: hi\n\nAssistant: yo\n\nHuman: again \n\nAssistant: b",
+        },
+        "hh_rlhf",
+        "pref",
+        render,
+    )
     assert row == {"prompt": "<user>hi</s><assistant>yo</s><user>again</s><assistant>", "chosen": "a", "rejected": "b"}
-    conv = {"prompt": [{"role": "user", "content": "hi"}], "chosen": [{"role": "assistant", "content": "a"}], "rejected": [{"role": "assistant", "content": "b"}]}
+    conv = {
+        "prompt": [{"role": "user", "content": "hi"}],
+        "chosen": [{"role": "assistant", "content": "a"}],
+        "rejected": [{"role": "assistant", "content": "b"}],
+    }
     assert map_row(conv, "trl_conversational", "pref", render)["prompt"] == "<user>hi</s><assistant>"
     assert map_row(conv, "trl_conversational", "pref", Renderer())["prompt"] == "\n\nHuman: hi\n\nAssistant:"
 
@@ -177,12 +261,20 @@ def test_paper_config_reads_the_fixtures(fixtures, raw):
     from podyn.config import validate_config
 
     out, manifest = fixtures
-    paper = {**yaml.safe_load((REPO / "config.yaml").read_text()), **yaml.safe_load((REPO / "config" / "paper.yaml").read_text())}
+    paper = {
+        **yaml.safe_load((REPO / "config.yaml").read_text()),
+        **yaml.safe_load((REPO / "config" / "paper.yaml").read_text()),
+    }
     data = validate_config(paper, "config/paper.yaml").data.model_dump()
     assert data["source"] == "hf"
     for role in data["roles"].values():
         if role:
-            role["path"] = str(out / {"HuggingFaceH4/ultrafeedback_binarized": "ultrafeedback_binarized", "Anthropic/hh-rlhf": "hh-rlhf"}[role["path"]])
+            role["path"] = str(
+                out
+                / {"HuggingFaceH4/ultrafeedback_binarized": "ultrafeedback_binarized", "Anthropic/hh-rlhf": "hh-rlhf"}[
+                    role["path"]
+                ]
+            )
     splits = load_splits(data, seed=0)
     assert sorted(splits) == ["prefs_heldout", "prefs_train", "sft", "test"]
     uf_prompts = {squash(raw[i]["chosen"]) for i in manifest["ultrafeedback_binarized/train_prefs"]}
@@ -215,8 +307,15 @@ def test_bpe_checkpoint_loads_like_a_hub_checkpoint(tmp_path, raw):
     from podyn.pythia import build_checkpoint_dir
 
     texts = tmp_path / "sft.jsonl"
-    texts.write_text("".join(json.dumps({"prompt": r["chosen"], "completion": r["rejected"]}) + "\n" for r in raw[:300]))
-    build_checkpoint_dir({"size": "14m", "bpe_vocab_size": 1024, "overrides": {"vocab_size": 1024, "num_hidden_layers": 1}}, [texts], tmp_path / "ckpt", seed=0)
+    texts.write_text(
+        "".join(json.dumps({"prompt": r["chosen"], "completion": r["rejected"]}) + "\n" for r in raw[:300])
+    )
+    build_checkpoint_dir(
+        {"size": "14m", "bpe_vocab_size": 1024, "overrides": {"vocab_size": 1024, "num_hidden_layers": 1}},
+        [texts],
+        tmp_path / "ckpt",
+        seed=0,
+    )
     tokenizer = load_tokenizer(tmp_path / "ckpt")
     from podyn.config import ModelConfig
 
@@ -235,13 +334,13 @@ def test_reward_model_judge_compares_rewards(assets):
     import torch
 
     from podyn.batching import encode_prompt, encode_response, prompt_response_batch
+    from podyn.config import GenerationConfig, JudgeConfig, ModelConfig
     from podyn.judges import make_judge
     from podyn.models import last_token_index, load_scalar_model, load_tokenizer, score_at
 
-    from podyn.config import GenerationConfig, JudgeConfig, ModelConfig
-
     model_cfg, generation = ModelConfig(attn_implementation="eager"), GenerationConfig(max_new_tokens=6)
     judge_cfg = JudgeConfig(type="reward_model", tie_margin=0.0, missing_eos_penalty=0.0)
+
     def cfg(judge):  # the judge stage's typed excerpt: judge, model and generation sections
         return SimpleNamespace(judge=judge, model=model_cfg, generation=generation)
 
@@ -250,9 +349,13 @@ def test_reward_model_judge_compares_rewards(assets):
     prompt = "\n\nHuman: reverse one two three\n\nAssistant:"
 
     def score(response: str) -> float:
-        batch = prompt_response_batch([encode_prompt(tokenizer, prompt)], [encode_response(tokenizer, response)], tokenizer.pad_token_id)
+        batch = prompt_response_batch(
+            [encode_prompt(tokenizer, prompt)], [encode_response(tokenizer, response)], tokenizer.pad_token_id
+        )
         with torch.no_grad():
-            return float(score_at(model, batch["input_ids"], batch["attention_mask"], last_token_index(batch["attention_mask"])))
+            return float(
+                score_at(model, batch["input_ids"], batch["attention_mask"], last_token_index(batch["attention_mask"]))
+            )
 
     a, b = " three two one", " one two"
     assert judge.reward(prompt, a) == pytest.approx(score(a), abs=1e-6)

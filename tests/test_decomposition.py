@@ -32,7 +32,9 @@ def tokenizer():
 @pytest.fixture(scope="module")
 def model(tokenizer):
     torch.manual_seed(0)
-    m = build_gpt_neox(len(tokenizer), tokenizer, {"hidden_size": 16, "num_layers": 2, "num_heads": 2}, seed=0).double()
+    m = build_gpt_neox(
+        len(tokenizer), tokenizer, {"hidden_size": 16, "num_layers": 2, "num_heads": 2}, seed=0
+    ).double()
     # perturb the initial weights so that every parameter gets a non-trivial gradient
     with torch.no_grad():
         for p in m.parameters():
@@ -134,7 +136,9 @@ def test_ppo_exact_decomposition(model, tokenizer, pairs):
     _, pos, neg, top, mid, bot = exact_components(g)
 
     # POS is exactly the loss over A > 0 tokens with the batch's 1/N (written by hand)
-    pos_by_hand = -(torch.minimum(r * advantages, torch.clamp(r, 1 - eps, 1 + eps) * advantages) * pos_adv).sum() / mask.sum()
+    pos_by_hand = (
+        -(torch.minimum(r * advantages, torch.clamp(r, 1 - eps, 1 + eps) * advantages) * pos_adv).sum() / mask.sum()
+    )
     assert_same(pos, flat_grad(pos_by_hand, params))
     # ablation / cPPO weights act linearly
     assert_same(g(ComponentWeights(top=0.0)), mid + bot)

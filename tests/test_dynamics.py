@@ -8,7 +8,7 @@ import copy
 import pytest
 import torch
 
-from podyn.batching import encode_prompt, encode_response, prompt_response_batch
+from podyn.batching import encode_prompt, encode_response, pair_collator, prompt_response_batch
 from podyn.data.synthetic import TaskConfig, generate_task, vocabulary
 from podyn.dynamics import (
     DPOBatch,
@@ -22,14 +22,15 @@ from podyn.dynamics import (
 from podyn.generation import generate
 from podyn.models import build_gpt_neox, build_word_tokenizer, sequence_logps
 from podyn.objectives import COMPONENTS, masked_whiten, tertile_groups
-from podyn.batching import pair_collator
 
 
 @pytest.fixture(scope="module")
 def setup():
     torch.manual_seed(0)
     tokenizer = build_word_tokenizer(vocabulary())
-    model = build_gpt_neox(len(tokenizer), tokenizer, {"hidden_size": 32, "num_layers": 2, "num_heads": 2}, seed=0).double()
+    model = build_gpt_neox(
+        len(tokenizer), tokenizer, {"hidden_size": 32, "num_layers": 2, "num_heads": 2}, seed=0
+    ).double()
     model.config._attn_implementation = "sdpa"  # eager float64 gives NaN at left-padded rows
     task = generate_task(TaskConfig(n_sft=4, n_pref_train=12, n_pref_heldout=2, n_test=6))
     final = [
@@ -47,10 +48,14 @@ def dpo_batch(setup):
     tokenizer, model, task, _ = setup
     batch = pair_collator(tokenizer, None, None)(task["prefs_train"])
     with torch.no_grad():
-        chosen, rejected = sequence_logps(model, batch["input_ids"], batch["attention_mask"], batch["response_mask"]).chunk(2)
+        chosen, rejected = sequence_logps(
+            model, batch["input_ids"], batch["attention_mask"], batch["response_mask"]
+        ).chunk(2)
     noise = torch.Generator().manual_seed(1)
     return DPOBatch(
-        batch["input_ids"], batch["attention_mask"], batch["response_mask"],
+        batch["input_ids"],
+        batch["attention_mask"],
+        batch["response_mask"],
         chosen + 0.5 * torch.randn(12, generator=noise, dtype=torch.float64),
         rejected + 0.5 * torch.randn(12, generator=noise, dtype=torch.float64),
         beta=0.5,
@@ -64,13 +69,31 @@ def ppo_batch(setup):
     prompts = [encode_prompt(tokenizer, r["prompt"]) for r in task["prefs_train"][:8]]
     roll = generate(copy.deepcopy(model).float(), tokenizer, prompts, max_new_tokens=6, do_sample=True)
     mask = roll.response_mask.double()
-    batch = PPOBatch(roll.sequences, roll.attention_mask, roll.prompt_width, mask, torch.zeros_like(mask), torch.zeros_like(mask), torch.zeros_like(mask, dtype=torch.long), clip_eps=0.2)
+    batch = PPOBatch(
+        roll.sequences,
+        roll.attention_mask,
+        roll.prompt_width,
+        mask,
+        torch.zeros_like(mask),
+        torch.zeros_like(mask),
+        torch.zeros_like(mask, dtype=torch.long),
+        clip_eps=0.2,
+    )
     with torch.no_grad():
         logps = batch.logps(model)
     advantages = masked_whiten(torch.randn(mask.shape, dtype=torch.float64), mask)
     # old log-probs off by up to +-0.5 so that some ratios fall outside the clip range
     old = (logps + 0.5 * (2 * torch.rand(mask.shape, dtype=torch.float64) - 1)) * mask
-    return PPOBatch(roll.sequences, roll.attention_mask, roll.prompt_width, mask, old, advantages, tertile_groups(advantages.abs(), mask), clip_eps=0.2)
+    return PPOBatch(
+        roll.sequences,
+        roll.attention_mask,
+        roll.prompt_width,
+        mask,
+        old,
+        advantages,
+        tertile_groups(advantages.abs(), mask),
+        clip_eps=0.2,
+    )
 
 
 @pytest.mark.parametrize("which", ["dpo", "ppo"])
@@ -104,7 +127,10 @@ def test_ppo_batch_exercises_clipping_and_both_signs(setup, ppo_batch):
 
 def _mean_final_nll(model, final) -> float:
     with torch.no_grad():
-        return float(sum(-sequence_logps(model, b["input_ids"], b["attention_mask"], b["response_mask"]).sum() for b in final) / sum(b["input_ids"].shape[0] for b in final))
+        return float(
+            sum(-sequence_logps(model, b["input_ids"], b["attention_mask"], b["response_mask"]).sum() for b in final)
+            / sum(b["input_ids"].shape[0] for b in final)
+        )
 
 
 @pytest.mark.parametrize("which", ["dpo", "ppo"])

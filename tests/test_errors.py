@@ -41,14 +41,26 @@ def _broken(tiny_raw, mutate):
         (lambda c: c["sft"].update(max_steps="10"), "'sft.max_steps'", "integer"),
         (lambda c: c["runs"]["dpo"].setdefault("weights", {}).update(pos={"value": 1}), "'runs.dpo.weights.pos'", ""),
         (lambda c: c["runs"]["dpo"].setdefault("weights", {}).update(pos="often"), "'runs.dpo.weights.pos'", "often"),
-        (lambda c: c["runs"]["dpo"].setdefault("weights", {}).update(pos={"wave": {"period": 0, "amplitude": 0.1}}), "'runs.dpo.weights.pos.wave.period'", ""),
+        (
+            lambda c: c["runs"]["dpo"].setdefault("weights", {}).update(pos={"wave": {"period": 0, "amplitude": 0.1}}),
+            "'runs.dpo.weights.pos.wave.period'",
+            "",
+        ),
         (lambda c: c["runs"]["dpo"].setdefault("weights", {}).update(poss=1), "'runs.dpo.weights'", "poss"),
         (lambda c: c["runs"]["dpo"].update(objective="kto"), "'runs.dpo.objective'", "kto"),
-        (lambda c: c["runs"]["dpo"].update(overrides={"clip_eps": 0.1}), "'runs.dpo.overrides.clip_eps'", "not a key of 'dpo'"),
+        (
+            lambda c: c["runs"]["dpo"].update(overrides={"clip_eps": 0.1}),
+            "'runs.dpo.overrides.clip_eps'",
+            "not a key of 'dpo'",
+        ),
         (lambda c: c["runs"]["dpo"].update(overrides={"beta": -3}), "'runs.dpo.overrides.beta'", "-3"),
         (lambda c: c["runs"]["ppo"].update(overrides={"iterations": 0}), "'runs.ppo.overrides.iterations'", "0"),
         (lambda c: c.update(select=["nope"]), "'select'", "nope"),
-        (lambda c: c["data"]["synthetic"].update(train_mix={"copy": 1, "shuffle": 1}), "'data.synthetic.train_mix'", "shuffle"),
+        (
+            lambda c: c["data"]["synthetic"].update(train_mix={"copy": 1, "shuffle": 1}),
+            "'data.synthetic.train_mix'",
+            "shuffle",
+        ),
         (lambda c: c["model"]["arch"].update(hidden_size=0), "'model.arch.hidden_size'", ""),
     ],
 )
@@ -110,7 +122,14 @@ def test_load_split_checks_rows(tmp_path):
 
 
 def _hh(path, role="prefs_train"):
-    data = {"source": "local", "path": str(path), "format": "hh_rlhf", "shuffle": False, "on_bad_row": "error", "roles": {role: {}}}
+    data = {
+        "source": "local",
+        "path": str(path),
+        "format": "hh_rlhf",
+        "shuffle": False,
+        "on_bad_row": "error",
+        "roles": {role: {}},
+    }
     return load_role(data, role, seed=0, log=io.StringIO())
 
 
@@ -118,7 +137,12 @@ def test_hh_rlhf_bad_rows(tmp_path):
     path = tmp_path / "hh.jsonl.gz"
     good = {"chosen": "\n\nHuman: hi\n\nAssistant: hello", "rejected": "\n\nHuman: hi\n\nAssistant: go away"}
     with gzip.open(path, "wt") as f:
-        f.write(json.dumps(good) + "\n" + json.dumps({"chosen": "\n\nHuman: hi\n\nAssistant: a", "rejected": "\n\nHuman: bye\n\nAssistant: b"}) + "\n")
+        f.write(
+            json.dumps(good)
+            + "\n"
+            + json.dumps({"chosen": "\n\nHuman: hi\n\nAssistant: a", "rejected": "\n\nHuman: bye\n\nAssistant: b"})
+            + "\n"
+        )
     with pytest.raises(DataError, match="row 2: field 'rejected': chosen and rejected share no prompt"):
         _hh(path)
     with gzip.open(path, "wt") as f:
@@ -128,7 +152,11 @@ def test_hh_rlhf_bad_rows(tmp_path):
     assert split_dialogue(good["chosen"]) == ("\n\nHuman: hi\n\nAssistant:", " hello")
     # a response that contains a turn marker of its own stays in the response
     odd = "\n\nHuman: hi\n\nAssistant: hello Human: and?\n\nAssistant: more"
-    assert split_pair(odd, good["rejected"]) == ("\n\nHuman: hi\n\nAssistant:", " hello Human: and?\n\nAssistant: more", " go away")
+    assert split_pair(odd, good["rejected"]) == (
+        "\n\nHuman: hi\n\nAssistant:",
+        " hello Human: and?\n\nAssistant: more",
+        " go away",
+    )
 
 
 @pytest.mark.skipif(not HH_TEST.exists(), reason=f"{HH_TEST} not present")
@@ -179,9 +207,31 @@ def test_cli_data_error_exit_code_2(tmp_path, capsys):
     baseline = tmp_path / "sft.jsonl"
     baseline.write_text(json.dumps({"step": 0, "prompt_index": 0, "prompt": "p", "response": "r"}) + "\n")
     generations = tmp_path / "gens.jsonl"
-    generations.write_text(json.dumps({"step": 2, "prompt_index": 0, "prompt": "p", "response": "r"}) + "\n" + '{"step": 2, "prompt_index": "zero"}\n')
-    cfg = json.dumps({"judge": {"type": "gold"}, "winrate": {"bootstrap_samples": 10, "confidence": 0.95}})  # an excerpt
-    argv = ["judge", "--config", cfg, "--run", "dpo", "--seed", "0", "--generations", str(generations), "--baseline", str(baseline), "--out", str(tmp_path / "out.csv"), "--cache", str(tmp_path / "cache.jsonl")]
+    generations.write_text(
+        json.dumps({"step": 2, "prompt_index": 0, "prompt": "p", "response": "r"})
+        + "\n"
+        + '{"step": 2, "prompt_index": "zero"}\n'
+    )
+    cfg = json.dumps(
+        {"judge": {"type": "gold"}, "winrate": {"bootstrap_samples": 10, "confidence": 0.95}}
+    )  # an excerpt
+    argv = [
+        "judge",
+        "--config",
+        cfg,
+        "--run",
+        "dpo",
+        "--seed",
+        "0",
+        "--generations",
+        str(generations),
+        "--baseline",
+        str(baseline),
+        "--out",
+        str(tmp_path / "out.csv"),
+        "--cache",
+        str(tmp_path / "cache.jsonl"),
+    ]
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert f"podyn judge: error: {generations}:2:" in err

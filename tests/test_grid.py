@@ -15,9 +15,28 @@ from podyn.config import resolve_run, validate_config
 from podyn.schedules import weights_at
 
 REPO = Path(__file__).resolve().parents[1]
-GRID = ["dpo", "dpo_wo_neg_early", "dpo_wo_pos_late", "cdpo_1", "cdpo_2", "cdpo_3", "ppo", "ppo_wo_top", "ppo_wo_mid",
-        "cppo_top_1", "cppo_top_2", "cppo_top_3", "cppo_mid_1", "cppo_mid_2", "cppo_mid_3", "hppo_1", "hppo_2", "hppo_3",
-        "copo_dpo", "copo_ppo"]
+GRID = [
+    "dpo",
+    "dpo_wo_neg_early",
+    "dpo_wo_pos_late",
+    "cdpo_1",
+    "cdpo_2",
+    "cdpo_3",
+    "ppo",
+    "ppo_wo_top",
+    "ppo_wo_mid",
+    "cppo_top_1",
+    "cppo_top_2",
+    "cppo_top_3",
+    "cppo_mid_1",
+    "cppo_mid_2",
+    "cppo_mid_3",
+    "hppo_1",
+    "hppo_2",
+    "hppo_3",
+    "copo_dpo",
+    "copo_ppo",
+]
 
 
 @pytest.fixture(scope="module")
@@ -48,9 +67,19 @@ def test_dpo_ablations_use_scaled_paper_steps(config):
     assert weights_at(wo_pos, 6000 * scale).pos == 1.0 and weights_at(wo_pos, 6000 * scale + 1).pos == 0.0
 
 
-@pytest.mark.parametrize("run,group,value", [("cppo_top_1", "top", 0.3), ("cppo_top_2", "top", 0.7), ("cppo_top_3", "top", 0.9),
-                                             ("cppo_mid_1", "mid", 0.7), ("cppo_mid_2", "mid", 0.5), ("cppo_mid_3", "mid", 0.9),
-                                             ("ppo_wo_top", "top", 0.0), ("ppo_wo_mid", "mid", 0.0)])
+@pytest.mark.parametrize(
+    "run,group,value",
+    [
+        ("cppo_top_1", "top", 0.3),
+        ("cppo_top_2", "top", 0.7),
+        ("cppo_top_3", "top", 0.9),
+        ("cppo_mid_1", "mid", 0.7),
+        ("cppo_mid_2", "mid", 0.5),
+        ("cppo_mid_3", "mid", 0.9),
+        ("ppo_wo_top", "top", 0.0),
+        ("ppo_wo_mid", "mid", 0.0),
+    ],
+)
 def test_cppo_cases_weight_one_group(config, run, group, value):
     weights = weights_at(resolve_run(config, run).weights, 7)
     assert getattr(weights, group) == value
@@ -69,8 +98,21 @@ def test_hppo_cases_oscillate(config, run, period, amplitude):
 
 def _dry_run_jobs(tmp_path: Path, *config_args: str) -> dict[str, int]:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
-    cmd = [sys.executable, "-m", "snakemake", "-n", "--cores", "2", "--directory", str(REPO), "--snakefile", str(REPO / "Snakefile"),
-           "--config", f"results_dir={tmp_path}", *config_args]
+    cmd = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "-n",
+        "--cores",
+        "2",
+        "--directory",
+        str(REPO),
+        "--snakefile",
+        str(REPO / "Snakefile"),
+        "--config",
+        f"results_dir={tmp_path}",
+        *config_args,
+    ]
     out = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     table = out.stdout.split("Job stats:")[1].split("total")[0]

@@ -10,9 +10,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from podyn.config import Config
 from podyn.evaluation import WINRATE_COLUMNS, collect_winrates, judge_run
 from podyn.io import DataError, write_jsonl
-from podyn.config import Config
 from podyn.judges import GoldJudge, JudgeError, make_judge
 from podyn.length_control import length_controlled_win_rate
 from podyn.llm_judge import parse_choice
@@ -74,15 +74,41 @@ def _gens(rows):
 def test_judge_run_and_collect_winrates(tmp_path):
     prompts = [REVERSE, SORT, COPY, REVERSE]
     baseline = tmp_path / "sft.jsonl"
-    write_jsonl(baseline, _gens([(0, i, p, r) for i, (p, r) in enumerate(zip(prompts, [" three one four", " two five two", " nine zero one", " four one three"]))]))
+    write_jsonl(
+        baseline,
+        _gens(
+            [
+                (0, i, p, r)
+                for i, (p, r) in enumerate(
+                    zip(prompts, [" three one four", " two five two", " nine zero one", " four one three"])
+                )
+            ]
+        ),
+    )
     generations = tmp_path / "gens.jsonl"
     # step 5: win, win, tie (both right), loss  -> (1 + 1 + 0.5 + 0) / 4 = 0.625
     # step 10: win, loss, tie, tie              -> (1 + 0 + 0.5 + 0.5) / 4 = 0.5
     step5 = [" four one three", " two two five", " nine zero one", " three one four"]
     step10 = [" four one three", " five", " nine zero one", " four one three"]
-    write_jsonl(generations, _gens([(5, i, p, r) for i, (p, r) in enumerate(zip(prompts, step5))] + [(10, i, p, r) for i, (p, r) in enumerate(zip(prompts, step10))]))
-    cfg = Config.model_validate({"judge": {"type": "gold", "tie_margin": 1e-9}, "winrate": {"bootstrap_samples": 500, "confidence": 0.95}})
-    frame = judge_run(cfg, run="dpo", seed=0, generations=generations, baseline=baseline, out=tmp_path / "j_dpo.csv", cache=tmp_path / "cache.jsonl")
+    write_jsonl(
+        generations,
+        _gens(
+            [(5, i, p, r) for i, (p, r) in enumerate(zip(prompts, step5))]
+            + [(10, i, p, r) for i, (p, r) in enumerate(zip(prompts, step10))]
+        ),
+    )
+    cfg = Config.model_validate(
+        {"judge": {"type": "gold", "tie_margin": 1e-9}, "winrate": {"bootstrap_samples": 500, "confidence": 0.95}}
+    )
+    frame = judge_run(
+        cfg,
+        run="dpo",
+        seed=0,
+        generations=generations,
+        baseline=baseline,
+        out=tmp_path / "j_dpo.csv",
+        cache=tmp_path / "cache.jsonl",
+    )
     assert frame["step"].tolist() == [5, 10]
     assert frame["win_rate"].tolist() == pytest.approx([0.625, 0.5])
     assert (frame["n_prompts"] == 4).all() and (frame["judge"] == "gold").all()
@@ -90,13 +116,27 @@ def test_judge_run_and_collect_winrates(tmp_path):
     # the SFT baseline's mean gold reward: (1/3 + 1/3 + 1 + 1) / 4
     assert frame["sft_gold_reward"].tolist() == pytest.approx([(1 / 3 + 1 / 3 + 2) / 4] * 2)
 
-    other = judge_run(cfg, run="ppo", seed=1, generations=baseline, baseline=baseline, out=tmp_path / "j_ppo.csv", cache=tmp_path / "cache2.jsonl")
+    other = judge_run(
+        cfg,
+        run="ppo",
+        seed=1,
+        generations=baseline,
+        baseline=baseline,
+        out=tmp_path / "j_ppo.csv",
+        cache=tmp_path / "cache2.jsonl",
+    )
     assert other["win_rate"].tolist() == [0.5]  # the baseline against itself: all ties
 
     out = tmp_path / "eval" / "winrates.csv"
-    collect_winrates(inputs=[tmp_path / "j_ppo.csv", tmp_path / "j_dpo.csv"], out=out, gold_out=tmp_path / "eval" / "gold.csv")
+    collect_winrates(
+        inputs=[tmp_path / "j_ppo.csv", tmp_path / "j_dpo.csv"], out=out, gold_out=tmp_path / "eval" / "gold.csv"
+    )
     table = pd.read_csv(out)
-    assert list(table.columns) == WINRATE_COLUMNS == ["run", "seed", "step", "judge", "n_prompts", "n_invalid", "win_rate", "ci_low", "ci_high", "lc_win_rate"]
+    assert (
+        list(table.columns)
+        == WINRATE_COLUMNS
+        == ["run", "seed", "step", "judge", "n_prompts", "n_invalid", "win_rate", "ci_low", "ci_high", "lc_win_rate"]
+    )
     assert (table["n_invalid"] == 0).all()  # the gold judge always answers
     assert list(zip(table["run"], table["seed"], table["step"])) == [("dpo", 0, 5), ("dpo", 0, 10), ("ppo", 1, 0)]
 
@@ -107,14 +147,23 @@ def test_judge_run_rejects_mismatched_baseline(tmp_path):
     write_jsonl(generations, _gens([(3, 0, SORT, " two two five")]))
     cfg = Config.model_validate({"judge": {"type": "gold"}, "winrate": {"bootstrap_samples": 10, "confidence": 0.95}})
     with pytest.raises(DataError, match="no matching baseline"):
-        judge_run(cfg, run="dpo", seed=0, generations=generations, baseline=baseline, out=tmp_path / "out.csv", cache=tmp_path / "cache.jsonl")
+        judge_run(
+            cfg,
+            run="dpo",
+            seed=0,
+            generations=generations,
+            baseline=baseline,
+            out=tmp_path / "out.csv",
+            cache=tmp_path / "cache.jsonl",
+        )
 
 
-# ----------------------------------------------------------------------------- LLM judge: parsing (the HTTP path is tested in test_judge_http.py)
+# ----------------------------------------------------------------------------- LLM judge: parsing
+# (the HTTP path is tested in test_judge_http.py)
 
 
 def test_parse_choice():
-    assert parse_choice("Comparison: blah\nMore helpful: \"B\"") == "B"
+    assert parse_choice('Comparison: blah\nMore helpful: "B"') == "B"
     assert parse_choice("Comparison: blah\nMore helpful: A.") == "A"
     assert parse_choice("More helpful: C") is None
     assert parse_choice("no verdict") is None
@@ -147,7 +196,9 @@ def test_length_controlled_win_rate():
     y = rng.choice([0.0, 0.5, 1.0], size=200, p=[0.3, 0.2, 0.5])
     # no length difference, or one independent of the judgement (mirrored): the raw win rate
     assert length_controlled_win_rate(y, np.zeros(200)) == pytest.approx(y.mean(), abs=1e-9)
-    assert length_controlled_win_rate(np.tile(y, 2), np.concatenate([np.full(200, 7.0), np.full(200, -7.0)])) == pytest.approx(y.mean(), abs=1e-9)
+    assert length_controlled_win_rate(
+        np.tile(y, 2), np.concatenate([np.full(200, 7.0), np.full(200, -7.0)])
+    ) == pytest.approx(y.mean(), abs=1e-9)
     # wins explained by length: longer responses win 90%, shorter ones 10%, 80% are longer
     longer = rng.random(400) < 0.8
     d = np.where(longer, rng.integers(5, 30, 400), -rng.integers(5, 30, 400)).astype(float)
@@ -159,7 +210,9 @@ def test_length_controlled_win_rate():
     p = np.clip(0.5 + d / 80 + rng.normal(0, 0.1, 400), 0, 1)
     assert length_controlled_win_rate(p, d) == pytest.approx(_lc_reference(p, d), abs=1e-6)
     with_nan = np.concatenate([p, [np.nan] * 5])
-    assert length_controlled_win_rate(with_nan, np.concatenate([d, [1e6] * 5])) == pytest.approx(length_controlled_win_rate(p, d))
+    assert length_controlled_win_rate(with_nan, np.concatenate([d, [1e6] * 5])) == pytest.approx(
+        length_controlled_win_rate(p, d)
+    )
     # all wins, all losses: the limit
     assert length_controlled_win_rate(np.ones(5), np.arange(5.0)) == 1.0
     assert length_controlled_win_rate(np.zeros(5), np.arange(5.0)) == 0.0
@@ -172,13 +225,17 @@ def test_tables_leave_out_invalid_prompts_and_report_lc(tmp_path):
 
     wr_cfg = WinrateConfig(bootstrap_samples=200)
     for seed, scores in ((0, [1.0, 0.0, np.nan, 1.0]), (1, [1.0, 0.5, 0.0, np.nan])):
-        frame = pd.DataFrame({"step": 10, "prompt_index": range(4), "score": scores, "length_diff": [3.0, -2.0, 5.0, 0.0]})
+        frame = pd.DataFrame(
+            {"step": 10, "prompt_index": range(4), "score": scores, "length_diff": [3.0, -2.0, 5.0, 0.0]}
+        )
         (tmp_path / "dpo").mkdir(exist_ok=True)
         frame.to_csv(tmp_path / "dpo" / f"seed{seed}_scores.csv", index=False)
     scores = read_scores(sorted((tmp_path / "dpo").glob("*.csv")), ["dpo", "dpo"], [0, 1])
     assert len(scores) == 6 and not scores["score"].isna().any()  # the invalid prompts are left out
     table = winrate_table(scores, {}, wr_cfg)
     valid = scores["score"].to_numpy()
-    assert table["final_lc_win_rate"].iloc[0] == pytest.approx(length_controlled_win_rate(valid, scores["length_diff"].to_numpy()))
+    assert table["final_lc_win_rate"].iloc[0] == pytest.approx(
+        length_controlled_win_rate(valid, scores["length_diff"].to_numpy())
+    )
     write_tables(table, tmp_path / "tables" / "winrates")
     assert "final LC win rate" in (tmp_path / "tables" / "winrates.md").read_text()

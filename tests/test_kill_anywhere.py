@@ -38,10 +38,29 @@ def stage_command(stage: str, config: Path, assets: dict, root: Path) -> list[st
         return [*podyn_exe(), "reward-model", *common, "--sft", str(assets["base"]), *outputs]
     run = stage.removeprefix("train-")
     return [
-        *podyn_exe(), "train", *common, "--run", run, "--seed", "3",
-        "--sft", str(assets["base"]), "--reward", str(assets["reward"]), "--ref-logps", str(assets["ref_logps"]),
-        "--generations", str(out / "generations.jsonl"), "--checkpoints", str(out / "checkpoints.json"),
-        "--records", str(out / "records.csv"), "--metrics", str(out / "metrics.csv"), "--timing", str(out / "timing.csv"),
+        *podyn_exe(),
+        "train",
+        *common,
+        "--run",
+        run,
+        "--seed",
+        "3",
+        "--sft",
+        str(assets["base"]),
+        "--reward",
+        str(assets["reward"]),
+        "--ref-logps",
+        str(assets["ref_logps"]),
+        "--generations",
+        str(out / "generations.jsonl"),
+        "--checkpoints",
+        str(out / "checkpoints.json"),
+        "--records",
+        str(out / "records.csv"),
+        "--metrics",
+        str(out / "metrics.csv"),
+        "--timing",
+        str(out / "timing.csv"),
     ]
 
 
@@ -148,7 +167,13 @@ def judged(out: Path, folder: Path, tiny_raw: dict, assets: dict) -> tuple[bytes
     baseline = folder / "baseline.jsonl"
     generate_responses(cfg, data=assets["data"], model=assets["base"], out=baseline)
     judge_run(
-        cfg, run="run", seed=3, generations=out / "generations.jsonl", baseline=baseline,
-        out=folder / "winrate.csv", cache=folder / "cache", scores_out=folder / "scores.csv",
+        cfg,
+        run="run",
+        seed=3,
+        generations=out / "generations.jsonl",
+        baseline=baseline,
+        out=folder / "winrate.csv",
+        cache=folder / "cache",
+        scores_out=folder / "scores.csv",
     )
     return (folder / "winrate.csv").read_bytes(), (folder / "scores.csv").read_bytes()

@@ -4,17 +4,24 @@ them)."""
 
 import pytest
 import torch
+from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
 
 from podyn.batching import prompt_response_batch
 from podyn.models import sequence_logps
-from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
 
 
 def _model() -> torch.nn.Module:
     torch.manual_seed(0)
     cfg = GPTNeoXConfig(
-        vocab_size=97, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
-        max_position_embeddings=64, rotary_pct=1.0, hidden_dropout=0.0, attention_dropout=0.0,
+        vocab_size=97,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=64,
+        rotary_pct=1.0,
+        hidden_dropout=0.0,
+        attention_dropout=0.0,
     )
     return GPTNeoXForCausalLM(cfg).double().train()
 

@@ -62,7 +62,12 @@ def test_dpo_loss_gradient_is_minus_omega_over_n():
     rc, rr = t([-2.5, -2.0, -2.0, -5.0]), t([-2.5, -2.0, -2.5, -1.5])
     margin = dpo_margin(pc, pr, rc, rr, beta)
     dpo_loss(margin).backward()
-    expected_m = [0.5 * ((a - c) - (b - d)) for a, b, c, d in zip([-3.0, -1.5, -2.0, -6.0], [-2.0, -2.5, -2.0, -1.0], [-2.5, -2.0, -2.0, -5.0], [-2.5, -2.0, -2.5, -1.5])]
+    expected_m = [
+        0.5 * ((a - c) - (b - d))
+        for a, b, c, d in zip(
+            [-3.0, -1.5, -2.0, -6.0], [-2.0, -2.5, -2.0, -1.0], [-2.5, -2.0, -2.0, -5.0], [-2.5, -2.0, -2.5, -1.5]
+        )
+    ]
     omega = [beta / (1 + math.exp(m)) for m in expected_m]
     assert pc.grad.tolist() == pytest.approx([-w / 4 for w in omega], abs=1e-15)
     assert pr.grad.tolist() == pytest.approx([w / 4 for w in omega], abs=1e-15)
@@ -133,16 +138,23 @@ def test_ppo_policy_loss_mask_weights_and_n():
     mask = t([[1, 1, 1], [1, 1, 0]])
     groups = t([[0, 2, 2], [0, 1, -1]]).long()
     # per-token losses by hand: -min(rA, clip(r)A)
-    l = [[-min(1.5 * 2, 1.2 * 2), -min(0.5 * -1, 0.8 * -1), -0.5], [-min(1.1 * -3, 1.1 * -3), -min(0.9, 0.9), None]]
+    losses = [
+        [-min(1.5 * 2, 1.2 * 2), -min(0.5 * -1, 0.8 * -1), -0.5],
+        [-min(1.1 * -3, 1.1 * -3), -min(0.9, 0.9), None],
+    ]
     w = ComponentWeights(pos=0.5, neg=2.0, top=3.0, mid=1.0, bot=0.25)
     token_w = [[0.5 * 3.0, 2.0 * 0.25, 0.5 * 0.25], [2.0 * 3.0, 0.5 * 1.0, None]]
-    total = sum(token_w[i][j] * l[i][j] for i in range(2) for j in range(3) if mask[i, j])
+    total = sum(token_w[i][j] * losses[i][j] for i in range(2) for j in range(3) if mask[i, j])
     assert float(ppo_policy_loss(logps, old, adv, mask, groups, w, eps)) == pytest.approx(total / 5, rel=1e-13)
     # an explicit 1/N keeps the batch's normaliser for a minibatch or a component
-    assert float(ppo_policy_loss(logps, old, adv, mask, groups, w, eps, n_tokens=10.0)) == pytest.approx(total / 10, rel=1e-13)
+    assert float(ppo_policy_loss(logps, old, adv, mask, groups, w, eps, n_tokens=10.0)) == pytest.approx(
+        total / 10, rel=1e-13
+    )
     # plain PPO: all weights 1
-    plain = sum(l[i][j] for i in range(2) for j in range(3) if mask[i, j]) / 5
-    assert float(ppo_policy_loss(logps, old, adv, mask, groups, ComponentWeights(), eps)) == pytest.approx(plain, rel=1e-13)
+    plain = sum(losses[i][j] for i in range(2) for j in range(3) if mask[i, j]) / 5
+    assert float(ppo_policy_loss(logps, old, adv, mask, groups, ComponentWeights(), eps)) == pytest.approx(
+        plain, rel=1e-13
+    )
 
 
 def test_value_loss_hand_computed():

@@ -28,7 +28,20 @@ SMALL_TRAINING = {
 
 def snakemake(workdir: Path, configfiles: list[Path], *args: str) -> list[str]:
     # targets first: --configfile takes every value after it
-    return [sys.executable, "-m", "snakemake", *args, "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir), "--cores", "2", "--configfile", *map(str, configfiles)]
+    return [
+        sys.executable,
+        "-m",
+        "snakemake",
+        *args,
+        "--snakefile",
+        str(REPO / "Snakefile"),
+        "--directory",
+        str(workdir),
+        "--cores",
+        "2",
+        "--configfile",
+        *map(str, configfiles),
+    ]
 
 
 def run_or_fail(cmd: list[str], env: dict, workdir: Path) -> None:
@@ -51,10 +64,23 @@ def test_real_text_dag(tmp_path, env):
                 "test": {"split": "test", "start": 232, "n": 8},
             },
         },
-        "model": {"build_checkpoint": {"size": "14m", "bpe_vocab_size": 512, "overrides": {"vocab_size": 512, "num_hidden_layers": 2}}},
+        "model": {
+            "build_checkpoint": {
+                "size": "14m",
+                "bpe_vocab_size": 512,
+                "overrides": {"vocab_size": 512, "num_hidden_layers": 2},
+            }
+        },
         **SMALL_TRAINING,
         "dpo": {"batch_size": 8, "max_steps": 4, "checkpoint_every": 2, "eval_every": 2},
-        "ppo": {"rollout_batch_size": 8, "mini_batch_size": 8, "ppo_epochs": 1, "iterations": 2, "checkpoint_every": 1, "eval_every": 1},
+        "ppo": {
+            "rollout_batch_size": 8,
+            "mini_batch_size": 8,
+            "ppo_epochs": 1,
+            "iterations": 2,
+            "checkpoint_every": 1,
+            "eval_every": 1,
+        },
         "select": ["dpo", "ppo"],
         "dynamics": {"runs": ["dpo", "ppo"], "n_prompts": 4},
         "winrate": {"bootstrap_samples": 100},
@@ -78,7 +104,11 @@ def test_real_text_dag(tmp_path, env):
     # the checkpoint was built here and loaded through the pretrained path, like a hub model
     checkpoint = tmp_path / "results" / "real-text" / "checkpoint"
     config = json.loads((checkpoint / "config.json").read_text())
-    assert config["model_type"] == "gpt_neox" and config["hidden_size"] == 128 and (checkpoint / "tokenizer.json").exists()
+    assert (
+        config["model_type"] == "gpt_neox"
+        and config["hidden_size"] == 128
+        and (checkpoint / "tokenizer.json").exists()
+    )
     # the judge's pairs are not the policy's, and prompts are real multi-turn dialogues
     data = root / "data"
     policy = {json.loads(line)["prompt"] + json.loads(line)["chosen"] for line in (data / "prefs_train.jsonl").open()}
@@ -97,12 +127,28 @@ def test_paper_config_on_the_fixtures(tmp_path, env):
     hub = tmp_path / "hub"
     build_fixtures(HH_FILE, hub, n_rows=120)
     paper = yaml.safe_load((REPO / "config" / "paper.yaml").read_text())
-    local = {"HuggingFaceH4/ultrafeedback_binarized": str(hub / "ultrafeedback_binarized"), "Anthropic/hh-rlhf": str(hub / "hh-rlhf")}
+    local = {
+        "HuggingFaceH4/ultrafeedback_binarized": str(hub / "ultrafeedback_binarized"),
+        "Anthropic/hh-rlhf": str(hub / "hh-rlhf"),
+    }
     roles = {role: {**spec, "path": local[spec["path"]]} for role, spec in paper["data"]["roles"].items()}
     shrink = {
         "data": {"roles": roles},
-        "model": {"name_or_path": "results/paper/checkpoint", "attn_implementation": "eager",
-                  "build_checkpoint": {"size": "2.8b", "bpe_vocab_size": 512, "overrides": {"vocab_size": 512, "hidden_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 256}}},
+        "model": {
+            "name_or_path": "results/paper/checkpoint",
+            "attn_implementation": "eager",
+            "build_checkpoint": {
+                "size": "2.8b",
+                "bpe_vocab_size": 512,
+                "overrides": {
+                    "vocab_size": 512,
+                    "hidden_size": 64,
+                    "num_hidden_layers": 1,
+                    "num_attention_heads": 2,
+                    "intermediate_size": 256,
+                },
+            },
+        },
         "trainer": {**SMALL_TRAINING["trainer"], "accelerator": "cpu", "precision": "32-true"},
         **{k: v for k, v in SMALL_TRAINING.items() if k != "trainer"},
         "threads": 1,
@@ -110,8 +156,13 @@ def test_paper_config_on_the_fixtures(tmp_path, env):
     small = tmp_path / "small.yaml"
     small.write_text(yaml.safe_dump(shrink))
     root = tmp_path / "results" / "paper"
-    targets = ["results/paper/eval/reward_model.csv", "results/paper/eval/generations/sft.jsonl"]  # relative to --directory
-    run_or_fail(snakemake(tmp_path, [REPO / "config.yaml", REPO / "config" / "paper.yaml", small], *targets), env, tmp_path)
+    targets = [
+        "results/paper/eval/reward_model.csv",
+        "results/paper/eval/generations/sft.jsonl",
+    ]  # relative to --directory
+    run_or_fail(
+        snakemake(tmp_path, [REPO / "config.yaml", REPO / "config" / "paper.yaml", small], *targets), env, tmp_path
+    )
     log = (root / "logs" / "prepare_data.log").read_text()
     assert "ultrafeedback_binarized [split train_prefs]" in log and "hh-rlhf/helpful-base [split test]" in log
     assert sum(1 for _ in (root / "data" / "prefs_train.jsonl").open()) == 60  # the fixture's train_prefs

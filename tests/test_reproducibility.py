@@ -15,10 +15,34 @@ from conftest import TINY_CONFIG, podyn_exe
 def train_cmd(run: str, seed: int, config: Path, assets: dict, root: Path) -> list[str]:
     out = root / "out"
     return [
-        *podyn_exe(), "train", "--config", str(config), "--run", run, "--seed", str(seed),
-        "--data", str(assets["data"]), "--sft", str(assets["base"]), "--reward", str(assets["reward"]), "--ref-logps", str(assets["ref_logps"]),
-        "--workdir", str(root / "work"), "--generations", str(out / "generations.jsonl"), "--checkpoints", str(out / "checkpoints.jsonl"),
-        "--records", str(out / "records.csv"), "--metrics", str(out / "metrics.csv"), "--timing", str(out / "timing.csv"),
+        *podyn_exe(),
+        "train",
+        "--config",
+        str(config),
+        "--run",
+        run,
+        "--seed",
+        str(seed),
+        "--data",
+        str(assets["data"]),
+        "--sft",
+        str(assets["base"]),
+        "--reward",
+        str(assets["reward"]),
+        "--ref-logps",
+        str(assets["ref_logps"]),
+        "--workdir",
+        str(root / "work"),
+        "--generations",
+        str(out / "generations.jsonl"),
+        "--checkpoints",
+        str(out / "checkpoints.jsonl"),
+        "--records",
+        str(out / "records.csv"),
+        "--metrics",
+        str(out / "metrics.csv"),
+        "--timing",
+        str(out / "timing.csv"),
     ]
 
 
@@ -36,7 +60,9 @@ def run_concurrently(cmds: list[list[str]], env: dict, logs: list[Path]) -> None
 @pytest.mark.parametrize("run", ["dpo", "ppo"])
 def test_same_seed_same_run(run, tmp_path, assets, env):
     roots = [tmp_path / "a", tmp_path / "b"]
-    run_concurrently([train_cmd(run, 7, TINY_CONFIG, assets, r) for r in roots], env, [tmp_path / "a.log", tmp_path / "b.log"])
+    run_concurrently(
+        [train_cmd(run, 7, TINY_CONFIG, assets, r) for r in roots], env, [tmp_path / "a.log", tmp_path / "b.log"]
+    )
 
     a, b = (r / "out" for r in roots)
     generations = (a / "generations.jsonl").read_text()

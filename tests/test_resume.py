@@ -25,7 +25,9 @@ def kill_once_checkpointed(cmd: list[str], env: dict, workdir: Path, log: Path, 
         try:
             while not last.exists():
                 if proc.poll() is not None:
-                    pytest.fail(f"the first run ended (rc {proc.returncode}) before writing {last}:\n{log.read_text()[-3000:]}")
+                    pytest.fail(
+                        f"the first run ended (rc {proc.returncode}) before writing {last}:\n{log.read_text()[-3000:]}"
+                    )
                 if time.monotonic() > deadline:
                     pytest.fail(f"no checkpoint after {timeout} s")
                 time.sleep(0.02)
@@ -67,7 +69,20 @@ def test_sft_resumes_after_sigkill(tmp_path, tiny_raw, assets, env):
     cfg["trainer"].update(checkpoint_every_n_steps=10, log_every_n_steps=5)
     config = write_config(tmp_path / "sft.yaml", cfg)
     workdir, out = tmp_path / "work", tmp_path / "sft_model"
-    cmd = [*podyn_exe(), "sft", "--config", str(config), "--data", str(assets["data"]), "--base", str(assets["base"]), "--out", str(out), "--workdir", str(workdir)]
+    cmd = [
+        *podyn_exe(),
+        "sft",
+        "--config",
+        str(config),
+        "--data",
+        str(assets["data"]),
+        "--base",
+        str(assets["base"]),
+        "--out",
+        str(out),
+        "--workdir",
+        str(workdir),
+    ]
 
     kill_once_checkpointed(cmd, env, workdir, tmp_path / "first.log")
     assert not out.exists()  # the killed run left no output that looks complete
@@ -83,10 +98,34 @@ def test_dpo_train_resumes_after_sigkill(tmp_path, tiny_raw, assets, env):
     config = write_config(tmp_path / "dpo.yaml", cfg)
     workdir, out = tmp_path / "work", tmp_path / "out"
     cmd = [
-        *podyn_exe(), "train", "--config", str(config), "--run", "dpo", "--seed", "0",
-        "--data", str(assets["data"]), "--sft", str(assets["base"]), "--reward", str(assets["reward"]), "--ref-logps", str(assets["ref_logps"]),
-        "--workdir", str(workdir), "--generations", str(out / "generations.jsonl"), "--checkpoints", str(out / "checkpoints.jsonl"),
-        "--records", str(out / "records.csv"), "--metrics", str(out / "metrics.csv"), "--timing", str(out / "timing.csv"),
+        *podyn_exe(),
+        "train",
+        "--config",
+        str(config),
+        "--run",
+        "dpo",
+        "--seed",
+        "0",
+        "--data",
+        str(assets["data"]),
+        "--sft",
+        str(assets["base"]),
+        "--reward",
+        str(assets["reward"]),
+        "--ref-logps",
+        str(assets["ref_logps"]),
+        "--workdir",
+        str(workdir),
+        "--generations",
+        str(out / "generations.jsonl"),
+        "--checkpoints",
+        str(out / "checkpoints.jsonl"),
+        "--records",
+        str(out / "records.csv"),
+        "--metrics",
+        str(out / "metrics.csv"),
+        "--timing",
+        str(out / "timing.csv"),
     ]
 
     kill_once_checkpointed(cmd, env, workdir, tmp_path / "first.log")

@@ -20,7 +20,10 @@ CDPO_LINEAR = {
 
 
 def hppo(period, tau, shape="sine"):
-    return {"pos": {"wave": {"period": period, "amplitude": tau, "shape": shape}}, "neg": {"wave": {"period": period, "amplitude": -tau, "shape": shape}}}
+    return {
+        "pos": {"wave": {"period": period, "amplitude": tau, "shape": shape}},
+        "neg": {"wave": {"period": period, "amplitude": -tau, "shape": shape}},
+    }
 
 
 def test_no_weights_is_plain_objective():
@@ -29,7 +32,15 @@ def test_no_weights_is_plain_objective():
 
 def test_cdpo_piecewise():
     # t < t1: POS only; t1 <= t <= t2: POS + NEG (plain DPO); t > t2: NEG only
-    for step, (pos, neg) in {0: (1, 0), T1 - 1: (1, 0), T1: (1, 1), 4000: (1, 1), T2: (1, 1), T2 + 1: (0, 1), 9000: (0, 1)}.items():
+    for step, (pos, neg) in {
+        0: (1, 0),
+        T1 - 1: (1, 0),
+        T1: (1, 1),
+        4000: (1, 1),
+        T2: (1, 1),
+        T2 + 1: (0, 1),
+        9000: (0, 1),
+    }.items():
         w = weights_at(CDPO, step)
         assert (w.pos, w.neg) == (pos, neg), step
         assert (w.top, w.mid, w.bot) == (1, 1, 1)
@@ -93,18 +104,26 @@ def test_product_of_specs():
 
 def test_scale_steps_scales_every_step_key_only():
     spec = {
-        "pos": [{"value": 0.5, "before": 1000, "otherwise": 2.0}, {"ramp": {"start": 2000, "end": 4000, "from": 1.0, "to": 0.25}}],
+        "pos": [
+            {"value": 0.5, "before": 1000, "otherwise": 2.0},
+            {"ramp": {"start": 2000, "end": 4000, "from": 1.0, "to": 0.25}},
+        ],
         "neg": {"wave": {"period": 200, "amplitude": 0.3, "shape": "sine", "phase": 50}},
         "top": {"value": 0.1, "after": 3000},
         "mid": 0.7,
     }
     scaled = scale_steps(spec, 0.01)
-    assert scaled == Weights.model_validate({
-        "pos": [{"value": 0.5, "before": 10.0, "otherwise": 2.0}, {"ramp": {"start": 20.0, "end": 40.0, "from": 1.0, "to": 0.25}}],
-        "neg": {"wave": {"period": 2.0, "amplitude": 0.3, "shape": "sine", "phase": 0.5}},
-        "top": {"value": 0.1, "after": 30.0},
-        "mid": 0.7,
-    })
+    assert scaled == Weights.model_validate(
+        {
+            "pos": [
+                {"value": 0.5, "before": 10.0, "otherwise": 2.0},
+                {"ramp": {"start": 20.0, "end": 40.0, "from": 1.0, "to": 0.25}},
+            ],
+            "neg": {"wave": {"period": 2.0, "amplitude": 0.3, "shape": "sine", "phase": 0.5}},
+            "top": {"value": 0.1, "after": 30.0},
+            "mid": 0.7,
+        }
+    )
     # the scaled schedule at step c*t is the paper's schedule at step t
     for step in [0, 500, 999, 1000, 2500, 3000, 3001, 3700, 5000]:
         a, b = weights_at(spec, step), weights_at(scaled, step * 0.01)
@@ -125,7 +144,9 @@ def test_resolve_run_scales_by_objective_step_scale(tiny_raw):
     cfg = validate_config(cfg)
     run = resolve_run(cfg, "cdpo")
     assert run.objective == "dpo"
-    assert run.weights == Weights.model_validate({"neg": {"value": 0.0, "before": 5.0}, "pos": {"value": 0.0, "after": 11.0}})
+    assert run.weights == Weights.model_validate(
+        {"neg": {"value": 0.0, "before": 5.0}, "pos": {"value": 0.0, "after": 11.0}}
+    )
     assert (weights_at(run.weights, 4).pos, weights_at(run.weights, 4).neg) == (1, 0)
     assert (weights_at(run.weights, 8).pos, weights_at(run.weights, 8).neg) == (1, 1)
     assert (weights_at(run.weights, 12).pos, weights_at(run.weights, 12).neg) == (0, 1)

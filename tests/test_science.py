@@ -155,12 +155,19 @@ def test_tertiles_at_step_0_are_by_index():
 def test_multiplicative_update_hand_computed():
     # sum |G| = 3 + 1 = 4: w_pos = 1 * exp(0.5 * 3/4), w_neg = 1 * exp(0.5 * -1/4)
     new = multiplicative_update({"pos": 1.0, "neg": 1.0}, {"pos": 3.0, "neg": -1.0}, eta=0.5, w_min=0.1, w_max=10.0)
-    assert new["pos"] == pytest.approx(math.exp(0.375), rel=1e-15) and new["neg"] == pytest.approx(math.exp(-0.125), rel=1e-15)
+    assert new["pos"] == pytest.approx(math.exp(0.375), rel=1e-15) and new["neg"] == pytest.approx(
+        math.exp(-0.125), rel=1e-15
+    )
     # clipping: 1.8 * exp(2 * 2/2) = 13.3 -> 2.0; 0.3 * exp(0) stays; 0.3 * exp(-2 * ... ) -> 0.25
-    new = multiplicative_update({"top": 1.8, "mid": 0.3, "bot": 0.3}, {"top": 1.0, "mid": 0.0, "bot": -1.0}, eta=2.0, w_min=0.25, w_max=2.0)
+    new = multiplicative_update(
+        {"top": 1.8, "mid": 0.3, "bot": 0.3}, {"top": 1.0, "mid": 0.0, "bot": -1.0}, eta=2.0, w_min=0.25, w_max=2.0
+    )
     assert new == {"top": 2.0, "mid": 0.3, "bot": 0.25}
     assert multiplicative_update({"pos": 0.7}, {"pos": 5.0}, eta=0.0, w_min=0, w_max=2) == {"pos": 0.7}
-    assert multiplicative_update({"pos": 0.7, "neg": 1.0}, {"pos": 0.0, "neg": 0.0}, eta=1.0, w_min=0, w_max=2) == {"pos": 0.7, "neg": 1.0}
+    assert multiplicative_update({"pos": 0.7, "neg": 1.0}, {"pos": 0.0, "neg": 0.0}, eta=1.0, w_min=0, w_max=2) == {
+        "pos": 0.7,
+        "neg": 1.0,
+    }
 
 
 def test_controller_steps_every_k_with_measured_g():
@@ -191,20 +198,26 @@ def test_isolated_components_sum_to_the_weighted_total():
 def test_controller_g_matches_direct_gradients(assets, tiny_cfg):
     """The controller's G per steered component (fast path) equals <gbar, grad L_c> computed
     with backward passes, and the components add up to the weighted total."""
-    from podyn.data import load_split
-    from podyn.controller import proxy_targets
-    from podyn.dynamics import DPOBatch, mean_nll_gradient, trainable
-    from podyn.models import load_policy, load_tokenizer, sequence_logps
-    from podyn.objectives import dpo_component_loss, dpo_terms
     from podyn.batching import pair_collator
+    from podyn.controller import proxy_targets
+    from podyn.data import load_split
+    from podyn.dynamics import DPOBatch, mean_nll_gradient, trainable
+    from podyn.models import load_policy, load_tokenizer
+    from podyn.objectives import dpo_component_loss, dpo_terms
 
     model_cfg = tiny_cfg.model.model_copy(update={"dtype": "float64", "attn_implementation": "sdpa"})
     model, tokenizer = load_policy(assets["base"], model_cfg), load_tokenizer(assets["base"])
     rows = load_split(assets["data"], "prefs_train").select(range(12))
     batch = pair_collator(tokenizer, None, None)([rows[i] for i in range(12)])
     ref = torch.load(assets["ref_logps"])
-    dpo_batch = DPOBatch(batch["input_ids"], batch["attention_mask"], batch["response_mask"],
-                         ref["chosen"][:12].double() + 0.3 * torch.arange(12), ref["rejected"][:12].double(), 0.5)
+    dpo_batch = DPOBatch(
+        batch["input_ids"],
+        batch["attention_mask"],
+        batch["response_mask"],
+        ref["chosen"][:12].double() + 0.3 * torch.arange(12),
+        ref["rejected"][:12].double(),
+        0.5,
+    )
     cfg = ControllerConfig(k=1, eta=0.1, w_min=0.25, w_max=2.0, proxy="policy_greedy", n_prompts=8, method="jvp")
     targets = proxy_targets(cfg, tokenizer, load_split(assets["data"], "prefs_heldout"), 6, None, None)
     ctl = CoordinatedController(cfg, "dpo", targets)
@@ -225,7 +238,9 @@ def test_controller_g_matches_direct_gradients(assets, tiny_cfg):
     assert G["pos"] != 0 and G["neg"] != 0
     total = dpo_component_loss(chosen, rejected, terms.omega, terms.groups, weights)
     grads = torch.autograd.grad(total, list(params.values()))
-    assert G["pos"] + G["neg"] == pytest.approx(float(sum((g * gbar[k]).sum() for k, g in zip(params, grads))), rel=1e-6)
+    assert G["pos"] + G["neg"] == pytest.approx(
+        float(sum((g * gbar[k]).sum() for k, g in zip(params, grads))), rel=1e-6
+    )
 
 
 @pytest.mark.slow
@@ -235,17 +250,24 @@ def test_eta_zero_reproduces_the_baseline_exactly(tmp_path, assets, env, tiny_ra
     from test_reproducibility import run_concurrently, train_cmd
 
     cfg = copy.deepcopy(tiny_raw)
-    cfg["runs"] = {"dpo": {"objective": "dpo"}, "ppo": {"objective": "ppo"},
-                   "copo_dpo": {"objective": "dpo", "controller": {"k": 2, "eta": 0.0}},
-                   "copo_ppo": {"objective": "ppo", "controller": {"k": 1, "eta": 0.0, "n_prompts": 8}}}
+    cfg["runs"] = {
+        "dpo": {"objective": "dpo"},
+        "ppo": {"objective": "ppo"},
+        "copo_dpo": {"objective": "dpo", "controller": {"k": 2, "eta": 0.0}},
+        "copo_ppo": {"objective": "ppo", "controller": {"k": 1, "eta": 0.0, "n_prompts": 8}},
+    }
     cfg.pop("select")
     config = write_config(tmp_path / "cfg.yaml", cfg)
     names = ["dpo", "copo_dpo", "ppo", "copo_ppo"]
-    run_concurrently([train_cmd(n, 3, config, assets, tmp_path / n) for n in names], env, [tmp_path / f"{n}.log" for n in names])
+    run_concurrently(
+        [train_cmd(n, 3, config, assets, tmp_path / n) for n in names], env, [tmp_path / f"{n}.log" for n in names]
+    )
     for base, copo in (("dpo", "copo_dpo"), ("ppo", "copo_ppo")):
         a, b = tmp_path / base, tmp_path / copo
         assert (a / "out" / "generations.jsonl").read_text() == (b / "out" / "generations.jsonl").read_text()
-        assert (a / "work" / "final" / "model.safetensors").read_bytes() == (b / "work" / "final" / "model.safetensors").read_bytes()
+        assert (a / "work" / "final" / "model.safetensors").read_bytes() == (
+            b / "work" / "final" / "model.safetensors"
+        ).read_bytes()
         ra, rb = pd.read_csv(a / "out" / "records.csv"), pd.read_csv(b / "out" / "records.csv")
         keep = lambda r: r[~r["kind"].str.startswith(("controller/", "run/"))].reset_index(drop=True)  # noqa: E731
         pd.testing.assert_frame_equal(keep(ra), keep(rb))
@@ -268,7 +290,12 @@ def test_mde_formula_and_verdicts():
 def simulated(n_seeds, n_prompts, seed_sd, prompt_sd, noise_sd, effect, rng):
     """Scores of a baseline and a variant sharing seeds and prompts: D = effect + a_s + b_p + e."""
     base = rng.normal(0.6, 0.2, size=(n_seeds, n_prompts))
-    diff = effect + rng.normal(0, seed_sd, (n_seeds, 1)) + rng.normal(0, prompt_sd, (1, n_prompts)) + rng.normal(0, noise_sd, (n_seeds, n_prompts))
+    diff = (
+        effect
+        + rng.normal(0, seed_sd, (n_seeds, 1))
+        + rng.normal(0, prompt_sd, (1, n_prompts))
+        + rng.normal(0, noise_sd, (n_seeds, n_prompts))
+    )
     return base + diff, base
 
 
@@ -310,7 +337,17 @@ def test_comparisons_table_has_mde_and_four_way_verdict():
     for run, shift in (("ppo", 0.0), ("better", 0.3), ("same", 0.0)):
         for seed in (0, 1, 2):
             score = np.clip(rng.normal(0.5 + shift, 0.1, 200), 0, 1) if run != "same" else None
-            rows.append(pd.DataFrame({"run": run, "seed": seed, "step": 10, "prompt_index": range(200), "score": score if score is not None else 0.5}))
+            rows.append(
+                pd.DataFrame(
+                    {
+                        "run": run,
+                        "seed": seed,
+                        "step": 10,
+                        "prompt_index": range(200),
+                        "score": score if score is not None else 0.5,
+                    }
+                )
+            )
     scores = pd.concat(rows)
     scores.loc[scores["run"] == "same", "score"] = scores.loc[scores["run"] == "ppo", "score"].to_numpy()
     panels = {"x": AblationPanel(title="x", baseline="ppo", runs=["better", "same"])}
@@ -344,7 +381,10 @@ def fake_dynamics(run: str, seeds, sign_flip: bool) -> pd.DataFrame:
         for step in range(0, 100, 10):
             tot = (-1) ** (step // 10) if sign_flip else 1.0 + 0.01 * seed
             parts = {"tot": tot, "pos": 2.0, "neg": tot - 2.0, "top": 0.7 * tot, "mid": 0.2 * tot, "bot": 0.1 * tot}
-            rows += [{"run": run, "seed": seed, "step": step, "component": c, "layer": "all", "G": g} for c, g in parts.items()]
+            rows += [
+                {"run": run, "seed": seed, "step": step, "component": c, "layer": "all", "G": g}
+                for c, g in parts.items()
+            ]
     return pd.DataFrame(rows)
 
 
@@ -359,7 +399,12 @@ def test_robustness_stage_writes_table_and_heatmap(tmp_path, tiny_raw):
     for seed in seeds:
         path = tmp_path / "runs" / "ppo" / f"seed{seed}" / "records.csv"
         path.parent.mkdir(parents=True)
-        pd.DataFrame([{"step": 0, "kind": f"raw_advantage/{g}", "value": v} for g, v in (("top", 3.0), ("mid", 2.0), ("bot", 1.0))]).to_csv(path, index=False)
+        pd.DataFrame(
+            [
+                {"step": 0, "kind": f"raw_advantage/{g}", "value": v}
+                for g, v in (("top", 3.0), ("mid", 2.0), ("bot", 1.0))
+            ]
+        ).to_csv(path, index=False)
         records.append(path)
     raw = copy.deepcopy(tiny_raw)
     raw["robustness"] = {"settings": {"default": {"dpo": "dpo", "ppo": "ppo"}}}
@@ -392,18 +437,35 @@ def test_coordination_stage_reports_cost_weights_and_comparisons(tmp_path):
         for seed in (0, 1):
             judged = tmp_path / "eval" / "judgements" / run / f"seed{seed}_scores.csv"
             judged.parent.mkdir(parents=True, exist_ok=True)
-            frames = [pd.DataFrame({"step": step, "prompt_index": range(64), "score": rng.binomial(1, mean, 64).astype(float)}) for step in (150, 300)]
+            frames = [
+                pd.DataFrame(
+                    {"step": step, "prompt_index": range(64), "score": rng.binomial(1, mean, 64).astype(float)}
+                )
+                for step in (150, 300)
+            ]
             pd.concat(frames).to_csv(judged, index=False)
             score_files.append(judged)
             labels.append((run, seed))
-            winrows += [{"run": run, "seed": seed, "step": s, "win_rate": mean, "ci_low": mean - 0.05, "ci_high": mean + 0.05} for s in (150, 300)]
+            winrows += [
+                {"run": run, "seed": seed, "step": s, "win_rate": mean, "ci_low": mean - 0.05, "ci_high": mean + 0.05}
+                for s in (150, 300)
+            ]
             rec = tmp_path / "runs" / run / f"seed{seed}" / "records.csv"
             rec.parent.mkdir(parents=True, exist_ok=True)
-            rows = [{"step": t, "kind": f"weight/{c}", "value": (1 + 0.001 * t if c == "pos" else 1.0) if run == "copo_dpo" else 1.0}
-                    for t in range(300) for c in ("pos", "neg", "top", "mid", "bot")]
+            rows = [
+                {
+                    "step": t,
+                    "kind": f"weight/{c}",
+                    "value": (1 + 0.001 * t if c == "pos" else 1.0) if run == "copo_dpo" else 1.0,
+                }
+                for t in range(300)
+                for c in ("pos", "neg", "top", "mid", "bot")
+            ]
             pd.DataFrame(rows).to_csv(rec, index=False)
             record_files.append(rec)
-            times = [("fit_seconds", 60.0)] + ([("controller_seconds", 15.0), ("measurements", 30)] if run == "copo_dpo" else [])
+            times = [("fit_seconds", 60.0)] + (
+                [("controller_seconds", 15.0), ("measurements", 30)] if run == "copo_dpo" else []
+            )
             timing = rec.parent / "timing.csv"
             pd.DataFrame(times, columns=["kind", "value"]).to_csv(timing, index=False)
             timing_files.append(timing)
@@ -450,7 +512,11 @@ def test_ablation_figure_with_only_the_baselines(tmp_path, default_cfg):
     with the panels of its baselines."""
     from podyn.figures import ablation_figure
 
-    rows = [{"run": r, "seed": 0, "step": s, "win_rate": 0.5, "ci_low": 0.4, "ci_high": 0.6} for r in ("dpo", "ppo") for s in (0, 2)]
+    rows = [
+        {"run": r, "seed": 0, "step": s, "win_rate": 0.5, "ci_low": 0.4, "ci_high": 0.6}
+        for r in ("dpo", "ppo")
+        for s in (0, 2)
+    ]
     pd.DataFrame(rows).to_csv(tmp_path / "winrates.csv", index=False)
     ablation_figure(default_cfg, tmp_path / "winrates.csv", tmp_path)
     assert (tmp_path / "fig4_ablations.png").exists()

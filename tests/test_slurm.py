@@ -84,8 +84,9 @@ def local_overlay() -> dict[str, str]:
     return dict(line.split("=", 1) for line in lines if line.strip() and not line.startswith("#"))
 
 
-def slurm_snakemake(workdir: Path, results: Path, *args: str, targets: list[str] = (),
-                    configfile: Path = TINY_CONFIG) -> list[str]:
+def slurm_snakemake(
+    workdir: Path, results: Path, *args: str, targets: list[str] = (), configfile: Path = TINY_CONFIG
+) -> list[str]:
     """A Snakemake run through the Slurm profile with the local overlay; test-speed status checks; Slurm
     logs kept, so that every job's log shows it ran under sbatch. (Targets follow a one-value option: after
     --config or --allowed-rules they would be read as more of their values.)"""
@@ -122,7 +123,9 @@ def job_stats(log: str) -> Counter:
 def result_files(root: Path) -> list[Path]:
     files = (p.relative_to(root) for p in root.rglob("*") if p.is_file())
     return sorted(
-        f for f in files if f.parts[0] not in VOLATILE_DIRS and f.suffix not in VOLATILE_SUFFIXES and f.name not in VOLATILE_NAMES
+        f
+        for f in files
+        if f.parts[0] not in VOLATILE_DIRS and f.suffix not in VOLATILE_SUFFIXES and f.name not in VOLATILE_NAMES
     )
 
 
@@ -134,7 +137,8 @@ def same_content(got: Path, expected: Path, got_root: Path, expected_root: Path)
         return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     if got.suffix in TEXT_SUFFIXES:
         return got.read_text().replace(str(got_root), "<results>") == expected.read_text().replace(
-            str(expected_root), "<results>")
+            str(expected_root), "<results>"
+        )
     return filecmp.cmp(got, expected, shallow=False)
 
 
@@ -216,8 +220,17 @@ def test_preempted_training_resumes_and_matches_an_uninterrupted_run(slurm, e2e,
     # the uninterrupted reference: the same training stage, run locally
     reference = tmp_path / "reference"
     copy_inputs(e2e_results, reference / "out", experiment)
-    local = snakemake(reference, "--cores", "1", *targets, "--allowed-rules", "train", "--config", "results_dir=out",
-                      configfile=config)
+    local = snakemake(
+        reference,
+        "--cores",
+        "1",
+        *targets,
+        "--allowed-rules",
+        "train",
+        "--config",
+        "results_dir=out",
+        configfile=config,
+    )
     proc = run_cmd(local, env, cwd=reference, timeout=900)
     assert proc.returncode == 0, proc.stderr[-5000:]
 

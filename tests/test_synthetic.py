@@ -91,12 +91,21 @@ def test_sft_demonstrator_is_imperfect_and_graded():
 
 
 def test_bradley_terry_labels():
-    noiseless = generate_task(TaskConfig(seed=0, n_sft=1, n_pref_train=400, n_pref_heldout=1, n_test=1, bt_temperature=1e-6))
-    gaps = [gold_reward(r["prompt"], r["chosen"]) - gold_reward(r["prompt"], r["rejected"]) for r in noiseless["prefs_train"]]
+    noiseless = generate_task(
+        TaskConfig(seed=0, n_sft=1, n_pref_train=400, n_pref_heldout=1, n_test=1, bt_temperature=1e-6)
+    )
+    gaps = [
+        gold_reward(r["prompt"], r["chosen"]) - gold_reward(r["prompt"], r["rejected"])
+        for r in noiseless["prefs_train"]
+    ]
     assert all(g >= 0 for g in gaps)  # an annotator without noise never prefers the worse answer
     assert sum(g > 0 for g in gaps) > 300
-    noisy = generate_task(TaskConfig(seed=0, n_sft=1, n_pref_train=400, n_pref_heldout=1, n_test=1, bt_temperature=1.0))
-    gaps = [gold_reward(r["prompt"], r["chosen"]) - gold_reward(r["prompt"], r["rejected"]) for r in noisy["prefs_train"]]
+    noisy = generate_task(
+        TaskConfig(seed=0, n_sft=1, n_pref_train=400, n_pref_heldout=1, n_test=1, bt_temperature=1.0)
+    )
+    gaps = [
+        gold_reward(r["prompt"], r["chosen"]) - gold_reward(r["prompt"], r["rejected"]) for r in noisy["prefs_train"]
+    ]
     flipped = sum(g < 0 for g in gaps) / len(gaps)
     assert 0.1 < flipped < 0.5  # label noise, but still better than chance
 
@@ -106,5 +115,19 @@ def test_word_tokenizer_round_trip():
     text = "\n\nHuman: sort three one two\n\nAssistant: one two three"
     ids = tok(text, add_special_tokens=False).input_ids
     assert tok.unk_token_id not in ids
-    assert tok.convert_ids_to_tokens(ids) == ["\n\n", "Human", ":", "sort", "three", "one", "two", "\n\n", "Assistant", ":", "one", "two", "three"]
+    assert tok.convert_ids_to_tokens(ids) == [
+        "\n\n",
+        "Human",
+        ":",
+        "sort",
+        "three",
+        "one",
+        "two",
+        "\n\n",
+        "Assistant",
+        ":",
+        "one",
+        "two",
+        "three",
+    ]
     assert tok.decode(tok(" one two three", add_special_tokens=False).input_ids) == "one two three"

@@ -33,7 +33,23 @@ def trl_dpo():
 @pytest.mark.filterwarnings("ignore::UserWarning", "ignore::FutureWarning")
 @pytest.mark.parametrize("seq_len", [0, 96], ids=["task-lengths", "padded-96"])
 def test_dpo_loss_and_gradients_equal_trl(trl_dpo, seq_len, tmp_path):
-    args = trl_dpo.parse_args(["--model-size", "tiny", "--device", "cpu", "--pairs", "6", "--seq-len", str(seq_len), "--skip-timing", "--threads", "1", "--out", str(tmp_path)])
+    args = trl_dpo.parse_args(
+        [
+            "--model-size",
+            "tiny",
+            "--device",
+            "cpu",
+            "--pairs",
+            "6",
+            "--seq-len",
+            str(seq_len),
+            "--skip-timing",
+            "--threads",
+            "1",
+            "--out",
+            str(tmp_path),
+        ]
+    )
     setup = trl_dpo.prepare(args)
     parity = trl_dpo.check_parity(setup.pristine, setup.rows, setup.tokenizer, args, setup.settings)
     report = trl_dpo.format_parity(parity)

@@ -10,7 +10,16 @@ import pytest
 
 from conftest import run_cmd, snakemake, write_config
 
-SINGLE_JOBS = ("prepare_data", "base_model", "sft", "reward_model", "reference_logps", "sft_generations", "winrates", "all")
+SINGLE_JOBS = (
+    "prepare_data",
+    "base_model",
+    "sft",
+    "reward_model",
+    "reference_logps",
+    "sft_generations",
+    "winrates",
+    "all",
+)
 
 
 def job_counts(output: str) -> dict[str, int]:
@@ -54,7 +63,18 @@ def test_e2e_output_contract(e2e, tiny_cfg):
     _, results = e2e
     root = results / tiny_cfg.experiment
     table = pd.read_csv(root / "eval" / "winrates.csv")
-    assert list(table.columns) == ["run", "seed", "step", "judge", "n_prompts", "n_invalid", "win_rate", "ci_low", "ci_high", "lc_win_rate"]
+    assert list(table.columns) == [
+        "run",
+        "seed",
+        "step",
+        "judge",
+        "n_prompts",
+        "n_invalid",
+        "win_rate",
+        "ci_low",
+        "ci_high",
+        "lc_win_rate",
+    ]
 
     expected = set()
     for run, spec in tiny_cfg.runs.items():
@@ -86,7 +106,14 @@ def test_e2e_output_contract(e2e, tiny_cfg):
             assert (out / name).stat().st_size > 0, out / name
         assert (root / "logs" / "train" / f"{run}_seed0.log").exists()
     metrics = pd.read_csv(root / "runs" / "dpo" / "seed0" / "metrics.csv")
-    assert {"rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies", "logps/chosen", "logps/rejected"} <= set(metrics.columns)
+    assert {
+        "rewards/chosen",
+        "rewards/rejected",
+        "rewards/margins",
+        "rewards/accuracies",
+        "logps/chosen",
+        "logps/rejected",
+    } <= set(metrics.columns)
     metrics = pd.read_csv(root / "runs" / "ppo" / "seed0" / "metrics.csv")
     assert {"objective/kl", "policy/clipfrac_avg", "val/ratio"} <= set(metrics.columns)
     dynamics = pd.read_csv(root / "dynamics" / "ppo.csv")
@@ -117,9 +144,18 @@ def test_e2e_llm_judge_over_http_with_faults(e2e, env, tiny_raw, tmp_path, judge
     run_env = {**env, key_env: secret}
     server = judge_server("--fault-rate", "0.2", "--stall", "3", "--api-key-env", key_env, env=run_env)
     server.fault_next("429", "500", "503", "stall", "drop", "malformed", "no_verdict")  # each kind at least once
-    judge = {"type": "openai", "base_url": server.url, "api_key_env": key_env, "timeout": 1.5, "backoff_base": 0.05, "backoff_max": 0.5}
+    judge = {
+        "type": "openai",
+        "base_url": server.url,
+        "api_key_env": key_env,
+        "timeout": 1.5,
+        "backoff_base": 0.05,
+        "backoff_max": 0.5,
+    }
     config = write_config(tmp_path / "llm.yaml", dict(tiny_raw, judge=judge))
-    cmd = snakemake(copy, "--cores", "2", "--forcerun", "judge", "--config", f"results_dir={copy / 'out'}", configfile=config)
+    cmd = snakemake(
+        copy, "--cores", "2", "--forcerun", "judge", "--config", f"results_dir={copy / 'out'}", configfile=config
+    )
     proc = run_cmd(cmd, run_env, cwd=copy, timeout=900)
     root = copy / "out" / tiny_raw["experiment"]
     logs = "\n".join(f"== {p}\n{p.read_text()[-2000:]}" for p in sorted((root / "logs" / "judge").glob("*.log")))
@@ -129,7 +165,10 @@ def test_e2e_llm_judge_over_http_with_faults(e2e, env, tiny_raw, tmp_path, judge
     llm = pd.read_csv(root / "eval" / "winrates.csv")
     assert (llm["judge"] == "openai").all() and (llm["n_invalid"] == 0).all()
     pd.testing.assert_frame_equal(llm.drop(columns="judge"), gold.drop(columns="judge"))
-    pd.testing.assert_frame_equal(pd.read_csv(root / "tables" / "winrates.csv"), pd.read_csv(results / tiny_raw["experiment"] / "tables" / "winrates.csv"))
+    pd.testing.assert_frame_equal(
+        pd.read_csv(root / "tables" / "winrates.csv"),
+        pd.read_csv(results / tiny_raw["experiment"] / "tables" / "winrates.csv"),
+    )
 
     stats = server.stats()
     faults = {k: v for k, v in stats["outcomes"].items() if k != "answered"}
@@ -171,9 +210,17 @@ def test_e2e_report(e2e, env, tiny_cfg):
     for category in ("1. Learning dynamics", "2. Win rates", "3. Paper claims", "4. Data"):
         assert category in html
     # captions, rendered with this config's values
-    for title in ("Figure 1: DPO learning dynamics.", "Figure 2: PPO learning dynamics.", "Figure 3: PPO advantages",
-                  "Figure 4: performance under ablation", "Figure 5: gradient magnitudes.", "Win-rate table.",
-                  "Paired comparisons with the baselines.", "Paper claims.", "Reward model."):
+    for title in (
+        "Figure 1: DPO learning dynamics.",
+        "Figure 2: PPO learning dynamics.",
+        "Figure 3: PPO advantages",
+        "Figure 4: performance under ablation",
+        "Figure 5: gradient magnitudes.",
+        "Win-rate table.",
+        "Paired comparisons with the baselines.",
+        "Paper claims.",
+        "Reward model.",
+    ):
         assert title in html, title
     assert f"beta = {tiny_cfg.dpo.beta}, lr = {tiny_cfg.dpo.lr}" in html
     # self-contained: results are embedded, nothing is fetched from elsewhere

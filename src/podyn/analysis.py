@@ -27,7 +27,9 @@ def _manifest(path: Path) -> dict[str, Any]:
 
 
 @torch.no_grad()
-def final_responses(cfg: Config, *, data: Path, checkpoints: Path, seed: int, out: Path, run: str | None = None) -> None:
+def final_responses(
+    cfg: Config, *, data: Path, checkpoints: Path, seed: int, out: Path, run: str | None = None
+) -> None:
     """D': the final policy's responses (greedy by default) to the first ``n_prompts`` test
     prompts, stored as token ids so that the analysis scores exactly what was generated.
     ``checkpoints`` is the run's manifest; ``seed`` seeds sampled decoding."""
@@ -42,28 +44,38 @@ def final_responses(cfg: Config, *, data: Path, checkpoints: Path, seed: int, ou
         chunk = prompts[start : start + gen.eval_batch_size]
         prompt_ids = [encode_prompt(tokenizer, p, gen.max_prompt_tokens) for p in chunk]
         roll = generate(model, tokenizer, prompt_ids, gen.max_new_tokens, do_sample=dyn.decoding == "sample")
-        for p, ids, response, mask in zip(chunk, prompt_ids, roll.sequences[:, roll.prompt_width :], roll.response_mask):
+        for p, ids, response, mask in zip(
+            chunk, prompt_ids, roll.sequences[:, roll.prompt_width :], roll.response_mask
+        ):
             rows.append({"prompt": p, "prompt_ids": ids, "response_ids": response[mask.bool()].tolist()})
     write_jsonl(out, rows)
 
 
 def _final_batches(rows: list[dict], pad_id: int, size: int) -> list[dict[str, torch.Tensor]]:
     return [
-        prompt_response_batch([r["prompt_ids"] for r in rows[i : i + size]], [r["response_ids"] for r in rows[i : i + size]], pad_id)
+        prompt_response_batch(
+            [r["prompt_ids"] for r in rows[i : i + size]], [r["response_ids"] for r in rows[i : i + size]], pad_id
+        )
         for i in range(0, len(rows), size)
     ]
 
 
-def _dpo_batch(cfg: Config, hyper: DPOConfig, record, dataset, ref, tokenizer, seed: int) -> tuple[DPOBatch, torch.Tensor]:
+def _dpo_batch(
+    cfg: Config, hyper: DPOConfig, record, dataset, ref, tokenizer, seed: int
+) -> tuple[DPOBatch, torch.Tensor]:
     if cfg.dynamics.dpo_batch == "fixed":
         size = min(cfg.dynamics.dpo_fixed_batch_size, len(dataset))
         indices = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))[:size]
     else:
         indices = record["indices"]
     gen = cfg.generation
-    batch = pair_collator(tokenizer, gen.max_prompt_tokens, gen.max_response_tokens)([dataset[int(i)] for i in indices])
+    batch = pair_collator(tokenizer, gen.max_prompt_tokens, gen.max_response_tokens)(
+        [dataset[int(i)] for i in indices]
+    )
     ref_chosen, ref_rejected = ref["chosen"][indices], ref["rejected"][indices]
-    return DPOBatch(batch["input_ids"], batch["attention_mask"], batch["response_mask"], ref_chosen, ref_rejected, beta=hyper.beta), indices
+    return DPOBatch(
+        batch["input_ids"], batch["attention_mask"], batch["response_mask"], ref_chosen, ref_rejected, beta=hyper.beta
+    ), indices
 
 
 def _sample_rows(objective: str, step: int, alignment, batch, indices) -> pd.DataFrame:
@@ -72,17 +84,42 @@ def _sample_rows(objective: str, step: int, alignment, batch, indices) -> pd.Dat
     if objective == "dpo":
         chosen, rejected = d.chunk(2)
         sens_c, sens_r = alignment.sensitivities["tot"].chunk(2)
-        return pd.DataFrame({"step": step, "pair_index": indices.tolist(), "d_chosen": chosen.tolist(), "d_rejected": rejected.tolist(), "dL_dchosen": sens_c.tolist(), "dL_drejected": sens_r.tolist()})
+        return pd.DataFrame(
+            {
+                "step": step,
+                "pair_index": indices.tolist(),
+                "d_chosen": chosen.tolist(),
+                "d_rejected": rejected.tolist(),
+                "dL_dchosen": sens_c.tolist(),
+                "dL_drejected": sens_r.tolist(),
+            }
+        )
     mask = batch.response_mask.bool()
     rows, cols = torch.nonzero(mask, as_tuple=True)
-    return pd.DataFrame({
-        "step": step, "row": rows.tolist(), "token": cols.tolist(), "d": d[mask].tolist(),
-        "dL_ds": alignment.sensitivities["tot"][mask].tolist(), "advantage": batch.advantages[mask].tolist(), "group": batch.groups[mask].tolist(),
-    })
+    return pd.DataFrame(
+        {
+            "step": step,
+            "row": rows.tolist(),
+            "token": cols.tolist(),
+            "d": d[mask].tolist(),
+            "dL_ds": alignment.sensitivities["tot"][mask].tolist(),
+            "advantage": batch.advantages[mask].tolist(),
+            "group": batch.groups[mask].tolist(),
+        }
+    )
 
 
 def run_dynamics(
-    cfg: Config, *, run: str, seed: int, data: Path, ref_logps: Path, checkpoints: Path, final_responses: Path, out: Path, samples_out: Path
+    cfg: Config,
+    *,
+    run: str,
+    seed: int,
+    data: Path,
+    ref_logps: Path,
+    checkpoints: Path,
+    final_responses: Path,
+    out: Path,
+    samples_out: Path,
 ) -> pd.DataFrame:
     """G for every component at every analysis checkpoint of one run (``checkpoints`` is its
     manifest, ``final_responses`` D'); per-sample pieces go to ``samples_out``."""
@@ -107,7 +144,11 @@ def run_dynamics(
             batch, indices = _dpo_batch(cfg, resolved.hyper, record, dataset, ref, tokenizer, seed)
         else:
             batch, indices = PPOBatch.from_record(record), None
-        moved = {k: v.to(device, model.dtype if v.is_floating_point() else v.dtype) for k, v in vars(batch).items() if torch.is_tensor(v)}
+        moved = {
+            k: v.to(device, model.dtype if v.is_floating_point() else v.dtype)
+            for k, v in vars(batch).items()
+            if torch.is_tensor(v)
+        }
         batch = type(batch)(**{**vars(batch), **moved})
         clipfrac = float("nan")
         if resolved.objective == "ppo":
@@ -125,7 +166,9 @@ def run_dynamics(
         records += [{**row, "component": c, "layer": "all", "G": g} for c, g in G.items()]
         if dyn.per_layer:
             method = "jvp" if dyn.method == "direct" else dyn.method
-            for layer, per in per_layer_alignment(model, batch, final_batches, method, dyn.fd_eps, dyn.chunk_rows).items():
+            for layer, per in per_layer_alignment(
+                model, batch, final_batches, method, dyn.fd_eps, dyn.chunk_rows
+            ).items():
                 records += [{**row, "component": c, "layer": layer, "G": g} for c, g in per.items()]
         clipped = "" if clipfrac != clipfrac else f", clipfrac={clipfrac:.4f}"
         values = ", ".join(f"{c}={g:+.3e}" for c, g in G.items())

@@ -4,7 +4,7 @@ shuffling loader every training stage uses."""
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from transformers import PreTrainedTokenizerBase
@@ -32,7 +32,9 @@ def pad_left(sequences: Sequence[Sequence[int]], pad_value: int) -> torch.Tensor
     return torch.tensor([[pad_value] * (width - len(s)) + list(s) for s in sequences], dtype=torch.long)
 
 
-def prompt_response_batch(prompts: Sequence[Sequence[int]], responses: Sequence[Sequence[int]], pad_id: int) -> dict[str, torch.Tensor]:
+def prompt_response_batch(
+    prompts: Sequence[Sequence[int]], responses: Sequence[Sequence[int]], pad_id: int
+) -> dict[str, torch.Tensor]:
     """Right-padded ``prompt + response`` rows with ``attention_mask`` and a ``response_mask``
     that selects the response tokens only."""
     rows = [list(p) + list(r) for p, r in zip(prompts, responses)]

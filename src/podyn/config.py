@@ -176,15 +176,20 @@ class DataConfig(Section):
         "repo); local: a JSON-lines (.jsonl, .jsonl.gz) or Parquet file. Each role may set its own.",
     )
     name: str | None = Field(None, description="hf: the dataset's configuration name.")
-    data_dir: str | None = Field(None, description="hf: the data_dir inside the dataset (helpful-base of Anthropic/hh-rlhf).")
-    format: DataFormat | None = Field(None, description="How rows map to prompt/chosen/rejected (src/podyn/data/formats.py).")
+    data_dir: str | None = Field(
+        None, description="hf: the data_dir inside the dataset (helpful-base of Anthropic/hh-rlhf)."
+    )
+    format: DataFormat | None = Field(
+        None, description="How rows map to prompt/chosen/rejected (src/podyn/data/formats.py)."
+    )
     render: Literal["paper", "chat_template"] = Field(
         "paper",
         description="[choice] message lists as '\\n\\nHuman: ...\\n\\nAssistant:' (the paper's), or by the chat "
         "template of chat_template_from.",
     )
     chat_template_from: str | None = Field(
-        None, description="Tokenizer (hub id or directory) whose chat template renders messages; null: model.name_or_path."
+        None,
+        description="Tokenizer (hub id or directory) whose chat template renders messages; null: model.name_or_path.",
     )
     on_bad_row: Literal["error", "drop"] = Field(
         "error",
@@ -224,12 +229,14 @@ class BuildCheckpointConfig(Section):
         description="Pythia size whose architecture hyper-parameters are used."
     )
     tokenizer: str | None = Field(
-        None, description="A tokenizer (hub id or directory) to use; null trains a byte-level BPE on the training text."
+        None,
+        description="A tokenizer (hub id or directory) to use; null trains a byte-level BPE on the training text.",
     )
     bpe_vocab_size: int = Field(8192, ge=1, description="Vocabulary of the trained BPE tokenizer.")
     bpe_min_frequency: int = Field(2, ge=1, description="Least frequency of a BPE merge.")
     overrides: dict[str, Any] = Field(
-        default_factory=dict, description="GPTNeoXConfig keys replacing the size's values (vocab_size, num_hidden_layers)."
+        default_factory=dict,
+        description="GPTNeoXConfig keys replacing the size's values (vocab_size, num_hidden_layers).",
     )
 
 
@@ -271,7 +278,9 @@ class TrainerConfig(Section):
     fsdp_activation_checkpointing: bool = Field(
         False, description="Recompute each transformer layer's activations in the backward pass (strategy fsdp only)."
     )
-    fsdp_cpu_offload: bool = Field(False, description="Keep FSDP's parameter shards in CPU memory (strategy fsdp only).")
+    fsdp_cpu_offload: bool = Field(
+        False, description="Keep FSDP's parameter shards in CPU memory (strategy fsdp only)."
+    )
     precision: str = Field("32-true", description="Lightning precision (32-true, bf16-mixed, ...).")
     log_every_n_steps: int = Field(10, ge=1, description="Metrics logging interval.")
     checkpoint_every_n_steps: int = Field(50, ge=1, description="Lightning resume checkpoints.")
@@ -379,7 +388,9 @@ class PPOConfig(Section):
         256, ge=1, description="Training prompts rolled out by the SFT policy to fit the reward normalisation."
     )
     reward_norm_mean: float = Field(0.0, description="Mean of the normalised score on SFT rollouts.")
-    reward_norm_std: float = Field(1.0, gt=0, description="Standard deviation of the normalised score on SFT rollouts.")
+    reward_norm_std: float = Field(
+        1.0, gt=0, description="Standard deviation of the normalised score on SFT rollouts."
+    )
     lr_schedule: Literal["constant", "linear"] = Field(
         "constant",
         description="PPO learning rate: constant, or decayed linearly to lr / iterations at the last iteration "
@@ -688,7 +699,7 @@ class Config(Section):
         return runs
 
     @model_validator(mode="after")
-    def _cross_checks(self) -> "Config":
+    def _cross_checks(self) -> Config:
         for name, run in self.runs.items():
             section = OBJECTIVES[run.objective]
             for key in run.overrides:
@@ -711,7 +722,9 @@ class Config(Section):
         for name in self.select or []:
             if name not in self.runs:
                 raise KeyPathError("select", f"run {name!r} is not defined under 'runs'")
-        if self.judge.type == "reward_model" and (self.data.source == "synthetic" or self.data.roles.judge_prefs is None):
+        if self.judge.type == "reward_model" and (
+            self.data.source == "synthetic" or self.data.roles.judge_prefs is None
+        ):
             raise KeyPathError("judge.type", "'reward_model' needs data.roles.judge_prefs (hf or local data)")
         if self.model.build_checkpoint is not None and self.model.init != "pretrained":
             raise KeyPathError("model.build_checkpoint", "the built checkpoint is loaded by model.init 'pretrained'")

@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any, Callable, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 
@@ -92,7 +93,7 @@ class CoordinatedController:
 
     def __init__(
         self,
-        cfg: "ControllerConfig",
+        cfg: ControllerConfig,
         objective: str,
         targets: Targets,
         base_specs: Weights | dict[str, Any] | None = None,
@@ -143,7 +144,7 @@ class CoordinatedController:
 
 
 def proxy_targets(
-    cfg: "ControllerConfig",
+    cfg: ControllerConfig,
     tokenizer,
     heldout_rows: Sequence[dict],
     max_new_tokens: int,
@@ -183,7 +184,7 @@ def as_weight_source(weights: Weights | dict[str, Any] | WeightSource) -> Weight
 
 
 def weight_source(
-    run: "ResolvedRun", targets_factory: Callable[["ControllerConfig"], Targets] | None = None
+    run: ResolvedRun, targets_factory: Callable[[ControllerConfig], Targets] | None = None
 ) -> WeightSource:
     """The run's weight source: its controller if it has one, else its schedule."""
     if run.controller is None:

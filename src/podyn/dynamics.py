@@ -17,16 +17,16 @@ backward pass per component, then a dot product) is kept as the reference.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 from torch.func import functional_call, jvp
 
 from .models import sequence_logps, token_logps
 from .objectives import COMPONENTS, ComponentWeights, dpo_component_loss, dpo_terms, ppo_clip_fraction, ppo_policy_loss
-
 
 
 @contextmanager
@@ -49,13 +49,20 @@ def mean_nll_gradient(model: torch.nn.Module, final_batches: list[dict[str, torc
     grads = {k: torch.zeros_like(v) for k, v in params.items()}
     for batch in final_batches:
         nll = -sequence_logps(model, batch["input_ids"], batch["attention_mask"], batch["response_mask"]).sum() / total
-        for (name, g) in zip(params, torch.autograd.grad(nll, list(params.values()), allow_unused=True)):
+        for name, g in zip(params, torch.autograd.grad(nll, list(params.values()), allow_unused=True)):
             if g is not None:
                 grads[name] += g
     return grads
 
 
-def directional_derivatives(model: torch.nn.Module, batch, direction: dict[str, torch.Tensor], method: str = "jvp", fd_eps: float = 1e-3, chunk_rows: int | None = None) -> torch.Tensor:
+def directional_derivatives(
+    model: torch.nn.Module,
+    batch,
+    direction: dict[str, torch.Tensor],
+    method: str = "jvp",
+    fd_eps: float = 1e-3,
+    chunk_rows: int | None = None,
+) -> torch.Tensor:
     """< grad s, direction > for every per-sample log-prob s of ``batch.logps(model)``,
     computed ``chunk_rows`` sequences at a time (the derivatives are per row).
 
@@ -71,7 +78,9 @@ def directional_derivatives(model: torch.nn.Module, batch, direction: dict[str, 
 
     if method == "jvp":
         with forward_mode_attention():
-            return torch.cat([jvp(lambda p: at(p, rows), (params,), (tangents,))[1].detach() for rows in chunks])
+            return torch.cat(
+                [jvp(lambda p, rows=rows: at(p, rows), (params,), (tangents,))[1].detach() for rows in chunks]
+            )
     if method == "finite_difference":
         norm = float(torch.sqrt(sum((t.double() ** 2).sum() for t in tangents.values())))
         if norm == 0.0:
@@ -112,8 +121,12 @@ class DPOBatch:
     def weighted_losses(self, logps: torch.Tensor, weightings: dict[str, ComponentWeights]) -> dict[str, torch.Tensor]:
         """The DPO surrogate under each named set of component weights."""
         chosen, rejected = logps.chunk(2)
-        terms = dpo_terms(chosen, rejected, self.ref_chosen.to(logps.dtype), self.ref_rejected.to(logps.dtype), self.beta)
-        return {name: dpo_component_loss(chosen, rejected, terms.omega, terms.groups, w) for name, w in weightings.items()}
+        terms = dpo_terms(
+            chosen, rejected, self.ref_chosen.to(logps.dtype), self.ref_rejected.to(logps.dtype), self.beta
+        )
+        return {
+            name: dpo_component_loss(chosen, rejected, terms.omega, terms.groups, w) for name, w in weightings.items()
+        }
 
 
 @dataclass
@@ -132,7 +145,7 @@ class PPOBatch:
     temperature: float = 1.0
 
     @classmethod
-    def from_record(cls, record: dict[str, Any]) -> "PPOBatch":
+    def from_record(cls, record: dict[str, Any]) -> PPOBatch:
         keys = ("sequences", "attention_mask", "prompt_width", "response_mask", "old_logps", "advantages", "groups")
         temperature = record.get("temperature", 1.0)  # batches recorded before the temperature was stored: T = 1
         return cls(**{k: record[k] for k in keys}, clip_eps=record["clip_eps"], temperature=temperature)
@@ -146,7 +159,7 @@ class PPOBatch:
         logps = token_logps(model, self.sequences[rows], self.attention_mask[rows], self.temperature)
         return logps[:, self.prompt_width - 1 :]
 
-    def with_own_old_logps(self, model) -> "PPOBatch":
+    def with_own_old_logps(self, model) -> PPOBatch:
         """This batch with pi_old recomputed by ``model`` in its own dtype. At the checkpoint of
         step t the weights are theta_old, so rho = 1 exactly on every token and no token is
         clipped; the rollout's recorded log-probs (bf16 autocast, other kernels) would instead
@@ -168,10 +181,15 @@ class PPOBatch:
         mask = self.response_mask.to(logps.dtype)
         n_tokens = mask.sum()
         old, adv = self.old_logps.to(logps.dtype), self.advantages.to(logps.dtype)
-        return {name: ppo_policy_loss(logps, old, adv, mask, self.groups, w, self.clip_eps, n_tokens) for name, w in weightings.items()}
+        return {
+            name: ppo_policy_loss(logps, old, adv, mask, self.groups, w, self.clip_eps, n_tokens)
+            for name, w in weightings.items()
+        }
 
 
-def loss_sensitivities(batch, logps: torch.Tensor, weightings: dict[str, ComponentWeights] | None = None) -> dict[str, torch.Tensor]:
+def loss_sensitivities(
+    batch, logps: torch.Tensor, weightings: dict[str, ComponentWeights] | None = None
+) -> dict[str, torch.Tensor]:
     """dL_c/ds for every component c (or every named weighting) and per-sample log-prob s
     (no model pass needed)."""
     with torch.enable_grad():
@@ -190,7 +208,14 @@ class Alignment:
     gbar_norm: float
 
 
-def gradient_alignment(model: torch.nn.Module, batch, final_batches: list[dict[str, torch.Tensor]], method: str = "jvp", fd_eps: float = 1e-3, chunk_rows: int | None = None) -> Alignment:
+def gradient_alignment(
+    model: torch.nn.Module,
+    batch,
+    final_batches: list[dict[str, torch.Tensor]],
+    method: str = "jvp",
+    fd_eps: float = 1e-3,
+    chunk_rows: int | None = None,
+) -> Alignment:
     """G for TOT, POS, NEG, TOP, MID and BOT at the model's current weights (fast path)."""
     gbar = mean_nll_gradient(model, final_batches)
     with torch.no_grad():
@@ -202,7 +227,14 @@ def gradient_alignment(model: torch.nn.Module, batch, final_batches: list[dict[s
     return Alignment(G=G, derivatives=derivatives, sensitivities=sens, gbar_norm=norm)
 
 
-def weighted_alignment(model: torch.nn.Module, batch, final_batches: list[dict[str, torch.Tensor]], weightings: dict[str, ComponentWeights], method: str = "finite_difference", fd_eps: float = 1e-3) -> dict[str, float]:
+def weighted_alignment(
+    model: torch.nn.Module,
+    batch,
+    final_batches: list[dict[str, torch.Tensor]],
+    weightings: dict[str, ComponentWeights],
+    method: str = "finite_difference",
+    fd_eps: float = 1e-3,
+) -> dict[str, float]:
     """G of the objective under each named set of component weights, by the fast path
     (one backward pass over D', one directional-derivative pass over B): what the
     Coordinated-PO controller measures while training (method.md §9)."""
@@ -214,7 +246,9 @@ def weighted_alignment(model: torch.nn.Module, batch, final_batches: list[dict[s
     return {name: float((sens[name].double() * derivatives.double()).sum()) for name in weightings}
 
 
-def gradient_alignment_direct(model: torch.nn.Module, batch, final_batches: list[dict[str, torch.Tensor]]) -> dict[str, float]:
+def gradient_alignment_direct(
+    model: torch.nn.Module, batch, final_batches: list[dict[str, torch.Tensor]]
+) -> dict[str, float]:
     """Reference: one backward pass per component, then < gbar, grad L_c >."""
     gbar = mean_nll_gradient(model, final_batches)
     params = trainable(model)
@@ -234,7 +268,14 @@ def layer_of(parameter_name: str) -> str:
     return ".".join(parts[:2]) if len(parts) > 2 else parts[0]
 
 
-def per_layer_alignment(model: torch.nn.Module, batch, final_batches: list[dict[str, torch.Tensor]], method: str = "jvp", fd_eps: float = 1e-3, chunk_rows: int | None = None) -> dict[str, dict[str, float]]:
+def per_layer_alignment(
+    model: torch.nn.Module,
+    batch,
+    final_batches: list[dict[str, torch.Tensor]],
+    method: str = "jvp",
+    fd_eps: float = 1e-3,
+    chunk_rows: int | None = None,
+) -> dict[str, dict[str, float]]:
     """G restricted to each block's parameters: gbar is zeroed outside the block. The blocks'
     values add up to the full G (the inner product splits over parameters)."""
     gbar = mean_nll_gradient(model, final_batches)

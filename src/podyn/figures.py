@@ -13,8 +13,8 @@ Several seeds are drawn as their mean with a 95% confidence band.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import matplotlib
 
@@ -29,7 +29,14 @@ from .io import atomic_path  # noqa: E402
 from .results import read_records  # noqa: E402
 
 PANELS = (("(a) TOT", ["tot"]), ("(b) POS / NEG", ["pos", "neg"]), ("(c) TOP / MID / BOT", ["top", "mid", "bot"]))
-PALETTE = {"tot": "black", "pos": "tab:blue", "neg": "tab:red", "top": "tab:purple", "mid": "tab:orange", "bot": "tab:green"}
+PALETTE = {
+    "tot": "black",
+    "pos": "tab:blue",
+    "neg": "tab:red",
+    "top": "tab:purple",
+    "mid": "tab:orange",
+    "bot": "tab:green",
+}
 
 
 def save(fig: plt.Figure, stem: Path, formats: Iterable[str]) -> None:
@@ -48,14 +55,25 @@ def symlog_threshold(values: pd.Series, setting: float | None) -> float:
     return float(np.quantile(nonzero, 0.1)) if len(nonzero) else 1.0
 
 
-def dynamics_figure(table: pd.DataFrame, title: str, stem: Path, fig_cfg: FiguresConfig, xlabel: str = "training step") -> None:
+def dynamics_figure(
+    table: pd.DataFrame, title: str, stem: Path, fig_cfg: FiguresConfig, xlabel: str = "training step"
+) -> None:
     data = table[table["layer"] == "all"] if "layer" in table else table
     threshold = symlog_threshold(data["G"], fig_cfg.symlog_linthresh)
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.6), sharey=True)
     for ax, (panel, components) in zip(axes, PANELS):
         subset = data[data["component"].isin(components)].assign(component=lambda d: d["component"].str.upper())
-        sns.lineplot(subset, x="step", y="G", hue="component", errorbar=("ci", 95), marker="o", ax=ax,
-                     palette={c.upper(): PALETTE[c] for c in components}, hue_order=[c.upper() for c in components])
+        sns.lineplot(
+            subset,
+            x="step",
+            y="G",
+            hue="component",
+            errorbar=("ci", 95),
+            marker="o",
+            ax=ax,
+            palette={c.upper(): PALETTE[c] for c in components},
+            hue_order=[c.upper() for c in components],
+        )
         ax.axhline(0.0, color="grey", lw=0.8, ls=":")
         ax.set_yscale("symlog", linthresh=threshold)
         ax.set_title(panel)
@@ -70,8 +88,16 @@ def advantages_figure(records: pd.DataFrame, stem: Path, fig_cfg: FiguresConfig)
     data = records[records["kind"].str.startswith("raw_advantage/")].copy()
     data["group"] = data["kind"].str.split("/").str[1].str.upper()
     fig, ax = plt.subplots(figsize=(5.5, 3.6))
-    sns.lineplot(data, x="step", y="value", hue="group", hue_order=["TOP", "MID", "BOT"], errorbar=("ci", 95), ax=ax,
-                 palette={g.upper(): PALETTE[g] for g in ("top", "mid", "bot")})
+    sns.lineplot(
+        data,
+        x="step",
+        y="value",
+        hue="group",
+        hue_order=["TOP", "MID", "BOT"],
+        errorbar=("ci", 95),
+        ax=ax,
+        palette={g.upper(): PALETTE[g] for g in ("top", "mid", "bot")},
+    )
     ax.axhline(0.0, color="grey", lw=0.8, ls=":")
     ax.set_xlabel("PPO iteration")
     ax.set_ylabel("mean raw advantage")
@@ -92,7 +118,16 @@ def grad_norm_figure(norms: dict[str, pd.DataFrame], stem: Path, fig_cfg: Figure
     for ax, (name, frame) in zip(np.atleast_1d(axes), norms.items()):
         data = frame[frame["kind"] == "grad_norm"].copy()
         data["outlier"] = iqr_outliers(data["value"])
-        sns.scatterplot(data, x="step", y="value", hue="outlier", palette={False: "tab:blue", True: "tab:red"}, s=10, linewidth=0, ax=ax)
+        sns.scatterplot(
+            data,
+            x="step",
+            y="value",
+            hue="outlier",
+            palette={False: "tab:blue", True: "tab:red"},
+            s=10,
+            linewidth=0,
+            ax=ax,
+        )
         ax.set_title(f"{name}: {int(data['outlier'].sum())} of {len(data)} mini-batches are IQR outliers")
         ax.set_xlabel("training step" if name.upper().startswith("DPO") else "PPO iteration")
         ax.set_ylabel("gradient L2 norm")
@@ -101,7 +136,14 @@ def grad_norm_figure(norms: dict[str, pd.DataFrame], stem: Path, fig_cfg: Figure
 
 
 def dynamics_figures(
-    cfg: Config, *, dpo: Path, ppo: Path, seeds: Sequence[int], dpo_records: Sequence[Path], ppo_records: Sequence[Path], out: Path
+    cfg: Config,
+    *,
+    dpo: Path,
+    ppo: Path,
+    seeds: Sequence[int],
+    dpo_records: Sequence[Path],
+    ppo_records: Sequence[Path],
+    out: Path,
 ) -> None:
     """Figures 1, 2, 3 and 5 from the cached dynamics tables (``dpo``, ``ppo``) and the two
     runs' per-step records, one file per seed in ``seeds``."""
@@ -109,10 +151,14 @@ def dynamics_figures(
     sns.set_theme(style=fig_cfg.style, context="paper")
     out_dir = Path(out)
     dynamics_figure(pd.read_csv(dpo), "DPO learning dynamics", out_dir / "fig1_dpo_dynamics", fig_cfg)
-    dynamics_figure(pd.read_csv(ppo), "PPO learning dynamics", out_dir / "fig2_ppo_dynamics", fig_cfg, xlabel="PPO iteration")
+    dynamics_figure(
+        pd.read_csv(ppo), "PPO learning dynamics", out_dir / "fig2_ppo_dynamics", fig_cfg, xlabel="PPO iteration"
+    )
     ppo_frame = read_records(ppo_records, seeds)
     advantages_figure(ppo_frame, out_dir / "fig3_ppo_advantages", fig_cfg)
-    grad_norm_figure({"DPO": read_records(dpo_records, seeds), "PPO": ppo_frame}, out_dir / "fig5_grad_magnitudes", fig_cfg)
+    grad_norm_figure(
+        {"DPO": read_records(dpo_records, seeds), "PPO": ppo_frame}, out_dir / "fig5_grad_magnitudes", fig_cfg
+    )
 
 
 def winrate_curves(ax: plt.Axes, winrates: pd.DataFrame, runs: list[str], labels: dict[str, str]) -> None:
@@ -155,7 +201,7 @@ def ablation_figure(cfg: Config, winrates_csv: Path, out_dir: Path) -> None:
         ax.set_title(f"({key}) {panel.title}")
         baseline = cfg.runs.get(panel.baseline)
         ax.set_xlabel("training step" if baseline is not None and baseline.objective == "dpo" else "PPO iteration")
-    for ax in list(axes.flat)[len(panels):]:
+    for ax in list(axes.flat)[len(panels) :]:
         ax.set_visible(False)
     fig.suptitle("Performance under ablation and coordination (gold-judged win rate against SFT)")
     fig.tight_layout()
@@ -190,7 +236,14 @@ def weight_curves(ax: plt.Axes, records: pd.DataFrame, title: str, xlabel: str) 
         errorbar = ("pi", 100) if data["seed"].nunique() > 1 else None
         palette = {c: PALETTE[c.lower()] for c in hue}
         sns.lineplot(
-            data, x="step", y="value", hue="component", hue_order=hue, errorbar=errorbar, ax=ax, palette=palette,
+            data,
+            x="step",
+            y="value",
+            hue="component",
+            hue_order=hue,
+            errorbar=errorbar,
+            ax=ax,
+            palette=palette,
             lw=1.2,
         )
         ax.legend(title=None, fontsize=7)
@@ -211,7 +264,7 @@ def weights_figure(cfg: Config, records: dict[str, pd.DataFrame], stem: Path) ->
     fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 2.8 * rows), squeeze=False)
     for ax, run in zip(axes.flat, runs):
         weight_curves(ax, records[run], labels.get(run, run), _xlabel(cfg, run))
-    for ax in list(axes.flat)[len(runs):]:
+    for ax in list(axes.flat)[len(runs) :]:
         ax.set_visible(False)
     fig.suptitle("Component weights applied at each step")
     fig.tight_layout()

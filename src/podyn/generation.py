@@ -3,8 +3,8 @@ greedy responses for evaluation and for the final-response set D'."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 from transformers import PreTrainedTokenizerBase
@@ -39,7 +39,11 @@ def generate(
 ) -> Rollout:
     batch = left_padded_prompts(prompt_ids, tokenizer.pad_token_id)
     batch = {k: v.to(model.device) for k, v in batch.items()}
-    sampling = {"do_sample": True, "temperature": temperature, "top_k": 0, "top_p": 1.0} if do_sample else {"do_sample": False}
+    sampling = (
+        {"do_sample": True, "temperature": temperature, "top_k": 0, "top_p": 1.0}
+        if do_sample
+        else {"do_sample": False}
+    )
     was_training = model.training
     model.eval()
     sequences = model.generate(
@@ -69,7 +73,9 @@ def generate(
 
 
 def decode_responses(tokenizer: PreTrainedTokenizerBase, rollout: Rollout) -> list[str]:
-    ids = rollout.sequences[:, rollout.prompt_width :] * rollout.response_mask + tokenizer.pad_token_id * (1 - rollout.response_mask)
+    ids = rollout.sequences[:, rollout.prompt_width :] * rollout.response_mask + tokenizer.pad_token_id * (
+        1 - rollout.response_mask
+    )
     return tokenizer.batch_decode(ids, skip_special_tokens=True)
 
 

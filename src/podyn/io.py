@@ -7,9 +7,10 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 
 class DataError(ValueError):
@@ -86,7 +87,9 @@ def read_jsonl(path: str | Path, required: dict[str, type] | None = None) -> lis
                 if field not in row:
                     raise DataError(f"{path}:{lineno}: missing field '{field}'")
                 if not isinstance(row[field], kind):
-                    raise DataError(f"{path}:{lineno}: field '{field}' should be {kind.__name__}, got {type(row[field]).__name__}")
+                    raise DataError(
+                        f"{path}:{lineno}: field '{field}' should be {kind.__name__}, got {type(row[field]).__name__}"
+                    )
             rows.append(row)
     return rows
 

@@ -295,7 +295,7 @@ class JudgeServer:
     def serve_forever(self) -> None:
         self.httpd.serve_forever(poll_interval=0.1)
 
-    def start(self) -> "JudgeServer":
+    def start(self) -> JudgeServer:
         self.thread = threading.Thread(target=self.serve_forever, daemon=True)
         self.thread.start()
         return self

@@ -11,9 +11,10 @@ task's known reward and is defined here; the LLM judge is :class:`podyn.llm_judg
 from __future__ import annotations
 
 import importlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, Sequence
+from typing import Any, Protocol
 
 from .data.synthetic import gold_reward
 
@@ -55,7 +56,7 @@ class GoldJudge:
         self.length_penalty = length_penalty
 
     @classmethod
-    def from_config(cls, cfg: Any, cache_path: str | Path | None = None, judge_model: Any = None) -> "GoldJudge":
+    def from_config(cls, cfg: Any, cache_path: str | Path | None = None, judge_model: Any = None) -> GoldJudge:
         return cls(cfg.judge.tie_margin, cfg.data.synthetic.length_penalty)
 
     def reward(self, prompt: str, response: str) -> float:

@@ -37,10 +37,11 @@ import sys
 import threading
 import time
 from collections import Counter
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from .config import JudgeConfig
 from .judge_cache import JudgeCache
@@ -200,7 +201,7 @@ class OpenAIJudge:
         self.events: Counter[str] = Counter()
 
     @classmethod
-    def from_config(cls, cfg: Any, cache_path: str | Path, judge_model: Any = None) -> "OpenAIJudge":
+    def from_config(cls, cfg: Any, cache_path: str | Path, judge_model: Any = None) -> OpenAIJudge:
         return cls(cfg.judge, cache_path)
 
     # ------------------------------------------------------------------ requests and keys

@@ -4,6 +4,7 @@ the paper setting, and always saved/loaded with ``save_pretrained`` / ``from_pre
 from __future__ import annotations
 
 from pathlib import Path
+
 import torch
 import torch.nn.functional as F
 from transformers import (
@@ -76,7 +77,9 @@ def load_tokenizer(path: str | Path) -> PreTrainedTokenizerBase:
 
 
 def _torch_dtype(name: str) -> torch.dtype:
-    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "float64": torch.float64}[name]
+    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "float64": torch.float64}[
+        name
+    ]
 
 
 def load_policy(path: str | Path, model_cfg: ModelConfig) -> torch.nn.Module:
@@ -251,7 +254,9 @@ def scalar_head_outputs(model: torch.nn.Module, input_ids: torch.Tensor, attenti
     return _at_least_float32(model.score(hidden).squeeze(-1))
 
 
-def score_at(model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+def score_at(
+    model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, index: torch.Tensor
+) -> torch.Tensor:
     """The scalar head's output at ``index`` (one position per row), shape (B,)."""
     values = scalar_head_outputs(model, input_ids, attention_mask)
     return values.gather(1, index[:, None]).squeeze(1)

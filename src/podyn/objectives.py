@@ -37,7 +37,7 @@ class ComponentWeights:
         return table[groups.clamp(min=0)]
 
     @classmethod
-    def only(cls, component: str) -> "ComponentWeights":
+    def only(cls, component: str) -> ComponentWeights:
         """The weights that isolate one component (``tot`` keeps everything)."""
         if component == "tot":
             return cls()
@@ -118,7 +118,9 @@ def dpo_terms(
     reference_rejected_logps: torch.Tensor,
     beta: float,
 ) -> DPOTerms:
-    margin = dpo_margin(policy_chosen_logps, policy_rejected_logps, reference_chosen_logps, reference_rejected_logps, beta)
+    margin = dpo_margin(
+        policy_chosen_logps, policy_rejected_logps, reference_chosen_logps, reference_rejected_logps, beta
+    )
     omega = dpo_reweighting(margin, beta)
     return DPOTerms(margin=margin, omega=omega, groups=tertile_groups(omega), loss=dpo_loss(margin))
 
@@ -161,7 +163,9 @@ def masked_whiten(values: torch.Tensor, mask: torch.Tensor, shift_mean: bool = T
     return whitened * mask
 
 
-def gae(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: float, lam: float) -> tuple[torch.Tensor, torch.Tensor]:
+def gae(
+    rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: float, lam: float
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Generalised advantage estimation over response tokens.
 
         delta_t = r_t + gamma * V_{t+1} - V_t,   A_t = delta_t + gamma * lam * A_{t+1}
@@ -179,7 +183,9 @@ def gae(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: 
     return advantages, advantages + values
 
 
-def ppo_token_losses(logps: torch.Tensor, old_logps: torch.Tensor, advantages: torch.Tensor, clip_eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+def ppo_token_losses(
+    logps: torch.Tensor, old_logps: torch.Tensor, advantages: torch.Tensor, clip_eps: float
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-token clipped surrogate: l_t = -min(rho_t A_t, clip(rho_t, 1-eps, 1+eps) A_t),
     rho_t = pi_theta / pi_old. Returns (l_t, rho_t)."""
     ratio = torch.exp(logps - old_logps)
@@ -237,7 +243,9 @@ def ppo_policy_loss(
     return (w * token_loss).sum() / n
 
 
-def value_loss(values: torch.Tensor, old_values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor, clip_range: float) -> torch.Tensor:
+def value_loss(
+    values: torch.Tensor, old_values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor, clip_range: float
+) -> torch.Tensor:
     """Clipped value loss 0.5 * mean max((V - R)^2, (clip(V, V_old +- c) - R)^2), as TRL."""
     clipped = old_values + torch.clamp(values - old_values, -clip_range, clip_range)
     return 0.5 * masked_mean(torch.maximum((values - returns) ** 2, (clipped - returns) ** 2), mask)

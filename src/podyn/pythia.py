@@ -5,8 +5,9 @@ hub checkpoint (``podyn build-checkpoint``; the ``local_checkpoint`` rule)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from transformers import GPTNeoXConfig, GPTNeoXForCausalLM, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
@@ -62,11 +63,16 @@ def train_bpe_tokenizer(texts: Iterable[str], vocab_size: int, min_frequency: in
     tok.decoder = decoders.ByteLevel()
     tok.post_processor = processors.ByteLevel(trim_offsets=False)
     trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=[EOS_TOKEN, PAD_TOKEN],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False,
+        vocab_size=vocab_size,
+        min_frequency=min_frequency,
+        special_tokens=[EOS_TOKEN, PAD_TOKEN],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
     )
     tok.train_from_iterator(texts, trainer=trainer)
-    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=EOS_TOKEN, eos_token=EOS_TOKEN, pad_token=PAD_TOKEN, unk_token=EOS_TOKEN)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token=EOS_TOKEN, eos_token=EOS_TOKEN, pad_token=PAD_TOKEN, unk_token=EOS_TOKEN
+    )
 
 
 def training_texts(files: Iterable[Path]) -> list[str]:
@@ -80,7 +86,9 @@ def training_texts(files: Iterable[Path]) -> list[str]:
     return texts
 
 
-def build_checkpoint(size: str, tokenizer: PreTrainedTokenizerBase, seed: int, overrides: dict[str, Any] | None = None) -> GPTNeoXForCausalLM:
+def build_checkpoint(
+    size: str, tokenizer: PreTrainedTokenizerBase, seed: int, overrides: dict[str, Any] | None = None
+) -> GPTNeoXForCausalLM:
     """A randomly initialised Pythia-``size`` model for ``tokenizer`` (whose length must fit
     the vocabulary)."""
     import torch
@@ -88,7 +96,11 @@ def build_checkpoint(size: str, tokenizer: PreTrainedTokenizerBase, seed: int, o
     config = pythia_config(size, overrides)
     if len(tokenizer) > config.vocab_size:
         raise ValueError(f"the tokenizer has {len(tokenizer)} tokens but vocab_size is {config.vocab_size}")
-    config.bos_token_id, config.eos_token_id, config.pad_token_id = tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id
+    config.bos_token_id, config.eos_token_id, config.pad_token_id = (
+        tokenizer.bos_token_id,
+        tokenizer.eos_token_id,
+        tokenizer.pad_token_id,
+    )
     torch.manual_seed(seed)
     return GPTNeoXForCausalLM(config)
 
@@ -105,19 +117,28 @@ def build_checkpoint_dir(spec: dict[str, Any], text_files: list[Path], out: Path
 
         tokenizer = prepare_tokenizer(AutoTokenizer.from_pretrained(spec["tokenizer"]))
     else:
-        tokenizer = train_bpe_tokenizer(training_texts(text_files), spec["bpe_vocab_size"], spec.get("bpe_min_frequency", 2))
+        tokenizer = train_bpe_tokenizer(
+            training_texts(text_files), spec["bpe_vocab_size"], spec.get("bpe_min_frequency", 2)
+        )
     model = build_checkpoint(spec["size"], tokenizer, seed, spec.get("overrides"))
     n_params = sum(p.numel() for p in model.parameters())
-    print(f"Pythia-{spec['size']} architecture, {n_params / 1e6:.2f}M parameters, tokenizer of {len(tokenizer)} tokens -> {out}")
+    print(
+        f"Pythia-{spec['size']} architecture, {n_params / 1e6:.2f}M parameters, tokenizer of "
+        f"{len(tokenizer)} tokens -> {out}"
+    )
     save_pretrained_atomic(Path(out), model, tokenizer)
 
 
-def build_checkpoint_stage(cfg: Any, *, out: Path, text: list[Path] | None = None, size: str | None = None, tokenizer: str | None = None) -> None:
+def build_checkpoint_stage(
+    cfg: Any, *, out: Path, text: list[Path] | None = None, size: str | None = None, tokenizer: str | None = None
+) -> None:
     """Stage ``build-checkpoint``: ``model.build_checkpoint``, the flags overriding its size and tokenizer."""
     from .config import ConfigError
 
     built = cfg.model.build_checkpoint
-    spec = built.model_dump() if built is not None else {"bpe_vocab_size": 8192, "bpe_min_frequency": 2, "overrides": {}}
+    spec = (
+        built.model_dump() if built is not None else {"bpe_vocab_size": 8192, "bpe_min_frequency": 2, "overrides": {}}
+    )
     spec.update({k: v for k, v in (("size", size), ("tokenizer", tokenizer)) if v})
     if not spec.get("size"):
         raise ConfigError("build-checkpoint: no Pythia size (--size or model.build_checkpoint.size)")

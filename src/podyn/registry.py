@@ -154,7 +154,12 @@ STAGES: dict[str, Stage] = {
                 Arg("--out", "output model directory"),
                 Arg("--metrics", "output CSV of held-out accuracy"),
                 Arg("--workdir", "work directory (Lightning checkpoints; a rerun resumes from it)"),
-                Arg("--split", "pairs to train on: prefs_train (default) or judge_prefs (the judge)", "str", required=False),
+                Arg(
+                    "--split",
+                    "pairs to train on: prefs_train (default) or judge_prefs (the judge)",
+                    "str",
+                    required=False,
+                ),
             ),
         ),
         Stage(
@@ -191,7 +196,9 @@ STAGES: dict[str, Stage] = {
                 Arg("--checkpoints", "output manifest of the analysis checkpoints"),
                 Arg("--records", "output CSV of per-step records"),
                 Arg("--metrics", "output CSV of Lightning's metrics"),
-                Arg("--timing", "output CSV of this attempt's wall-clock times (training, Coordinated PO's controller)"),
+                Arg(
+                    "--timing", "output CSV of this attempt's wall-clock times (training, Coordinated PO's controller)"
+                ),
             ),
         ),
         Stage(
@@ -229,7 +236,12 @@ STAGES: dict[str, Stage] = {
             "judge",
             "podyn.evaluation:judge_run",
             "Judge a run's responses against the SFT model's, per judged step.",
-            reads=("judge", "winrate", "data.synthetic.length_penalty", *MODEL_KEYS),  # the model's: reward_model judge
+            reads=(
+                "judge",
+                "winrate",
+                "data.synthetic.length_penalty",
+                *MODEL_KEYS,
+            ),  # the model's: reward_model judge
             args=(
                 RUN,
                 SEED,
@@ -296,7 +308,11 @@ STAGES: dict[str, Stage] = {
                 Arg("--seeds", "seed of each scores and records file, in order", "ints"),
                 Arg("--scores", "per-prompt scores, one file per run and seed", "paths"),
                 Arg("--records", "per-step records, one file per run and seed (the order of --scores)", "paths"),
-                Arg("--timing", "training and controller times, one file per run and seed (the order of --scores)", "paths"),
+                Arg(
+                    "--timing",
+                    "training and controller times, one file per run and seed (the order of --scores)",
+                    "paths",
+                ),
                 Arg("--tables", "output directory of the tables"),
                 Arg("--figures", "output directory of the figures"),
             ),

@@ -8,9 +8,9 @@ import json
 import os
 import resource
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 _tokens = 0
 
@@ -38,7 +38,14 @@ def stage_resources(name: str) -> Iterator[None]:
         return
     wall = time.perf_counter() - start
     # CPU seconds of this process (all its threads): on a shared machine, the load-independent cost
-    record = {"stage": name, "wall_s": wall, "cpu_s": time.process_time() - start_cpu, "tokens": _tokens - start_tokens, "tokens_per_s": (_tokens - start_tokens) / wall if wall else 0.0, "peak_rss_mb": peak_memory_mb()}
+    record = {
+        "stage": name,
+        "wall_s": wall,
+        "cpu_s": time.process_time() - start_cpu,
+        "tokens": _tokens - start_tokens,
+        "tokens_per_s": (_tokens - start_tokens) / wall if wall else 0.0,
+        "peak_rss_mb": peak_memory_mb(),
+    }
     try:
         import torch
 

@@ -8,13 +8,14 @@ verdicts measure agreement with that model, not human preference."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING
 
 import torch
 
-from .judges import JudgeError
 from .batching import encode_prompt, encode_response, prompt_response_batch
+from .judges import JudgeError
 from .models import last_token_index, load_scalar_model, load_tokenizer, score_at
 
 if TYPE_CHECKING:
@@ -29,7 +30,14 @@ class RewardModelJudge:
 
     name = "reward_model"
 
-    def __init__(self, model_dir: str | Path, model_cfg: "ModelConfig", generation: "GenerationConfig", tie_margin: float = 0.0, missing_eos_penalty: float = 1.0) -> None:
+    def __init__(
+        self,
+        model_dir: str | Path,
+        model_cfg: ModelConfig,
+        generation: GenerationConfig,
+        tie_margin: float = 0.0,
+        missing_eos_penalty: float = 1.0,
+    ) -> None:
         torch.set_num_threads(1)  # the judge rule is a one-core job
         self.tokenizer = load_tokenizer(model_dir)
         self.model = load_scalar_model(model_dir, model_cfg).eval()
@@ -41,14 +49,16 @@ class RewardModelJudge:
         self._scores: dict[tuple[str, str], float] = {}
 
     @classmethod
-    def from_config(cls, cfg: "Config", cache_path: str | Path | None, judge_model: str | Path | None) -> "RewardModelJudge":
+    def from_config(
+        cls, cfg: Config, cache_path: str | Path | None, judge_model: str | Path | None
+    ) -> RewardModelJudge:
         """Scores are recomputed, not cached: the judge model is local and cheap."""
         if judge_model is None:
             raise JudgeError("judge.type is 'reward_model' but no judge model directory was given (--judge-model)")
         judge = cfg.judge
         return cls(judge_model, cfg.model, cfg.generation, judge.tie_margin, judge.missing_eos_penalty)
 
-    def judge(self, comparisons: Sequence["Comparison"]) -> list[float | None]:
+    def judge(self, comparisons: Sequence[Comparison]) -> list[float | None]:
         return [self.compare(c.prompt, c.response, c.baseline) for c in comparisons]
 
     @torch.no_grad()
@@ -58,7 +68,9 @@ class RewardModelJudge:
             prompt_ids = encode_prompt(self.tokenizer, prompt, self.max_prompt_tokens)
             response_ids = encode_response(self.tokenizer, response, self.max_response_tokens)
             batch = prompt_response_batch([prompt_ids], [response_ids], self.tokenizer.pad_token_id)
-            score = score_at(self.model, batch["input_ids"], batch["attention_mask"], last_token_index(batch["attention_mask"]))
+            score = score_at(
+                self.model, batch["input_ids"], batch["attention_mask"], last_token_index(batch["attention_mask"])
+            )
             cut = len(response_ids) - 1 >= self.max_new_tokens  # no EOS within max_new_tokens
             self._scores[key] = float(score) - self.missing_eos_penalty * cut
         return self._scores[key]

@@ -26,10 +26,10 @@ the YAML form, which they validate first.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any, Literal, Union
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, TypeAdapter
-from typing_extensions import Annotated, TypeAliasType
+from typing_extensions import TypeAliasType
 
 if TYPE_CHECKING:
     from .objectives import ComponentWeights
@@ -41,7 +41,7 @@ WEIGHT_KEYS = ("pos", "neg", "top", "mid", "bot")
 class _Spec(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True, populate_by_name=True)
 
-    def scaled(self, scale: float) -> "_Spec":
+    def scaled(self, scale: float) -> _Spec:
         """This spec with every step-valued key multiplied by ``scale``."""
         update = {k: getattr(self, k) * scale for k in STEP_KEYS if k in type(self).model_fields}
         return self.model_copy(update=update)
@@ -76,7 +76,7 @@ class RampSpec(_Spec):
     ramp: Ramp
     floor: float | None = Field(None, description="The weight never goes below this value (null: no floor).")
 
-    def scaled(self, scale: float) -> "RampSpec":
+    def scaled(self, scale: float) -> RampSpec:
         return self.model_copy(update={"ramp": self.ramp.scaled(scale)})
 
 
@@ -96,7 +96,7 @@ class WaveSpec(_Spec):
 
     wave: Wave
 
-    def scaled(self, scale: float) -> "WaveSpec":
+    def scaled(self, scale: float) -> WaveSpec:
         return self.model_copy(update={"wave": self.wave.scaled(scale)})
 
 
@@ -118,14 +118,12 @@ def _spec_kind(value: Any) -> str:
 WeightSpec = TypeAliasType(
     "WeightSpec",
     Annotated[
-        Union[
-            Annotated[float, Tag("<constant>")],
-            Annotated[list["WeightSpec"], Tag("<product>")],
-            Annotated[BeforeSpec, Tag("<before>")],
-            Annotated[AfterSpec, Tag("<after>")],
-            Annotated[RampSpec, Tag("<ramp>")],
-            Annotated[WaveSpec, Tag("<wave>")],
-        ],
+        Annotated[float, Tag("<constant>")]
+        | Annotated[list["WeightSpec"], Tag("<product>")]
+        | Annotated[BeforeSpec, Tag("<before>")]
+        | Annotated[AfterSpec, Tag("<after>")]
+        | Annotated[RampSpec, Tag("<ramp>")]
+        | Annotated[WaveSpec, Tag("<wave>")],
         Discriminator(_spec_kind),
     ],
 )
@@ -191,7 +189,7 @@ def weight_at(spec: Any, step: float) -> float:
     return 1.0 if spec is None else _weight(_WEIGHT_SPEC.validate_python(spec), step)
 
 
-def weights_at(weights: Weights | dict[str, Any], step: float) -> "ComponentWeights":
+def weights_at(weights: Weights | dict[str, Any], step: float) -> ComponentWeights:
     """The run's component weights at training step ``step``."""
     from .objectives import ComponentWeights  # here: this module is imported by the light config
 

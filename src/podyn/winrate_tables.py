@@ -6,8 +6,8 @@ weights each run applied and Coordinated PO's comparisons (``tables/copo.csv``).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 import numpy as np
 import pandas as pd
@@ -173,11 +173,7 @@ def best_fixed_variants(winrates: pd.DataFrame, cfg: Config) -> dict[str, str]:
             if run not in cfg.runs or cfg.runs[run].controller is None:
                 continue
             fixed = [
-                r
-                for p in panels
-                if p.baseline == panel.baseline and p.paper_claim
-                for r in p.runs
-                if r in final.index
+                r for p in panels if p.baseline == panel.baseline and p.paper_claim for r in p.runs if r in final.index
             ]
             if fixed:
                 out[run] = max(fixed, key=lambda r: final[r])

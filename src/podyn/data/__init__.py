@@ -21,7 +21,7 @@ SPLIT_FIELDS = {
 }
 
 
-def load_split(data_dir: str | Path, split: str) -> "datasets.Dataset":
+def load_split(data_dir: str | Path, split: str) -> datasets.Dataset:
     """One prepared split as a ``datasets.Dataset``, after checking every row's fields."""
     import datasets  # here, so that judging and plotting jobs need not import it
 

@@ -27,7 +27,8 @@ rendering they are cut, never re-rendered, so the rows keep the file's text exac
 from __future__ import annotations
 
 import re
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 ASSISTANT = "\n\nAssistant:"
 ROLE_NAMES = {"user": "Human", "assistant": "Assistant", "system": "Human"}
@@ -72,7 +73,10 @@ def parse_dialogue(text: str) -> list[dict[str, str]]:
     parts = _TURN.split(text)
     if parts[0].strip():
         raise ValueError("text before the first '\\n\\nHuman:' turn")
-    messages = [{"role": "user" if who == "Human" else "assistant", "content": body.strip()} for who, body in zip(parts[1::2], parts[2::2])]
+    messages = [
+        {"role": "user" if who == "Human" else "assistant", "content": body.strip()}
+        for who, body in zip(parts[1::2], parts[2::2])
+    ]
     if messages and messages[-1]["role"] == "assistant" and not messages[-1]["content"]:
         messages.pop()
     return messages
@@ -117,8 +121,15 @@ def _messages(row: dict[str, Any], name: str, value: Any = None) -> list[dict[st
     if not isinstance(value, list) or not value:
         raise RowError(name, f"should be a non-empty list of {{role, content}} messages, got {type(value).__name__}")
     for i, message in enumerate(value):
-        if not isinstance(message, dict) or not isinstance(message.get("content"), str) or message.get("role") not in ROLE_NAMES:
-            raise RowError(name, f"message {i} is not a {{role: system|user|assistant, content: string}} mapping: {str(message)[:80]}")
+        if (
+            not isinstance(message, dict)
+            or not isinstance(message.get("content"), str)
+            or message.get("role") not in ROLE_NAMES
+        ):
+            raise RowError(
+                name,
+                f"message {i} is not a {{role: system|user|assistant, content: string}} mapping: {str(message)[:80]}",
+            )
     return value
 
 
@@ -156,7 +167,9 @@ def _standard(row: dict[str, Any], kind: str, render: Renderer) -> dict[str, str
     if kind == "prompt":
         return {"prompt": prompt}
     if kind == "sft":
-        completion = _text(row, "completion") if "completion" in row and row["completion"] is not None else _text(row, "chosen")
+        completion = (
+            _text(row, "completion") if "completion" in row and row["completion"] is not None else _text(row, "chosen")
+        )
         return check_sft({"prompt": prompt, "completion": completion})
     return check_pref({"prompt": prompt, "chosen": _text(row, "chosen"), "rejected": _text(row, "rejected")})
 
@@ -174,7 +187,10 @@ def _conversation_pair(row: dict[str, Any]) -> tuple[list[dict], str, str]:
     if len(chosen) < 2:
         raise RowError("chosen", "a whole conversation needs the prompt's turns before the reply")
     if chosen[:-1] != rejected[:-1]:
-        raise RowError("rejected", f"its turns before the reply differ from 'chosen' (they share {_shared_turns(chosen, rejected)})")
+        raise RowError(
+            "rejected",
+            f"its turns before the reply differ from 'chosen' (they share {_shared_turns(chosen, rejected)})",
+        )
     return chosen[:-1], _reply(chosen, "chosen"), _reply(rejected, "rejected")
 
 
@@ -183,7 +199,9 @@ def _conversational(row: dict[str, Any], kind: str, render: Renderer) -> dict[st
         messages = _messages(row, "messages")
         if len(messages) < 2:
             raise RowError("messages", "needs at least one turn before the reply")
-        return check_sft({"prompt": render.prompt(messages[:-1]), "completion": render.response(_reply(messages, "messages"))})
+        return check_sft(
+            {"prompt": render.prompt(messages[:-1]), "completion": render.response(_reply(messages, "messages"))}
+        )
     if row.get("prompt") is None:  # implicit prompt: whole conversations
         prompt, chosen, rejected = _conversation_pair(row)
     else:
@@ -192,7 +210,9 @@ def _conversational(row: dict[str, Any], kind: str, render: Renderer) -> dict[st
             return {"prompt": render.prompt(prompt)}
         if kind == "sft" and row.get("completion") is not None:
             completion = _messages(row, "completion")
-            return check_sft({"prompt": render.prompt(prompt), "completion": render.response(_reply(completion, "completion"))})
+            return check_sft(
+                {"prompt": render.prompt(prompt), "completion": render.response(_reply(completion, "completion"))}
+            )
         chosen, rejected = _reply(_messages(row, "chosen"), "chosen"), _reply(_messages(row, "rejected"), "rejected")
     return _finish(prompt, chosen, rejected, kind, render)
 
@@ -205,7 +225,9 @@ def _finish(prompt: list[dict], chosen: str, rejected: str, kind: str, render: R
     for name, reply in (("chosen", chosen), ("rejected", rejected)):
         if not reply.strip():
             raise RowError(name, "empty response")
-    return check_pref({"prompt": render.prompt(prompt), "chosen": render.response(chosen), "rejected": render.response(rejected)})
+    return check_pref(
+        {"prompt": render.prompt(prompt), "chosen": render.response(chosen), "rejected": render.response(rejected)}
+    )
 
 
 def _ultrafeedback(row: dict[str, Any], kind: str, render: Renderer) -> dict[str, str]:

@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import sys
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -83,7 +84,9 @@ def row_order(n_rows: int, seed: int, shuffle: bool) -> np.ndarray:
     return np.random.default_rng(seed).permutation(n_rows) if shuffle else np.arange(n_rows)
 
 
-def load_role(data: dict[str, Any], role: str, seed: int, render: Renderer | None = None, log=sys.stderr) -> list[dict]:
+def load_role(
+    data: dict[str, Any], role: str, seed: int, render: Renderer | None = None, log=sys.stderr
+) -> list[dict]:
     """The mapped rows of one role: ``n`` rows from ``start`` in the seeded order."""
     spec = role_spec(data, role)
     where, rows = read_rows(data["source"], spec)
@@ -94,7 +97,9 @@ def load_role(data: dict[str, Any], role: str, seed: int, render: Renderer | Non
         raise DataError(f"{where}: data.roles.{role}.start is {start} but the dataset has {len(order)} rows")
     picked = order[start:stop]
     mapped, dropped = [], Counter()
-    selected = rows.select(picked) if hasattr(rows, "select") else [rows[i] for i in picked]  # one Arrow read, not one per row
+    selected = (
+        rows.select(picked) if hasattr(rows, "select") else [rows[i] for i in picked]
+    )  # one Arrow read, not one per row
     for index, row in zip(picked.tolist(), selected):
         try:
             mapped.append(map_row(row, spec["format"], ROLE_KINDS[role], render))
@@ -102,7 +107,10 @@ def load_role(data: dict[str, Any], role: str, seed: int, render: Renderer | Non
             if data.get("on_bad_row", "error") == "error":
                 raise DataError(f"{where}: row {index + 1}: {err} (format {spec['format']})") from None
             dropped[f"field '{err.field}': {err.reason}"] += 1
-    kept = f"{role}: {len(mapped)} rows from {where} (format {spec['format']}, rows {start}..{start + len(picked)} of {len(order)})"
+    kept = (
+        f"{role}: {len(mapped)} rows from {where} (format {spec['format']}, rows "
+        f"{start}..{start + len(picked)} of {len(order)})"
+    )
     print(kept + (f", dropped {sum(dropped.values())} bad rows: {dict(dropped)}" if dropped else ""), file=log)
     if not mapped:
         raise DataError(f"{where}: no usable rows for role '{role}'")

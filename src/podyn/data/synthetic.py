@@ -134,7 +134,9 @@ def generate_task(cfg: TaskConfig) -> dict[str, list[dict]]:
     sft = []
     for _ in range(cfg.n_sft):
         family, items = _sample_prompt(cfg.train_mix, cfg, rng)
-        sft.append({"prompt": format_prompt(family, items), "completion": sft_demonstrator.respond(family, items, rng)})
+        sft.append(
+            {"prompt": format_prompt(family, items), "completion": sft_demonstrator.respond(family, items, rng)}
+        )
     prefs = [_preference_pair(cfg, rng) for _ in range(cfg.n_pref_train + cfg.n_pref_heldout)]
     test = [{"prompt": format_prompt(*_sample_prompt(cfg.test_mix, cfg, rng))} for _ in range(cfg.n_test)]
     return {

@@ -30,4 +30,7 @@ def check_judge_pairs_disjoint(splits: dict[str, list[dict]]) -> None:
     policy = {(r["prompt"], r["chosen"], r["rejected"]) for r in splits["prefs_train"]}
     shared = sum((r["prompt"], r["chosen"], r["rejected"]) in policy for r in splits["judge_prefs"])
     if shared:
-        raise DataError(f"data.roles.judge_prefs shares {shared} pairs with data.roles.prefs_train; give them disjoint rows (start/n)")
+        raise DataError(
+            f"data.roles.judge_prefs shares {shared} pairs with data.roles.prefs_train; give them disjoint "
+            "rows (start/n)"
+        )

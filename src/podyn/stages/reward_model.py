@@ -20,7 +20,9 @@ from ..training.loader import resumable_loader
 from ..training.reward import RewardModule, pairwise_hits
 
 
-def reward_model(cfg: Config, *, data: Path, sft: Path, out: Path, metrics: Path, workdir: Path, split: str | None = None) -> None:
+def reward_model(
+    cfg: Config, *, data: Path, sft: Path, out: Path, metrics: Path, workdir: Path, split: str | None = None
+) -> None:
     """Trained on ``split`` (default ``prefs_train``, for PPO; ``judge_prefs`` for the
     reward-model judge); accuracy on ``prefs_heldout``."""
     split = split or "prefs_train"
@@ -38,7 +40,11 @@ def reward_model(cfg: Config, *, data: Path, sft: Path, out: Path, metrics: Path
     prefs = data_mod.load_split(data, split)
     loader = resumable_loader(prefs, rm_cfg.batch_size, rm_cfg.max_steps, collate, cfg.seed, "reward_model.batch_size")
     trainer = make_trainer(
-        Path(workdir), cfg.trainer, rm_cfg.max_steps, wrap_layers=layer_classes(model), max_grad_norm=rm_cfg.max_grad_norm
+        Path(workdir),
+        cfg.trainer,
+        rm_cfg.max_steps,
+        wrap_layers=layer_classes(model),
+        max_grad_norm=rm_cfg.max_grad_norm,
     )
     fit_resumable(trainer, RewardModule(model, rm_cfg), loader, Path(workdir))
     if not trainer.is_global_zero:

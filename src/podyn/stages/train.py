@@ -21,8 +21,8 @@ from ..io import DataError, write_csv
 from ..models import inference_device, load_policy, load_scalar_model, load_tokenizer, logps_options
 from ..training.checkpoints import RunRecorder
 from ..training.common import fit_resumable, layer_classes, make_trainer, metric_rows, prepare_workdir, trained_model
-from ..training.loader import resumable_loader
 from ..training.dpo import DPOModule
+from ..training.loader import resumable_loader
 from ..training.ppo import PPOModule
 
 

@@ -3,8 +3,9 @@ the gradient-alignment analysis) and greedy evaluation responses at judged steps
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import torch
 
@@ -83,13 +84,18 @@ class RunRecorder:
     def save_analysis(self, step: int, model: torch.nn.Module, batch_payload: dict[str, Any]) -> None:
         target = self.workdir / "analysis" / f"step_{step}"
         model.save_pretrained(target)
-        write_torch(target / "batch.pt", {k: v.detach().cpu() if torch.is_tensor(v) else v for k, v in batch_payload.items()})
+        write_torch(
+            target / "batch.pt", {k: v.detach().cpu() if torch.is_tensor(v) else v for k, v in batch_payload.items()}
+        )
 
     def save_generations(self, step: int, model: torch.nn.Module) -> None:
         responses = greedy_responses(
             model, self.tokenizer, self.eval_prompts, self.max_new_tokens, self.eval_batch_size, self.max_prompt_tokens
         )
-        rows = [{"step": step, "prompt_index": i, "prompt": p, "response": r} for i, (p, r) in enumerate(zip(self.eval_prompts, responses))]
+        rows = [
+            {"step": step, "prompt_index": i, "prompt": p, "response": r}
+            for i, (p, r) in enumerate(zip(self.eval_prompts, responses))
+        ]
         write_jsonl(self.workdir / "generations" / f"step_{step}.jsonl", rows)
 
     def finish(self, model: torch.nn.Module, generations_out: Path, checkpoints_out: Path) -> None:
@@ -100,11 +106,17 @@ class RunRecorder:
             self.save_generations(self.total_steps, model)
         model.save_pretrained(self.workdir / "final")
         self.tokenizer.save_pretrained(self.workdir / "final")
-        rows = [row for step in self.eval_steps() for row in read_jsonl(self.workdir / "generations" / f"step_{step}.jsonl")]
+        rows = [
+            row
+            for step in self.eval_steps()
+            for row in read_jsonl(self.workdir / "generations" / f"step_{step}.jsonl")
+        ]
         write_jsonl(generations_out, rows)
         manifest = {
             "total_steps": self.total_steps,
             "final": str(self.workdir / "final"),
-            "analysis": [{"step": s, "path": str(self.workdir / "analysis" / f"step_{s}")} for s in self.analysis_steps()],
+            "analysis": [
+                {"step": s, "path": str(self.workdir / "analysis" / f"step_{s}")} for s in self.analysis_steps()
+            ],
         }
         write_json(checkpoints_out, manifest)

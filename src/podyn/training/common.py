@@ -114,8 +114,14 @@ def prepare_workdir(workdir: Path, settings: dict[str, Any], inputs: list[Path])
     workdir = Path(workdir)
     if is_launched_worker():
         return
-    files = sorted(f for path in map(Path, inputs) for f in ([path] if path.is_file() else path.rglob("*")) if f.is_file())
-    stamp = json.dumps({"settings": settings, "inputs": {str(f): [f.stat().st_size, f.stat().st_mtime_ns] for f in files}}, sort_keys=True, default=str)
+    files = sorted(
+        f for path in map(Path, inputs) for f in ([path] if path.is_file() else path.rglob("*")) if f.is_file()
+    )
+    stamp = json.dumps(
+        {"settings": settings, "inputs": {str(f): [f.stat().st_size, f.stat().st_mtime_ns] for f in files}},
+        sort_keys=True,
+        default=str,
+    )
     stamp_file = workdir / "stamp.json"
     if workdir.exists() and (not stamp_file.exists() or stamp_file.read_text() != stamp):
         print(f"[podyn] {workdir} was made by other settings or inputs; starting afresh", flush=True)

@@ -12,6 +12,8 @@ import lightning as L
 import torch
 
 from ..config import PPOConfig
+from ..controller import WeightSource, as_weight_source
+from ..dynamics import PPOBatch
 from ..generation import generate
 from ..models import disable_dropout, scalar_head_outputs, score_at, token_logps
 from ..objectives import (
@@ -23,8 +25,6 @@ from ..objectives import (
     ppo_token_losses,
     value_loss,
 )
-from ..controller import WeightSource, as_weight_source
-from ..dynamics import PPOBatch
 from ..schedules import Weights
 from .checkpoints import RunRecorder
 from .common import StepRecords, grad_norm, record_weights
@@ -220,13 +220,17 @@ class PPOModule(L.LightningModule):
         opt = self.optimizers()
         n_rows = batch["sequences"].shape[0]
         rows_per_minibatch = hyper.mini_batch_size // rank_and_world()[1]  # this process's share
-        stats: dict[str, list[float]] = {k: [] for k in ("policy", "value", "clipfrac", "vclipfrac", "ratio", "approxkl")}
+        stats: dict[str, list[float]] = {
+            k: [] for k in ("policy", "value", "clipfrac", "vclipfrac", "ratio", "approxkl")
+        }
         for _ in range(hyper.ppo_epochs):
             for rows in torch.randperm(n_rows, device=batch["sequences"].device).split(rows_per_minibatch):
                 mb = select_rows(batch, rows)
                 mask = mb["response_mask"]
                 logps = response_logps(self.policy, mb, hyper.temperature)
-                policy_loss = ppo_policy_loss(logps, mb["old_logps"], mb["advantages"], mask, mb["groups"], weights, hyper.clip_eps)
+                policy_loss = ppo_policy_loss(
+                    logps, mb["old_logps"], mb["advantages"], mask, mb["groups"], weights, hyper.clip_eps
+                )
                 vpred = response_values(self.value_model, mb)
                 v_loss = value_loss(vpred, mb["values"], mb["returns"], mask, hyper.cliprange_value)
                 opt.zero_grad()
@@ -254,7 +258,11 @@ class PPOModule(L.LightningModule):
         """Mean raw (pre-whitening) advantage of the TOP, MID and BOT token groups (figure 3)."""
         for group_id, name in enumerate(("top", "mid", "bot")):
             in_group = (batch["groups"] == group_id).float() * batch["response_mask"]
-            self.records.add(step=it, kind=f"raw_advantage/{name}", value=float(global_masked_mean(batch["raw_advantages"], in_group)))
+            self.records.add(
+                step=it,
+                kind=f"raw_advantage/{name}",
+                value=float(global_masked_mean(batch["raw_advantages"], in_group)),
+            )
 
     def _log_iteration(self, batch: dict[str, Any], stats: dict[str, float]) -> None:
         # under DDP each value is the mean over processes of the process's value
