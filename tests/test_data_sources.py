@@ -15,6 +15,7 @@ from types import SimpleNamespace
 import pytest
 
 from conftest import REPO
+from podyn.config import DataConfig
 from podyn.data.formats import Renderer, map_row
 from podyn.data.sources import load_role, load_splits
 from podyn.io import DataError
@@ -55,6 +56,11 @@ def data_section(source: str, fmt: str, path: str, **role) -> dict:
     }
 
 
+def typed(data: dict) -> DataConfig:
+    """The data section as the stages get it: validated and typed."""
+    return DataConfig.model_validate(data)
+
+
 def check_against_raw(rows: list[dict], indices: list[int], raw: list[dict], exact: bool) -> None:
     """Each mapped pair is its raw dialogue cut in two: prompt + response == the raw
     dialogue (exactly for text formats, up to white space for message lists)."""
@@ -73,11 +79,12 @@ def test_local_files_in_every_format(fixtures, raw, fmt):
     out, manifest = fixtures
     path = next((out / "local").glob(f"{fmt}.*"))
     data = data_section("local", fmt, str(path))
-    rows = load_role(data, "prefs_train", seed=0, log=io.StringIO())
+    rows = load_role(typed(data), "prefs_train", seed=0, log=io.StringIO())
     check_against_raw(rows, manifest[f"local/{fmt}"], raw, exact=fmt in ("trl_standard", "hh_rlhf"))
-    sft = load_role(data, "sft", seed=0, log=io.StringIO())
+    sft = load_role(typed(data), "sft", seed=0, log=io.StringIO())
     assert [s["completion"] for s in sft] == [r["chosen"] for r in rows]  # SFT on the chosen responses
-    assert [t["prompt"] for t in load_role(data, "test", seed=0, log=io.StringIO())] == [r["prompt"] for r in rows]
+    test = load_role(typed(data), "test", seed=0, log=io.StringIO())
+    assert [t["prompt"] for t in test] == [r["prompt"] for r in rows]
 
 
 def test_hub_layout_ultrafeedback(fixtures, raw):
@@ -92,7 +99,7 @@ def test_hub_layout_ultrafeedback(fixtures, raw):
         "prefs_heldout": {"split": "test_prefs", "n": 7},
         "test": {"split": "test_prefs"},
     }
-    splits = load_splits(data, seed=0)
+    splits = load_splits(typed(data), seed=0)
     check_against_raw(splits["prefs_train"], manifest["ultrafeedback_binarized/train_prefs"], raw, exact=False)
     check_against_raw(splits["prefs_heldout"], manifest["ultrafeedback_binarized/test_prefs"][:7], raw, exact=False)
     for row, i in zip(splits["sft"], manifest["ultrafeedback_binarized/train_sft"]):
@@ -105,7 +112,7 @@ def test_hub_layout_trl(fixtures, raw, name):
     out, manifest = fixtures
     data = data_section("hf", name, str(out / name), split="test")
     check_against_raw(
-        load_role(data, "prefs_train", 0, log=io.StringIO()),
+        load_role(typed(data), "prefs_train", 0, log=io.StringIO()),
         manifest[f"{name}/test"],
         raw,
         exact=name == "trl_standard",
@@ -122,13 +129,13 @@ def test_hub_layout_hh_rlhf_data_dir(fixtures, raw):
         "prefs_train": {"split": "train", "start": 0, "n": 50},
         "judge_prefs": {"split": "train", "start": 50, "n": 30},
     }
-    first = load_role(data, "prefs_train", 3, log=io.StringIO())
-    second = load_role(data, "judge_prefs", 3, log=io.StringIO())
+    first = load_role(typed(data), "prefs_train", 3, log=io.StringIO())
+    second = load_role(typed(data), "judge_prefs", 3, log=io.StringIO())
     everything = {raw[i]["chosen"] for i in manifest["hh-rlhf/helpful-base/train"]}
     assert len(first) == 50 and len(second) == 30
     assert {r["prompt"] + r["chosen"] for r in first}.isdisjoint({r["prompt"] + r["chosen"] for r in second})
     assert {r["prompt"] + r["chosen"] for r in first + second} <= everything
-    assert load_role(data, "prefs_train", 3, log=io.StringIO()) == first  # the order is seeded
+    assert load_role(typed(data), "prefs_train", 3, log=io.StringIO()) == first  # the order is seeded
 
 
 BAD_ROWS = [
@@ -198,9 +205,9 @@ def test_bad_rows_error_or_drop(tmp_path, fmt, bad, message):
     path.write_text("".join(json.dumps(r) + "\n" for r in (good, good, bad, good)))
     data = data_section("local", fmt, str(path))
     with pytest.raises(DataError, match=re.escape(f"{path}: row 3: {message}")):
-        load_role(data, "prefs_train", 0, log=io.StringIO())
+        load_role(typed(data), "prefs_train", 0, log=io.StringIO())
     log = io.StringIO()
-    rows = load_role({**data, "on_bad_row": "drop"}, "prefs_train", 0, log=log)
+    rows = load_role(typed({**data, "on_bad_row": "drop"}), "prefs_train", 0, log=log)
     assert len(rows) == 3
     assert "dropped 1 bad rows" in log.getvalue() and message.split(":")[0] in log.getvalue()
 
@@ -213,7 +220,7 @@ def test_bad_rows_in_parquet_name_the_file(tmp_path):
         [{"prompt": "p", "chosen": " a", "rejected": " b"}, {"prompt": "p", "chosen": " a", "rejected": None}]
     ).to_parquet(path)
     with pytest.raises(DataError, match=re.escape(f"{path}: row 2: field 'rejected': missing")):
-        load_role(data_section("local", "trl_standard", str(path)), "prefs_train", 0, log=io.StringIO())
+        load_role(typed(data_section("local", "trl_standard", str(path))), "prefs_train", 0, log=io.StringIO())
 
 
 def test_chat_template_rendering(tmp_path):
@@ -234,7 +241,7 @@ def test_chat_template_rendering(tmp_path):
     }
     from podyn.data.sources import chat_renderer
 
-    render = chat_renderer(data, None)
+    render = chat_renderer(typed(data))
     row = map_row(
         {
             "chosen": "\n\nHuman: hi\n\nAssistant: yo\n\nHuman: again \n\nAssistant: a",
@@ -275,7 +282,7 @@ def test_paper_config_reads_the_fixtures(fixtures, raw):
                     role["path"]
                 ]
             )
-    splits = load_splits(data, seed=0)
+    splits = load_splits(typed(data), seed=0)
     assert sorted(splits) == ["prefs_heldout", "prefs_train", "sft", "test"]
     uf_prompts = {squash(raw[i]["chosen"]) for i in manifest["ultrafeedback_binarized/train_prefs"]}
     assert {squash(r["prompt"] + r["chosen"]) for r in splits["prefs_train"]} == uf_prompts

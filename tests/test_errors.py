@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from conftest import TINY_CONFIG, podyn_exe, run_cmd, write_config
-from podyn.config import ConfigError, load_config, validate_config
+from podyn.config import ConfigError, DataConfig, load_config, validate_config
 from podyn.data import load_split
 from podyn.data.formats import split_dialogue, split_pair
 from podyn.data.sources import load_role
@@ -130,7 +130,7 @@ def _hh(path, role="prefs_train"):
         "on_bad_row": "error",
         "roles": {role: {}},
     }
-    return load_role(data, role, seed=0, log=io.StringIO())
+    return load_role(DataConfig.model_validate(data), role, seed=0, log=io.StringIO())
 
 
 def test_hh_rlhf_bad_rows(tmp_path):

@@ -16,34 +16,32 @@ import sys
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
+from ..config import DataConfig, DataRoleConfig
 from ..io import DataError, read_jsonl
 from .formats import Renderer, RowError, map_row
 
 ROLE_KINDS = {"sft": "sft", "prefs_train": "pref", "prefs_heldout": "pref", "test": "prompt", "judge_prefs": "pref"}
-ROLE_KEYS = ("path", "name", "data_dir", "split", "format")
+FILLED_KEYS = ("path", "name", "data_dir", "format")  # a role's keys that the data section's fills in
 
 
-def role_spec(data: dict[str, Any], role: str) -> dict[str, Any]:
+def role_spec(data: DataConfig, role: str) -> DataRoleConfig:
     """The role's settings, the data section's top-level keys filling what the role leaves out."""
-    spec = dict(data["roles"].get(role) or {})
-    for key in ROLE_KEYS:
-        if spec.get(key) is None:
-            spec[key] = data.get(key)
-    if not spec.get("path"):
+    own = getattr(data.roles, role) or DataRoleConfig()
+    spec = own.model_copy(update={k: getattr(data, k) for k in FILLED_KEYS if getattr(own, k) is None})
+    if not spec.path:
         raise DataError(f"data.roles.{role}: no 'path' (set data.path or data.roles.{role}.path)")
-    if not spec.get("format"):
+    if not spec.format:
         raise DataError(f"data.roles.{role}: no 'format' (set data.format or data.roles.{role}.format)")
     return spec
 
 
-def read_rows(source: str, spec: dict[str, Any]) -> tuple[str, Sequence[dict]]:
+def read_rows(source: str, spec: DataRoleConfig) -> tuple[str, Sequence[dict]]:
     """(where, rows) of a role's dataset: ``where`` names it in error messages."""
     if source == "local":
-        path = Path(spec["path"])
+        path = Path(spec.path)
         if not path.exists():
             raise DataError(f"{path}: file not found")
         if path.name.endswith((".parquet", ".pq")):
@@ -53,13 +51,13 @@ def read_rows(source: str, spec: dict[str, Any]) -> tuple[str, Sequence[dict]]:
         return str(path), read_jsonl(path)
     import datasets
 
-    kwargs = {k: spec[k] for k in ("name", "data_dir") if spec.get(k)}
-    if Path(spec["path"]).is_dir():
-        kwargs["cache_dir"] = str(_directory_cache(Path(spec["path"])))
-    split = spec.get("split") or "train"
-    where = f"{spec['path']}{'/' + spec['data_dir'] if spec.get('data_dir') else ''} [split {split}]"
+    kwargs = {k: getattr(spec, k) for k in ("name", "data_dir") if getattr(spec, k)}
+    if Path(spec.path).is_dir():
+        kwargs["cache_dir"] = str(_directory_cache(Path(spec.path)))
+    split = spec.split or "train"
+    where = f"{spec.path}{'/' + spec.data_dir if spec.data_dir else ''} [split {split}]"
     try:
-        return where, datasets.load_dataset(spec["path"], split=split, **kwargs)
+        return where, datasets.load_dataset(spec.path, split=split, **kwargs)
     except (FileNotFoundError, ValueError, datasets.exceptions.DatasetNotFoundError) as err:
         raise DataError(f"{where}: cannot load ({type(err).__name__}: {err})") from None
 
@@ -84,15 +82,13 @@ def row_order(n_rows: int, seed: int, shuffle: bool) -> np.ndarray:
     return np.random.default_rng(seed).permutation(n_rows) if shuffle else np.arange(n_rows)
 
 
-def load_role(
-    data: dict[str, Any], role: str, seed: int, render: Renderer | None = None, log=sys.stderr
-) -> list[dict]:
+def load_role(data: DataConfig, role: str, seed: int, render: Renderer | None = None, log=sys.stderr) -> list[dict]:
     """The mapped rows of one role: ``n`` rows from ``start`` in the seeded order."""
     spec = role_spec(data, role)
-    where, rows = read_rows(data["source"], spec)
-    order = row_order(len(rows), seed, data.get("shuffle", True))
-    start = spec.get("start") or 0
-    stop = len(order) if spec.get("n") is None else start + spec["n"]
+    where, rows = read_rows(data.source, spec)
+    order = row_order(len(rows), seed, data.shuffle)
+    start = spec.start
+    stop = len(order) if spec.n is None else start + spec.n
     if start >= len(order):
         raise DataError(f"{where}: data.roles.{role}.start is {start} but the dataset has {len(order)} rows")
     picked = order[start:stop]
@@ -102,13 +98,13 @@ def load_role(
     )  # one Arrow read, not one per row
     for index, row in zip(picked.tolist(), selected):
         try:
-            mapped.append(map_row(row, spec["format"], ROLE_KINDS[role], render))
+            mapped.append(map_row(row, spec.format, ROLE_KINDS[role], render))
         except RowError as err:
-            if data.get("on_bad_row", "error") == "error":
-                raise DataError(f"{where}: row {index + 1}: {err} (format {spec['format']})") from None
+            if data.on_bad_row == "error":
+                raise DataError(f"{where}: row {index + 1}: {err} (format {spec.format})") from None
             dropped[f"field '{err.field}': {err.reason}"] += 1
     kept = (
-        f"{role}: {len(mapped)} rows from {where} (format {spec['format']}, rows "
+        f"{role}: {len(mapped)} rows from {where} (format {spec.format}, rows "
         f"{start}..{start + len(picked)} of {len(order)})"
     )
     print(kept + (f", dropped {sum(dropped.values())} bad rows: {dict(dropped)}" if dropped else ""), file=log)
@@ -117,22 +113,22 @@ def load_role(
     return mapped
 
 
-def chat_renderer(data: dict[str, Any], model: dict[str, Any] | None) -> Renderer:
+def chat_renderer(data: DataConfig, model_name: str | None = None) -> Renderer:
     """The paper's dialogue rendering, or (``render: chat_template``) the chat template of
-    ``chat_template_from`` (default: the model's ``name_or_path``)."""
-    if data.get("render", "paper") == "paper":
+    ``chat_template_from`` (default: the model's ``name_or_path``, ``model_name``)."""
+    if data.render == "paper":
         return Renderer()
     from transformers import AutoTokenizer
 
-    name = data.get("chat_template_from") or (model or {}).get("name_or_path")
+    name = data.chat_template_from or model_name
     tokenizer = AutoTokenizer.from_pretrained(name)
     if not tokenizer.chat_template:
         raise DataError(f"data.render is 'chat_template' but the tokenizer of {name} has no chat template")
     return Renderer(tokenizer)
 
 
-def load_splits(data: dict[str, Any], seed: int, model: dict[str, Any] | None = None) -> dict[str, list[dict]]:
+def load_splits(data: DataConfig, seed: int, model_name: str | None = None) -> dict[str, list[dict]]:
     """Every configured role's rows (``judge_prefs`` only when it is configured)."""
-    render = chat_renderer(data, model)
-    roles = [r for r in ROLE_KINDS if r != "judge_prefs" or data["roles"].get("judge_prefs")]
+    render = chat_renderer(data, model_name)
+    roles = [r for r in ROLE_KINDS if r != "judge_prefs" or data.roles.judge_prefs is not None]
     return {role: load_role(data, role, seed, render) for role in roles}

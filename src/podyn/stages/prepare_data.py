@@ -17,7 +17,7 @@ def prepare_data(cfg: Config, *, out: Path) -> None:
     else:
         from ..data.sources import load_splits
 
-        splits = load_splits(cfg.data.model_dump(), cfg.seed, {"name_or_path": cfg.model.name_or_path})
+        splits = load_splits(cfg.data, cfg.seed, cfg.model.name_or_path)
         check_judge_pairs_disjoint(splits)
     for name, rows in splits.items():
         write_jsonl(Path(out) / f"{name}.jsonl", rows)
