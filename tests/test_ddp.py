@@ -118,9 +118,9 @@ def test_ppo_two_processes_use_global_batch_statistics(tmp_path, tiny_raw, asset
             value = records.loc[(records["step"] == step) & (records["kind"] == kind), "value"].item()
             assert value == pytest.approx(float(masked_mean(batch["raw_advantages"], in_group)), rel=1e-5, abs=1e-6)
         # the re-padded global rollout gives the log-probs the processes sampled with
-        model_cfg = validate_config(copy.deepcopy(cfg), "ppo").model
-        policy = load_policy(root / "work" / "analysis" / f"step_{step}", model_cfg)
+        typed = validate_config(copy.deepcopy(cfg), "ppo")
+        policy = load_policy(root / "work" / "analysis" / f"step_{step}", typed.model)
         with torch.no_grad():
-            logps = response_logps(policy, batch) * mask
+            logps = response_logps(policy, batch, typed.ppo.temperature) * mask
         torch.testing.assert_close(logps, batch["old_logps"], rtol=1e-4, atol=1e-5)
     assert records.loc[records["kind"] == "grad_norm", "step"].tolist() == [0, 0, 1, 1]

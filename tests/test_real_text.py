@@ -91,8 +91,11 @@ def test_real_text_dag(tmp_path, env):
 
     root = tmp_path / "results" / "real-text"
     table = pd.read_csv(root / "eval" / "winrates.csv")
-    assert list(table.columns) == ["run", "seed", "step", "judge", "n_prompts", "win_rate", "ci_low", "ci_high"]
+    columns = ["run", "seed", "step", "judge", "n_prompts", "n_invalid", "win_rate", "ci_low", "ci_high"]
+    columns.append("lc_win_rate")
+    assert list(table.columns) == columns
     assert (table["judge"] == "reward_model").all() and (table["n_prompts"] == 8).all()
+    assert (table["n_invalid"] == 0).all()
     assert set(zip(table["run"], table["step"])) == {("dpo", 2), ("dpo", 4), ("ppo", 1), ("ppo", 2)}
     for run in ("dpo", "ppo"):
         dynamics = pd.read_csv(root / "dynamics" / f"{run}.csv")
