@@ -29,6 +29,30 @@ def podyn_exe() -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-m", "podyn.cli"]
 
 
+# the outputs of `podyn train`, by flag: one run's files under its output directory
+TRAIN_OUTPUTS = {
+    "generations": "generations.jsonl",
+    "checkpoints": "checkpoints.json",
+    "records": "records.csv",
+    "metrics": "metrics.csv",
+    "timing": "timing.csv",
+}
+
+
+def train_cmd(run: str, seed: int, config: Path, assets: dict, root: Path) -> list[str]:
+    """`podyn train` of one run on the shared test assets: work directory ``root/work``, outputs
+    under ``root/out``."""
+    inputs = {
+        "data": assets["data"],
+        "sft": assets["base"],
+        "reward": assets["reward"],
+        "ref-logps": assets["ref_logps"],
+    }
+    paths = {**inputs, "workdir": root / "work", **{k: root / "out" / name for k, name in TRAIN_OUTPUTS.items()}}
+    flags = [part for flag, path in paths.items() for part in (f"--{flag}", str(path))]
+    return [*podyn_exe(), "train", "--config", str(config), "--run", run, "--seed", str(seed), *flags]
+
+
 @pytest.fixture(scope="session")
 def env() -> dict[str, str]:
     """Environment for subprocesses: this venv's bin first on PATH, offline, quiet."""

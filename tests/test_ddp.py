@@ -12,42 +12,12 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import podyn_exe, run_cmd, write_config
+from conftest import run_cmd, train_cmd, write_config
 
 
 def train(run: str, cfg: dict, root: Path, assets: dict, env: dict) -> Path:
     config = write_config(root.with_suffix(".yaml"), cfg)
-    out = root / "out"
-    cmd = [
-        *podyn_exe(),
-        "train",
-        "--config",
-        str(config),
-        "--run",
-        run,
-        "--seed",
-        "0",
-        "--data",
-        str(assets["data"]),
-        "--sft",
-        str(assets["base"]),
-        "--reward",
-        str(assets["reward"]),
-        "--ref-logps",
-        str(assets["ref_logps"]),
-        "--workdir",
-        str(root / "work"),
-        "--generations",
-        str(out / "generations.jsonl"),
-        "--checkpoints",
-        str(out / "checkpoints.json"),
-        "--records",
-        str(out / "records.csv"),
-        "--metrics",
-        str(out / "metrics.csv"),
-        "--timing",
-        str(out / "timing.csv"),
-    ]
+    cmd = train_cmd(run, 0, config, assets, root)
     proc = run_cmd(cmd, env, timeout=400)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-4000:]
     if cfg["trainer"].get("devices", 1) == 2:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import podyn_exe, write_config
+from conftest import podyn_exe, train_cmd, write_config
 
 KILLS = 2  # attempts killed per stage, before the rerun that finishes
 # resume checkpoints written before the last step with stage_config's settings
@@ -36,32 +36,7 @@ def stage_command(stage: str, config: Path, assets: dict, root: Path) -> list[st
     if stage == "reward-model":
         outputs = ["--out", str(out / "model"), "--metrics", str(out / "rm.csv")]
         return [*podyn_exe(), "reward-model", *common, "--sft", str(assets["base"]), *outputs]
-    run = stage.removeprefix("train-")
-    return [
-        *podyn_exe(),
-        "train",
-        *common,
-        "--run",
-        run,
-        "--seed",
-        "3",
-        "--sft",
-        str(assets["base"]),
-        "--reward",
-        str(assets["reward"]),
-        "--ref-logps",
-        str(assets["ref_logps"]),
-        "--generations",
-        str(out / "generations.jsonl"),
-        "--checkpoints",
-        str(out / "checkpoints.json"),
-        "--records",
-        str(out / "records.csv"),
-        "--metrics",
-        str(out / "metrics.csv"),
-        "--timing",
-        str(out / "timing.csv"),
-    ]
+    return train_cmd(stage.removeprefix("train-"), 3, config, assets, root)
 
 
 def snapshot(root: Path) -> dict[str, bytes]:

@@ -9,41 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import TINY_CONFIG, podyn_exe
-
-
-def train_cmd(run: str, seed: int, config: Path, assets: dict, root: Path) -> list[str]:
-    out = root / "out"
-    return [
-        *podyn_exe(),
-        "train",
-        "--config",
-        str(config),
-        "--run",
-        run,
-        "--seed",
-        str(seed),
-        "--data",
-        str(assets["data"]),
-        "--sft",
-        str(assets["base"]),
-        "--reward",
-        str(assets["reward"]),
-        "--ref-logps",
-        str(assets["ref_logps"]),
-        "--workdir",
-        str(root / "work"),
-        "--generations",
-        str(out / "generations.jsonl"),
-        "--checkpoints",
-        str(out / "checkpoints.jsonl"),
-        "--records",
-        str(out / "records.csv"),
-        "--metrics",
-        str(out / "metrics.csv"),
-        "--timing",
-        str(out / "timing.csv"),
-    ]
+from conftest import TINY_CONFIG, train_cmd
 
 
 def run_concurrently(cmds: list[list[str]], env: dict, logs: list[Path]) -> None:

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import podyn_exe, run_cmd, write_config
+from conftest import podyn_exe, run_cmd, train_cmd, write_config
 
 
 def kill_once_checkpointed(cmd: list[str], env: dict, workdir: Path, log: Path, timeout: float = 240) -> None:
@@ -97,36 +97,7 @@ def test_dpo_train_resumes_after_sigkill(tmp_path, tiny_raw, assets, env):
     cfg["trainer"].update(checkpoint_every_n_steps=10, log_every_n_steps=5)
     config = write_config(tmp_path / "dpo.yaml", cfg)
     workdir, out = tmp_path / "work", tmp_path / "out"
-    cmd = [
-        *podyn_exe(),
-        "train",
-        "--config",
-        str(config),
-        "--run",
-        "dpo",
-        "--seed",
-        "0",
-        "--data",
-        str(assets["data"]),
-        "--sft",
-        str(assets["base"]),
-        "--reward",
-        str(assets["reward"]),
-        "--ref-logps",
-        str(assets["ref_logps"]),
-        "--workdir",
-        str(workdir),
-        "--generations",
-        str(out / "generations.jsonl"),
-        "--checkpoints",
-        str(out / "checkpoints.jsonl"),
-        "--records",
-        str(out / "records.csv"),
-        "--metrics",
-        str(out / "metrics.csv"),
-        "--timing",
-        str(out / "timing.csv"),
-    ]
+    cmd = train_cmd("dpo", 0, config, assets, tmp_path)
 
     kill_once_checkpointed(cmd, env, workdir, tmp_path / "first.log")
     assert not (out / "generations.jsonl").exists()

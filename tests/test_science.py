@@ -247,7 +247,9 @@ def test_controller_g_matches_direct_gradients(assets, tiny_cfg):
 def test_eta_zero_reproduces_the_baseline_exactly(tmp_path, assets, env, tiny_raw):
     """A controller with eta = 0 measures G (and pays for it) but never moves a weight: the
     run's generations, metrics and final weights are bit-identical to the baseline's."""
-    from test_reproducibility import run_concurrently, train_cmd
+    from test_reproducibility import run_concurrently
+
+    from conftest import train_cmd
 
     cfg = copy.deepcopy(tiny_raw)
     cfg["runs"] = {
