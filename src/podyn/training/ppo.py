@@ -27,7 +27,7 @@ from ..objectives import (
 )
 from ..schedules import Weights
 from .checkpoints import RunRecorder
-from .common import StepRecords, grad_norm, record_weights
+from .common import StepRecords, adamw, grad_norm, record_weights
 from .distributed import (
     all_gather_objects,
     gather_padded_rows,
@@ -303,7 +303,7 @@ class PPOModule(L.LightningModule):
         self.weight_source.load_state_dict(checkpoint.get("podyn_weight_source", {}))
 
     def configure_optimizers(self):
-        opt = torch.optim.AdamW(
+        opt = adamw(  # fused on CUDA parameters, as for the other stages
             [
                 {"params": self.policy.parameters(), "lr": self.hyper.lr},
                 {"params": self.value_model.parameters(), "lr": self.hyper.value_lr},
