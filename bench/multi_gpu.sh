@@ -14,8 +14,8 @@ gpus=${1:-$(nvidia-smi -L | wc -l)}
 out=${2:-bench/reference/multi_gpu}
 mkdir -p "$out"
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
-py=.venv/bin/python
-podyn=.venv/bin/podyn
+py=${PY:-.venv/bin/python}
+podyn=${PODYN:-.venv/bin/podyn}
 
 cat > "$out/config.yaml" <<EOF
 experiment: multi_gpu
@@ -43,12 +43,12 @@ measure() {  # name, then the command; prints "name | wall s | peak GPU MiB"
     local end=$(date +%s.%N)
     kill "$smi"
     local peak=$(sort -n "$out/$name.smi" | tail -1)
-    printf "| %-22s | %8.1f | %14s |\n" "$name" "$(echo "$end - $start" | bc)" "$peak"
+    printf "| %-22s | %8.1f | %14s |\n" "$name" "$(awk "BEGIN {print $end - $start}")" "$peak"
 }
 
 echo "| run                    |   wall s | peak GPU MiB   |"
 echo "|------------------------|----------|----------------|"
-for strategy in ddp fsdp; do
+for strategy in fsdp ddp; do
     overlay="{\"trainer\": {\"strategy\": \"$strategy\", \"devices\": $gpus}}"
     $py - "$out/config.yaml" "$overlay" "$out/$strategy.yaml" <<'EOF'
 import json, sys, yaml
@@ -61,5 +61,5 @@ EOF
     measure "dpo_${strategy}_x$gpus" $podyn train --config "$out/$strategy.yaml" --run dpo --seed 0 --data "$data" \
         --sft "$base" --reward "$base" --ref-logps "$out/ref_logps.pt" --workdir "$out/work_$strategy/dpo" \
         --generations "$out/dpo_$strategy/g.jsonl" --checkpoints "$out/dpo_$strategy/c.json" \
-        --records "$out/dpo_$strategy/r.csv" --metrics "$out/dpo_$strategy/m.csv"
+        --records "$out/dpo_$strategy/r.csv" --metrics "$out/dpo_$strategy/m.csv" --timing "$out/dpo_$strategy/t.csv"
 done
