@@ -52,11 +52,11 @@ print("torch", torch.__version__, "transformers", transformers.__version__, "lig
 speed() {
     local status=0
     echo "== trl_dpo: Pythia-1.4B architecture, bf16, HH-RLHF 4 pairs/step, TRL precomputed vs podyn chunked + packed"
-    timeout 240 python3 bench/trl_dpo.py --device cuda --model-size pythia-1.4b --pairs 4 --max-tokens 1024 --bf16 \
+    timeout "${TRL_DPO_TIMEOUT:-240}" python3 bench/trl_dpo.py --device cuda --model-size pythia-1.4b --pairs 4 --max-tokens 1024 --bf16 \
         --steps 20 --warmup 3 --data hh-rlhf --hh-file "$HH_STAGED" --chunk-tokens 1024 --pack --max-grad-norm 1.0 \
-        --isolate --trl-only-precomputed --out /tmp/dev/trl_dpo 2>&1 | grep -v -i warn | tee "$OUT/trl_dpo_h.log" || status=1
+        --isolate --trl-only-precomputed ${TRL_DPO_EXTRA:-} --out /tmp/dev/trl_dpo 2>&1 | grep -v -i warn | tee "$OUT/trl_dpo_h.log" || status=1
     echo "== dynamics_cost: G (6 components) against one training step, Pythia-410M architecture, bf16"
-    timeout 120 python3 bench/dynamics_cost.py --size pythia-410m --device cuda --dtype bfloat16 --batch 16 \
+    timeout "${DYN_TIMEOUT:-120}" python3 bench/dynamics_cost.py --size pythia-410m --device cuda --dtype "${DYN_DTYPE:-bfloat16}" --batch 16 \
         --list-len 120 --repeats 3 2>&1 | grep -v -i warn | tee "$OUT/dynamics_cost.txt" || status=1
     return $status
 }

@@ -7,6 +7,7 @@
 # and optimiser state, not the activations of the paper's 1024-token sequences.
 #
 #   bash bench/multi_gpu.sh [N_GPUS] [OUT]      # e.g. bash bench/multi_gpu.sh 4 bench/reference/multi_gpu
+# MG_ARCH (a YAML mapping) and MG_STRATEGIES (default "fsdp ddp") shrink it to a quick check.
 # Not run yet: no multi-GPU machine was available when it was written.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,7 +23,7 @@ experiment: multi_gpu
 results_dir: $out/results
 model:
   init: scratch
-  arch: {hidden_size: 2560, num_layers: 32, num_heads: 32, max_position_embeddings: 64}
+  arch: ${MG_ARCH:-{hidden_size: 2560, num_layers: 32, num_heads: 32, max_position_embeddings: 64\}}
 trainer: {accelerator: gpu, precision: bf16-mixed, checkpoint_every_n_steps: 1000, log_every_n_steps: 5}
 sft: {lr: 1.0e-5, batch_size: 64, max_steps: 10}
 dpo: {lr: 5.0e-7, batch_size: 64, max_steps: 10, checkpoint_every: 0, eval_every: 0}
@@ -48,7 +49,7 @@ measure() {  # name, then the command; prints "name | wall s | peak GPU MiB"
 
 echo "| run                    |   wall s | peak GPU MiB   |"
 echo "|------------------------|----------|----------------|"
-for strategy in fsdp ddp; do
+for strategy in ${MG_STRATEGIES:-fsdp ddp}; do
     overlay="{\"trainer\": {\"strategy\": \"$strategy\", \"devices\": $gpus}}"
     $py - "$out/config.yaml" "$overlay" "$out/$strategy.yaml" <<'EOF'
 import json, sys, yaml

@@ -166,6 +166,42 @@ def adamw(params, **kwargs: Any) -> torch.optim.AdamW:
     return torch.optim.AdamW(groups, fused=fused or None, **kwargs)
 
 
+def clip_grad_norm(module: L.LightningModule, optimizer: torch.optim.Optimizer, max_norm: float) -> None:
+    """Clip the gradients of ``optimizer``'s parameters to a global L2 norm of ``max_norm``.
+
+    Lightning's own clipping (``module.clip_gradients``) refuses two of podyn's GPU settings: the
+    fused AdamW of :func:`adamw` under mixed precision (it cannot tell that bf16 autocast has no
+    loss scale to undo) and FSDP (torch's ``clip_grad_norm_`` would see only this rank's shard).
+    Those two are handled here; every other case takes Lightning's path, so CPU runs are unchanged."""
+    from lightning.fabric.plugins.precision.amp import _optimizer_handles_unscaling
+    from lightning.pytorch.strategies import FSDPStrategy
+
+    inner = getattr(optimizer, "optimizer", optimizer)  # manual optimisation hands a LightningOptimizer
+    fused = _optimizer_handles_unscaling(inner)
+    fsdp = isinstance(module.trainer.strategy, FSDPStrategy)
+    if not (fused or fsdp):
+        module.clip_gradients(optimizer, gradient_clip_val=max_norm, gradient_clip_algorithm="norm")
+        return
+    scaler = getattr(module.trainer.precision_plugin, "scaler", None)
+    if scaler is not None and fused:
+        scaler.unscale_(inner)  # fp16: a fused step unscales only inside itself, so clip the true gradients
+    if fsdp:
+        module.trainer.strategy.model.clip_grad_norm_(max_norm)  # the root FSDP unit: norm over every shard
+    else:
+        torch.nn.utils.clip_grad_norm_([p for group in inner.param_groups for p in group["params"]], max_norm)
+
+
+class TrainingModule(L.LightningModule):
+    """The base of podyn's LightningModules: ``Trainer(gradient_clip_val=...)`` clips through
+    :func:`clip_grad_norm`, so clipping works with the fused optimiser and with FSDP."""
+
+    def configure_gradient_clipping(
+        self, optimizer: torch.optim.Optimizer, gradient_clip_val: float | None = None, gradient_clip_algorithm=None
+    ) -> None:
+        if gradient_clip_val:
+            clip_grad_norm(self, optimizer, float(gradient_clip_val))
+
+
 def adamw_with_schedule(parameters, cfg: SupervisedConfig | DPOConfig) -> dict[str, Any]:
     """``configure_optimizers``' answer: AdamW with linear warm-up then ``cfg.lr_schedule``."""
     opt = adamw(parameters, lr=cfg.lr, weight_decay=cfg.weight_decay)

@@ -3,7 +3,6 @@ differ only in the run's weight schedule."""
 
 from __future__ import annotations
 
-import lightning as L
 import torch
 
 from ..config import DPOConfig
@@ -13,11 +12,11 @@ from ..models import sequence_logps
 from ..objectives import dpo_component_loss, dpo_terms
 from ..schedules import Weights
 from .checkpoints import RunRecorder
-from .common import StepRecords, adamw_with_schedule, grad_norm, record_weights
+from .common import StepRecords, TrainingModule, adamw_with_schedule, grad_norm, record_weights
 from .distributed import full_weights, gather_rows, global_tertile_groups, is_distributed
 
 
-class DPOModule(L.LightningModule):
+class DPOModule(TrainingModule):
     """DPO's training step; ``hyper`` is the run's ``dpo`` section (with its overrides) and
     ``weights`` its component-weight schedules or a weight source (:mod:`podyn.controller`:
     Coordinated PO's controller)."""

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import lightning as L
 import torch
 
 from ..config import PPOConfig
@@ -27,7 +26,7 @@ from ..objectives import (
 )
 from ..schedules import Weights
 from .checkpoints import RunRecorder
-from .common import StepRecords, adamw, grad_norm, record_weights
+from .common import StepRecords, TrainingModule, adamw, clip_grad_norm, grad_norm, record_weights
 from .distributed import (
     all_gather_objects,
     gather_padded_rows,
@@ -83,7 +82,7 @@ def select_rows(rollout: dict[str, Any], rows: torch.Tensor) -> dict[str, Any]:
     return {k: (v[rows] if torch.is_tensor(v) and v.dim() > 0 else v) for k, v in rollout.items()}
 
 
-class PPOModule(L.LightningModule):
+class PPOModule(TrainingModule):
     def __init__(
         self,
         policy: torch.nn.Module,
@@ -237,7 +236,7 @@ class PPOModule(L.LightningModule):
                 self.manual_backward(policy_loss + hyper.vf_coef * v_loss)
                 self.records.add(step=it, kind="grad_norm", value=grad_norm(self.policy.parameters()))
                 if hyper.max_grad_norm:  # null or 0: no clipping
-                    self.clip_gradients(opt, gradient_clip_val=hyper.max_grad_norm, gradient_clip_algorithm="norm")
+                    clip_grad_norm(self, opt, hyper.max_grad_norm)
                 opt.step()
                 with torch.no_grad():
                     _, ratio = ppo_token_losses(logps, mb["old_logps"], mb["advantages"], hyper.clip_eps)

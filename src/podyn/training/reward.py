@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import lightning as L
 import torch
 import torch.nn.functional as F
 
 from ..config import SupervisedConfig
 from ..models import last_token_index, score_at
-from .common import adamw_with_schedule
+from .common import TrainingModule, adamw_with_schedule
 from .distributed import is_distributed
 
 
@@ -17,7 +16,7 @@ def pair_scores(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tuple
     return scores.chunk(2)
 
 
-class RewardModule(L.LightningModule):
+class RewardModule(TrainingModule):
     def __init__(self, model: torch.nn.Module, cfg: SupervisedConfig) -> None:
         super().__init__()
         self.model = model.train()  # from_pretrained returns eval mode

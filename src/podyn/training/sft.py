@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import lightning as L
 import torch
 
 from ..config import SupervisedConfig
 from ..models import token_logps
-from .common import adamw_with_schedule
+from .common import TrainingModule, adamw_with_schedule
 from .distributed import global_sum, rank_and_world
 
 
-class SFTModule(L.LightningModule):
+class SFTModule(TrainingModule):
     def __init__(self, model: torch.nn.Module, cfg: SupervisedConfig) -> None:
         super().__init__()
         self.model = model.train()  # from_pretrained returns eval mode
