@@ -40,7 +40,7 @@ measure() {  # name, then the command; prints "name | wall s | peak GPU MiB"
     nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -lms 200 > "$out/$name.smi" &
     local smi=$!
     local start=$(date +%s.%N)
-    "$@" > "$out/$name.log" 2>&1 || echo "$name failed: see $out/$name.log"
+    "$@" > "$out/$name.log" 2>&1 || { echo "$name failed: the end of $out/$name.log:"; tail -n 30 "$out/$name.log"; }
     local end=$(date +%s.%N)
     kill "$smi"
     local peak=$(sort -n "$out/$name.smi" | tail -1)
