@@ -11,7 +11,9 @@
 # OUT (small: config, logs, nvidia-smi samples, table.md) defaults to bench/reference/multi_gpu; WORK holds
 # the large files (data, the 2.8B-shaped model, about 10 GB per saved model, work directories) and defaults
 # to $TMPDIR/podyn-multi-gpu. N_GPUS may be 1: `ddp` and `fsdp` then run one process (FSDP's wrapping and
-# full-state gathering, without sharding), which measures the one-GPU footprint.
+# full-state gathering, without sharding), which measures the one-GPU footprint. STRATEGIES="fsdp" (default
+# "ddp fsdp") measures only those strategies. The table is written row by row to OUT/table.md, so a run
+# stopped by a time limit keeps the rows it finished.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 gpus=${1:-$(nvidia-smi -L | wc -l)}
@@ -56,7 +58,7 @@ measure() {  # name, then the command; prints "name | wall s | peak GPU MiB"
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | head -"$gpus" | sed 's/^/# GPU: /'
 echo "| run                    |   wall s | peak GPU MiB   |"
 echo "|------------------------|----------|----------------|"
-for strategy in ddp fsdp; do
+for strategy in ${STRATEGIES:-ddp fsdp}; do
     overlay="{\"trainer\": {\"strategy\": \"$strategy\", \"devices\": $gpus}}"
     $py - "$out/config.yaml" "$overlay" "$out/$strategy.yaml" <<'EOF'
 import json, sys, yaml
