@@ -65,7 +65,7 @@ scale() {
     local status=0 gpus
     gpus=$(nvidia-smi -L | wc -l)
     echo "== multi_gpu: Pythia-2.8B shape, ddp and fsdp over $gpus GPU(s)"
-    timeout 300 bash bench/multi_gpu.sh "$gpus" /tmp/dev/multi_gpu 2>&1 | tee "$OUT/multi_gpu.md" || status=1
+    timeout 300 bash bench/multi_gpu.sh "$gpus" /tmp/dev/multi_gpu /tmp/dev/multi_gpu_work 2>&1 | tee "$OUT/multi_gpu.md" || status=1
     return $status
 }
 

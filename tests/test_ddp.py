@@ -94,3 +94,35 @@ def test_ppo_two_processes_use_global_batch_statistics(tmp_path, tiny_raw, asset
             logps = response_logps(policy, batch, typed.ppo.temperature) * mask
         torch.testing.assert_close(logps, batch["old_logps"], rtol=1e-4, atol=1e-5)
     assert records.loc[records["kind"] == "grad_norm", "step"].tolist() == [0, 0, 1, 1]
+
+
+@pytest.mark.slow
+def test_ppo_two_processes_share_one_reward_normalisation(tmp_path, tiny_raw, assets, env):
+    """ppo.normalize_reward under DDP: the gain and bias are fitted once, on both processes'
+    SFT rollouts, and every process normalises its rollouts with that same pair (before, each
+    process fitted its own on its own random stream)."""
+    from podyn.config import validate_config
+    from podyn.models import load_scalar_model, score_at
+
+    cfg = copy.deepcopy(tiny_raw)
+    cfg["ppo"].update(
+        iterations=1, rollout_batch_size=16, mini_batch_size=8, checkpoint_every=1, eval_every=1,
+        normalize_reward=True, reward_norm_prompts=32, reward_norm_mean=0.5, reward_norm_std=2.0,
+    )  # fmt: skip
+    cfg["trainer"].update(checkpoint_every_n_steps=1)
+    root = train("ppo", ddp(cfg), tmp_path / "two", assets, env)
+
+    checkpoint = torch.load(root / "work" / "lightning" / "last.ckpt", weights_only=False, map_location="cpu")
+    gain, bias = checkpoint["podyn_reward_norm"]  # rank 0's pair
+    assert gain != pytest.approx(1.0) and bias != pytest.approx(0.0)  # a fitted normalisation, not the identity
+    batch = torch.load(root / "work" / "analysis" / "step_0" / "batch.pt", weights_only=False)
+    assert batch["sequences"].shape[0] == 16  # rank 0's 8 rollouts, then rank 1's
+    typed = validate_config(copy.deepcopy(cfg), "ppo")
+    reward = load_scalar_model(assets["reward"], typed.model).eval()
+    last = batch["prompt_width"] + batch["response_mask"].sum(1).long() - 1
+    with torch.no_grad():
+        raw = score_at(reward, batch["sequences"], batch["attention_mask"], last)
+    penalty = typed.ppo.missing_eos_penalty * (~batch["ended"]).float()
+    for rows in (slice(0, 8), slice(8, 16)):  # each process's rollouts, normalised with rank 0's gain and bias
+        expected = gain * raw[rows] + bias - penalty[rows]
+        torch.testing.assert_close(batch["scores"][rows], expected.to(batch["scores"].dtype), rtol=1e-4, atol=1e-4)

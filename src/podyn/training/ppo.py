@@ -29,6 +29,7 @@ from .checkpoints import RunRecorder
 from .common import StepRecords, TrainingModule, adamw, clip_grad_norm, grad_norm, record_weights
 from .distributed import (
     all_gather_objects,
+    broadcast_object,
     gather_padded_rows,
     global_masked_mean,
     global_masked_whiten,
@@ -179,19 +180,28 @@ class PPOModule(TrainingModule):
     def fit_reward_normalization(self, prompt_ids: list[list[int]]) -> tuple[float, float]:
         """Gain and bias that give the reward model's scores on rollouts of the current (SFT)
         policy the mean ``reward_norm_mean`` and standard deviation ``reward_norm_std``
-        (lm-human-preferences' reward normalisation). Fixed for the rest of the run."""
+        (lm-human-preferences' reward normalisation). Fixed for the rest of the run.
+
+        Under DDP each process samples its contiguous share of ``prompt_ids`` (rank by rank, in
+        chunks of its share of ``rollout_batch_size``), the gain and bias are fitted on every
+        process's scores together, and rank 0's pair is broadcast: every process normalises with
+        the same gain and bias, fitted on the whole prompt set as in one process."""
         hyper, temperature = self.hyper, self.hyper.temperature
-        scores = []
-        for start in range(0, len(prompt_ids), hyper.rollout_batch_size):
-            chunk = prompt_ids[start : start + hyper.rollout_batch_size]
+        rank, world = rank_and_world()
+        share = -(-len(prompt_ids) // world)  # ceil: rank r takes rows [r * share, (r + 1) * share)
+        mine = prompt_ids[rank * share : (rank + 1) * share]
+        chunk_rows = max(1, hyper.rollout_batch_size // world)
+        scores = [torch.zeros(0, dtype=torch.float64)]  # a process with no prompts sends none
+        for start in range(0, len(mine), chunk_rows):
+            chunk = mine[start : start + chunk_rows]
             roll = generate(
                 self.policy, self.tokenizer, chunk, self.max_new_tokens, do_sample=True, temperature=temperature
             )
             last = roll.prompt_width + roll.response_mask.sum(1) - 1
-            scores.append(score_at(self._frozen["reward"], roll.sequences, roll.attention_mask, last))
-        raw = torch.cat(scores).double()
+            scores.append(score_at(self._frozen["reward"], roll.sequences, roll.attention_mask, last).double().cpu())
+        raw = torch.cat(all_gather_objects(torch.cat(scores)))  # every process's scores, rank by rank
         gain = hyper.reward_norm_std / float(raw.std().clamp(min=1e-8))
-        self.reward_norm = (gain, hyper.reward_norm_mean - gain * float(raw.mean()))
+        self.reward_norm = broadcast_object((gain, hyper.reward_norm_mean - gain * float(raw.mean())))
         return self.reward_norm
 
     def training_step(self, prompt_ids: list[list[int]], batch_idx: int) -> None:
