@@ -22,6 +22,32 @@ def encode_response(tokenizer: PreTrainedTokenizerBase, response: str, max_token
     return ids[:max_tokens] if max_tokens else ids
 
 
+class TokenIds:
+    """Token ids of texts, memoised: a training run draws each row several times (one batch per
+    step, several epochs), and tokenising them one call per text was a tenth of a small model's
+    DPO step on the CPU. New texts are tokenised in one batched call, which gives each text the
+    ids a call of its own gives (``add_special_tokens=False``, no padding or truncation)."""
+
+    def __init__(self, tokenizer: PreTrainedTokenizerBase) -> None:
+        self.tokenizer = tokenizer
+        self._ids: dict[str, list[int]] = {}
+
+    def __call__(self, texts: Sequence[str]) -> list[list[int]]:
+        new = [t for t in dict.fromkeys(texts) if t not in self._ids]
+        if new:
+            self._ids.update(zip(new, self.tokenizer(new, add_special_tokens=False).input_ids))
+        return [self._ids[t] for t in texts]
+
+    def prompts(self, texts: Sequence[str], max_tokens: int | None = None) -> list[list[int]]:
+        """As :func:`encode_prompt`, for each text."""
+        return [ids[-max_tokens:] if max_tokens else list(ids) for ids in self(texts)]
+
+    def responses(self, texts: Sequence[str], max_tokens: int | None = None) -> list[list[int]]:
+        """As :func:`encode_response`, for each text."""
+        eos = [self.tokenizer.eos_token_id]
+        return [(ids + eos)[:max_tokens] if max_tokens else ids + eos for ids in self(texts)]
+
+
 def pad_right(sequences: Sequence[Sequence[int]], pad_value: int) -> torch.Tensor:
     width = max(len(s) for s in sequences)
     return torch.tensor([list(s) + [pad_value] * (width - len(s)) for s in sequences], dtype=torch.long)
@@ -56,9 +82,11 @@ def sft_collator(
 ) -> Callable[[list[dict]], dict[str, torch.Tensor]]:
     """SFT rows (prompt, completion) as one right-padded batch with a response mask."""
 
+    token_ids = TokenIds(tokenizer)
+
     def collate(rows: list[dict]) -> dict[str, torch.Tensor]:
-        prompts = [encode_prompt(tokenizer, r["prompt"], max_prompt_tokens) for r in rows]
-        responses = [encode_response(tokenizer, r["completion"], max_response_tokens) for r in rows]
+        prompts = token_ids.prompts([r["prompt"] for r in rows], max_prompt_tokens)
+        responses = token_ids.responses([r["completion"] for r in rows], max_response_tokens)
         return prompt_response_batch(prompts, responses, tokenizer.pad_token_id)
 
     return collate
@@ -70,11 +98,11 @@ def pair_collator(
     """Preference pairs: chosen rows first, then rejected rows, in one right-padded batch (one
     forward pass). Optional ``index``, ``ref_chosen`` and ``ref_rejected`` columns are kept."""
 
+    token_ids = TokenIds(tokenizer)
+
     def collate(rows: list[dict]) -> dict[str, torch.Tensor]:
-        prompts = [encode_prompt(tokenizer, r["prompt"], max_prompt_tokens) for r in rows]
-        responses = [
-            encode_response(tokenizer, r[key], max_response_tokens) for key in ("chosen", "rejected") for r in rows
-        ]
+        prompts = token_ids.prompts([r["prompt"] for r in rows], max_prompt_tokens)
+        responses = token_ids.responses([r[key] for key in ("chosen", "rejected") for r in rows], max_response_tokens)
         batch = prompt_response_batch(prompts + prompts, responses, tokenizer.pad_token_id)
         if "index" in rows[0]:
             batch["index"] = torch.tensor([r["index"] for r in rows])

@@ -27,7 +27,7 @@ from ..objectives import (
 )
 from ..schedules import Weights
 from .checkpoints import RunRecorder
-from .common import StepRecords, adamw, grad_norm, record_weights
+from .common import StepRecords, adamw, grad_norm, metrics_kept, record_weights
 from .distributed import (
     all_gather_objects,
     gather_padded_rows,
@@ -211,7 +211,8 @@ class PPOModule(L.LightningModule):
                 self.recorder.at_step(it, self.policy, payload)
         self._record_advantages(it, batch)
         stats = self._optimise(batch, weights, it)
-        self._log_iteration(batch, stats)
+        if metrics_kept(self):
+            self._log_iteration(batch, stats)
         self.lr_schedulers().step()  # one step per PPO iteration (manual optimisation)
         self.iteration += 1
 
