@@ -11,6 +11,10 @@ the older commit) and for this one, alternately:
   (``--threads 1``), into a scratch directory; CPU seconds (user + sys) of the whole process,
   start-up and imports included; the run's records, generations, metrics, analysis
   checkpoints and final model are compared byte for byte between the two trees;
+* optionally (``--supervised sft reward-model``) those stages, by hand with ``--threads 1``
+  (the DAG gives them every core: thread counts change float reductions, so these outputs are
+  compared between the two trees, not with the DAG's) and optionally fewer steps; the saved
+  model and the reward model's accuracy table are compared byte for byte;
 * the collators of the SFT, reward-model and DPO stages over the batches those stages draw
   (``sft.max_steps`` and ``reward_model.max_steps`` batches, ``dpo.max_steps`` for DPO): CPU
   seconds and whether every batch is equal (the rest of those stages did not change).
@@ -48,6 +52,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--before", type=Path, required=True, help="source tree of the commit to compare with")
     parser.add_argument("--config", type=Path, default=ROOT / "config.yaml")
     parser.add_argument("--runs", nargs="*", default=["dpo", "ppo"], help="training jobs to run (default: dpo ppo)")
+    parser.add_argument(
+        "--supervised",
+        nargs="*",
+        default=[],
+        choices=["sft", "reward-model"],
+        help="also run these stages by hand (--threads 1; default: none)",
+    )
+    parser.add_argument(
+        "--supervised-steps",
+        type=int,
+        default=None,
+        help="max_steps of those stages (default: the config's; fewer for a shorter measurement)",
+    )
     parser.add_argument("--no-collators", action="store_true", help="skip the collator measurement")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "stage_cpu", help="scratch directory")
     return parser.parse_args(argv)
@@ -90,6 +107,28 @@ def train_command(cfg, run: str, results: Path, out: Path) -> list[str]:
     config = registry.stage_config(cfg, "train", run)
     return [sys.executable, "-m", "podyn.cli", "train", "--config", config, "--threads", "1", "--run", run,
             "--seed", "0", *flags]  # fmt: skip
+
+
+def supervised_command(cfg, stage: str, results: Path, out: Path, steps: int | None) -> list[str]:
+    """``podyn sft`` on the default's base model, or ``podyn reward-model`` on its SFT model,
+    with ``steps`` training steps if given."""
+    if steps is not None:
+        key = "sft" if stage == "sft" else "reward_model"
+        cfg = cfg.model_copy(update={key: getattr(cfg, key).model_copy(update={"max_steps": steps})})
+    paths = {"--data": results / "data", "--out": out / "model", "--workdir": out / "work"}
+    if stage == "sft":
+        paths["--base"] = results / "models" / "base"
+    else:
+        paths.update({"--sft": results / "models" / "sft", "--metrics": out / "metrics.csv"})
+    flags = [str(part) for flag, path in paths.items() for part in (flag, path)]
+    config = registry.stage_config(cfg, stage)
+    return [sys.executable, "-m", "podyn.cli", stage, "--config", config, "--threads", "1", *flags]
+
+
+def same_supervised(a: Path, b: Path) -> bool:
+    """The saved model directory (and the reward model's accuracy table) byte for byte."""
+    metrics = [name for name in ("metrics.csv",) if (a / name).exists() or (b / name).exists()]
+    return same_tree(a / "model", b / "model") and all(filecmp.cmp(a / m, b / m, shallow=False) for m in metrics)
 
 
 def same_tree(a: Path, b: Path) -> bool:
@@ -167,6 +206,17 @@ def main(argv: list[str] | None = None) -> int:
             cpu[label] = child_cpu(cmd, environment(src), args.out / f"{run}_{label}.log")
             print(f"train {run} ({label}): {cpu[label]:.1f} CPU s", flush=True)
         rows.append((f"train {run} (whole job)", cpu["before"], cpu["after"], same_run(dirs["before"], dirs["after"])))
+    for stage in args.supervised:
+        cpu, dirs = {}, {}
+        for label, src in (("before", before), ("after", ROOT)):
+            dirs[label] = args.out / f"{stage}_{label}"
+            dirs[label].mkdir()
+            cmd = supervised_command(cfg, stage, results, dirs[label], args.supervised_steps)
+            cpu[label] = child_cpu(cmd, environment(src), args.out / f"{stage}_{label}.log")
+            print(f"{stage} ({label}): {cpu[label]:.1f} CPU s", flush=True)
+        steps = f", {args.supervised_steps} steps" if args.supervised_steps else ""
+        same = same_supervised(dirs["before"], dirs["after"])
+        rows.append((f"{stage} (whole job{steps})", cpu["before"], cpu["after"], same))
     if not args.no_collators:
         import torch
 
