@@ -29,10 +29,11 @@ def per_row_pair_batch(tokenizer, rows, max_prompt, max_response):
 
 def check_tokenizer(tokenizer, pairs: list[dict]) -> None:
     texts = [t for r in pairs for t in (r["prompt"], r["chosen"], r["rejected"])]
-    ids = TokenIds(tokenizer)
-    for limit in (None, 3, 40):
-        assert ids.prompts(texts, limit) == [encode_prompt(tokenizer, t, limit) for t in texts]
-        assert ids.responses(texts, limit) == [encode_response(tokenizer, t, limit) for t in texts]
+    for ids in (TokenIds(tokenizer), TokenIds(tokenizer, max_tokens=200)):  # the memo full after a few texts
+        for limit in (None, 3, 40, None):
+            assert ids.prompts(texts, limit) == [encode_prompt(tokenizer, t, limit) for t in texts]
+            assert ids.responses(texts, limit) == [encode_response(tokenizer, t, limit) for t in texts]
+        assert ids._held <= ids.max_tokens
     for limits in ((None, None), (5, 4)):
         collate = pair_collator(tokenizer, *limits)
         for start in range(0, len(pairs), 16):

@@ -4,6 +4,7 @@ shuffling loader every training stage uses."""
 
 from __future__ import annotations
 
+from array import array
 from collections.abc import Callable, Sequence
 
 import torch
@@ -25,22 +26,30 @@ def encode_response(tokenizer: PreTrainedTokenizerBase, response: str, max_token
 class TokenIds:
     """Token ids of texts, memoised: a training run draws each row several times (one batch per
     step, several epochs), and tokenising them one call per text was a tenth of a small model's
-    DPO step on the CPU. New texts are tokenised in one batched call, which gives each text the
-    ids a call of its own gives (``add_special_tokens=False``, no padding or truncation)."""
+    DPO step on the CPU. The texts of a call that are not yet known are tokenised in one batched
+    call, which gives each text the ids a call of its own gives (``add_special_tokens=False``, no
+    padding or truncation). The memo holds at most ``max_tokens`` ids (4 bytes each, 64 MiB by
+    default, beside their texts): past that, new texts are tokenised each time they come."""
 
-    def __init__(self, tokenizer: PreTrainedTokenizerBase) -> None:
+    def __init__(self, tokenizer: PreTrainedTokenizerBase, max_tokens: int = 2**24) -> None:
         self.tokenizer = tokenizer
-        self._ids: dict[str, list[int]] = {}
+        self.max_tokens = max_tokens
+        self._ids: dict[str, array] = {}
+        self._held = 0
 
     def __call__(self, texts: Sequence[str]) -> list[list[int]]:
         new = [t for t in dict.fromkeys(texts) if t not in self._ids]
-        if new:
-            self._ids.update(zip(new, self.tokenizer(new, add_special_tokens=False).input_ids))
-        return [self._ids[t] for t in texts]
+        fresh = dict(zip(new, self.tokenizer(new, add_special_tokens=False).input_ids)) if new else {}
+        for text, ids in fresh.items():
+            if self._held + len(ids) > self.max_tokens:
+                break
+            self._ids[text] = array("i", ids)
+            self._held += len(ids)
+        return [list(fresh[t]) if t in fresh else self._ids[t].tolist() for t in texts]  # a list of its own each
 
     def prompts(self, texts: Sequence[str], max_tokens: int | None = None) -> list[list[int]]:
         """As :func:`encode_prompt`, for each text."""
-        return [ids[-max_tokens:] if max_tokens else list(ids) for ids in self(texts)]
+        return [ids[-max_tokens:] if max_tokens else ids for ids in self(texts)]
 
     def responses(self, texts: Sequence[str], max_tokens: int | None = None) -> list[list[int]]:
         """As :func:`encode_response`, for each text."""
