@@ -63,6 +63,18 @@ def stage_config(stage, run=None):
 
 DYNAMICS_RUNS = [r for r in CFG.dynamics.runs if r in RUNS]
 
+# Job order where cores are few (Snakemake starts the ready jobs of highest priority first; the outputs
+# do not depend on it). The dynamics of a run start as soon as it is trained, between the other runs'
+# training jobs, instead of after all of them; and the longest training jobs start first, so that
+# the last ones to finish are short: runs with a Coordinated-PO controller (they measure G while
+# training), then the runs whose dynamics are analysed.
+DYNAMICS_PRIORITY = 10
+
+
+def train_priority(wildcards):
+    run = CFG.runs[wildcards.run]
+    return 2 if run.controller is not None else 1 if wildcards.run in DYNAMICS_RUNS else 0
+
 
 def run_outputs(run, seed):
     return {

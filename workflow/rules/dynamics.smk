@@ -9,6 +9,7 @@ rule final_responses:
         cfg=stage_config("final-responses"),
         data=f"{RESULTS}/data",
     threads: CFG.threads
+    priority: DYNAMICS_PRIORITY
     log:
         f"{RESULTS}/logs/final_responses/{{run}}_seed{{seed}}.log",
     shell:
@@ -30,6 +31,7 @@ rule dynamics:
         cfg=lambda w: stage_config("dynamics", run=w.run),
         data=f"{RESULTS}/data",
     threads: CFG.threads
+    priority: DYNAMICS_PRIORITY
     log:
         f"{RESULTS}/logs/dynamics/{{run}}_seed{{seed}}.log",
     shell:
@@ -44,6 +46,7 @@ rule dynamics_table:
         expand(f"{RESULTS}/dynamics/{{{{run}}}}/seed{{seed}}.csv", seed=SEEDS),
     output:
         f"{RESULTS}/dynamics/{{run}}.csv",
+    priority: DYNAMICS_PRIORITY
     log:
         f"{RESULTS}/logs/dynamics/{{run}}_table.log",
     shell:

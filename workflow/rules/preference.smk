@@ -12,6 +12,7 @@ rule train:
         data=f"{RESULTS}/data",
         workdir=f"{RESULTS}/work/{{run}}/seed{{seed}}",
     threads: CFG.threads
+    priority: train_priority
     log:
         f"{RESULTS}/logs/train/{{run}}_seed{{seed}}.log",
     shell:

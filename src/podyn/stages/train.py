@@ -14,7 +14,7 @@ import torch
 from datasets import Dataset
 
 from .. import data as data_mod
-from ..batching import encode_prompt, pair_collator
+from ..batching import TokenIds, pair_collator
 from ..config import Config, ConfigError, ResolvedRun, resolve_run
 from ..controller import WeightSource, proxy_targets, weight_source
 from ..io import DataError, write_csv
@@ -163,8 +163,10 @@ def _ppo_setup(
     gen, hyper = cfg.generation, run.hyper
     prompts = data_mod.load_split(data, "prefs_train")["prompt"]
 
+    token_ids = TokenIds(tokenizer)
+
     def collate(rows: list[str]) -> list[list[int]]:
-        return [encode_prompt(tokenizer, p, gen.max_prompt_tokens) for p in rows]
+        return token_ids.prompts(rows, gen.max_prompt_tokens)
 
     loader = resumable_loader(
         prompts, hyper.rollout_batch_size, hyper.iterations, collate, seed, f"{run.name}: ppo.rollout_batch_size"

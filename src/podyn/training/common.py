@@ -258,12 +258,17 @@ class MetricRows(L.Callback):
         self.every = every
         self.rows: list[dict[str, Any]] = []
 
+    def keeps(self, trainer: L.Trainer) -> bool:
+        """Whether the metrics of the batch being trained are kept (every ``every``-th and the last)."""
+        step = trainer.fit_loop.epoch_loop.batch_progress.total.completed  # not yet incremented for this batch
+        return not ((step + 1) % self.every and step + 1 < trainer.num_training_batches)
+
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int
     ) -> None:
-        step = trainer.fit_loop.epoch_loop.batch_progress.total.completed  # not yet incremented for this batch
-        if (step + 1) % self.every and step + 1 < trainer.num_training_batches:
+        if not self.keeps(trainer):
             return
+        step = trainer.fit_loop.epoch_loop.batch_progress.total.completed
         values = {name: float(value) for name, value in sorted(trainer.callback_metrics.items())}
         self.rows.append({"step": step, **values})
 
@@ -279,6 +284,17 @@ class MetricRows(L.Callback):
 
 def metric_rows(trainer: L.Trainer) -> MetricRows:
     return next(c for c in trainer.callbacks if isinstance(c, MetricRows))
+
+
+def metrics_kept(module: L.LightningModule) -> bool:
+    """Whether the training modules log this batch's metrics: only on the batches whose metrics
+    :class:`MetricRows` keeps (also the only ones Lightning's own loggers write, every
+    ``log_every_n_steps``-th), or on every batch under a Trainer without it. ``self.log`` costs
+    about a millisecond a call, 5% of a small model's DPO step on the CPU; the kept values are the
+    same, since each kept batch logs every metric afresh."""
+    trainer = module._trainer  # None outside a Trainer (a module called by hand)
+    rows = next((c for c in trainer.callbacks if isinstance(c, MetricRows)), None) if trainer is not None else None
+    return rows is None or rows.keeps(trainer)
 
 
 class FullWeightsAtEnd(L.Callback):

@@ -12,7 +12,7 @@ from ..models import sequence_logps
 from ..objectives import dpo_component_loss, dpo_terms
 from ..schedules import Weights
 from .checkpoints import RunRecorder
-from .common import StepRecords, TrainingModule, adamw_with_schedule, grad_norm, record_weights
+from .common import StepRecords, TrainingModule, adamw_with_schedule, grad_norm, metrics_kept, record_weights
 from .distributed import full_weights, gather_rows, global_tertile_groups, is_distributed
 
 
@@ -64,7 +64,8 @@ class DPOModule(TrainingModule):
         terms = dpo_terms(chosen, rejected, ref_chosen, ref_rejected, beta=self.hyper.beta)
         groups = global_tertile_groups(terms.omega)  # tertiles of the global batch
         loss = dpo_component_loss(chosen, rejected, terms.omega, groups, weights)
-        self._log_step(terms, chosen, rejected, ref_chosen, ref_rejected, weights)
+        if metrics_kept(self):
+            self._log_step(terms, chosen, rejected, ref_chosen, ref_rejected, weights)
         return loss
 
     def _log_step(self, terms, chosen, rejected, ref_chosen, ref_rejected, weights) -> None:
@@ -89,7 +90,8 @@ class DPOModule(TrainingModule):
 
     def on_before_optimizer_step(self, optimizer) -> None:
         norm = grad_norm(self.policy.parameters())
-        self.log("grad_norm", norm)
+        if metrics_kept(self):
+            self.log("grad_norm", norm)
         self.records.add(step=self.global_step, kind="grad_norm", value=norm)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:

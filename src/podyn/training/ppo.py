@@ -26,7 +26,7 @@ from ..objectives import (
 )
 from ..schedules import Weights
 from .checkpoints import RunRecorder
-from .common import StepRecords, TrainingModule, adamw, clip_grad_norm, grad_norm, record_weights
+from .common import StepRecords, TrainingModule, adamw, clip_grad_norm, grad_norm, metrics_kept, record_weights
 from .distributed import (
     all_gather_objects,
     broadcast_object,
@@ -220,7 +220,8 @@ class PPOModule(TrainingModule):
                 self.recorder.at_step(it, self.policy, payload)
         self._record_advantages(it, batch)
         stats = self._optimise(batch, weights, it)
-        self._log_iteration(batch, stats)
+        if metrics_kept(self):
+            self._log_iteration(batch, stats)
         self.lr_schedulers().step()  # one step per PPO iteration (manual optimisation)
         self.iteration += 1
 

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from ..config import SupervisedConfig
 from ..models import last_token_index, score_at
-from .common import TrainingModule, adamw_with_schedule
+from .common import TrainingModule, adamw_with_schedule, metrics_kept
 from .distributed import is_distributed
 
 
@@ -26,8 +26,9 @@ class RewardModule(TrainingModule):
         chosen, rejected = pair_scores(self.model, batch)
         loss = -F.logsigmoid(chosen - rejected).mean()
         distributed = is_distributed()  # each process's mean over equal shares: the global mean
-        self.log("train/loss", loss, prog_bar=True, sync_dist=distributed)
-        self.log("train/accuracy", (chosen > rejected).float().mean(), prog_bar=True, sync_dist=distributed)
+        if metrics_kept(self):
+            self.log("train/loss", loss, prog_bar=True, sync_dist=distributed)
+            self.log("train/accuracy", (chosen > rejected).float().mean(), prog_bar=True, sync_dist=distributed)
         return loss
 
     def configure_optimizers(self):

@@ -6,7 +6,7 @@ import torch
 
 from ..config import SupervisedConfig
 from ..models import token_logps
-from .common import TrainingModule, adamw_with_schedule
+from .common import TrainingModule, adamw_with_schedule, metrics_kept
 from .distributed import global_sum, rank_and_world
 
 
@@ -24,8 +24,9 @@ class SFTModule(TrainingModule):
         tokens = global_sum(mask.sum())
         _, world = rank_and_world()
         loss = -(logps * mask).sum() * world / tokens
-        self.log("train/loss", loss, prog_bar=True, sync_dist=world > 1)
-        self.log("train/tokens", tokens, reduce_fx="sum")
+        if metrics_kept(self):
+            self.log("train/loss", loss, prog_bar=True, sync_dist=world > 1)
+            self.log("train/tokens", tokens, reduce_fx="sum")
         return loss
 
     def configure_optimizers(self):
