@@ -511,6 +511,23 @@ def test_claims_robustness_config_pairs_runs_that_change_one_setting():
         assert set(runs.values()) <= set(cfg.dynamics.runs) and set(runs.values()) <= set(cfg.select)
 
 
+def test_copo_settings_config_changes_one_controller_setting():
+    """config/copo-settings.yaml: every added CoPO run is the default grid's CoPO run of its
+    objective with exactly one controller setting changed, and is compared with its baseline."""
+    cfg = experiment_cfg("copo-settings.yaml")
+    added = {name for name, run in cfg.runs.items() if run.controller is not None} - {"copo_dpo", "copo_ppo"}
+    assert len(added) >= 2
+    baselines = {run: panel.baseline for panel in cfg.figures.ablation_panels.values() for run in panel.runs}
+    for name in added:
+        run = cfg.runs[name]
+        default = cfg.runs[f"copo_{run.objective}"].controller.model_dump()
+        changed = {k for k, v in run.controller.model_dump().items() if v != default[k]}
+        assert len(changed) == 1, (name, changed)
+        assert baselines[name] == run.objective
+    objectives = {cfg.runs[name].objective for name in added}
+    assert objectives == {"dpo", "ppo"}
+
+
 def test_ablation_figure_with_only_the_baselines(tmp_path, default_cfg):
     """An experiment that runs no variant (the tiny e2e: select [dpo, ppo]) still draws figure 4,
     with the panels of its baselines."""
