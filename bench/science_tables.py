@@ -23,13 +23,10 @@ def ci(row: pd.Series, name: str = "difference") -> str:
     return f"{diff:+.3f} [{low:+.3f}, {high:+.3f}]"
 
 
-def final_winrates(root: Path) -> pd.Series | None:
-    path = root / "eval" / "winrates.csv"
-    if not path.exists():
-        return None
-    frame = pd.read_csv(path)
-    last = frame[frame["step"] == frame.groupby("run")["step"].transform("max")]
-    return last.groupby("run")["win_rate"].mean()
+def run_winrates(root: Path) -> pd.DataFrame | None:
+    """tables/winrates.csv indexed by run: final and best win rate (mean over seeds) and steps."""
+    path = root / "tables" / "winrates.csv"
+    return pd.read_csv(path).set_index("run") if path.exists() else None
 
 
 def comparisons(root: Path, panels: list[str] | None, step: str) -> None:
@@ -40,12 +37,15 @@ def comparisons(root: Path, panels: list[str] | None, step: str) -> None:
     table = table[table["step"] == step] if step != "all" else table
     if panels:
         table = table[table["panel"].isin(panels)]
-    rates = final_winrates(root)
+    rates = run_winrates(root)
     print(f"## {path} (step: {step})\n")
-    print("| panel | variant | baseline | step | win rate | difference [95% CI] | MDE | seeds | verdict |")
+    print("| panel | variant | baseline | step | win rate (at step) | difference [95% CI] | MDE | seeds | verdict |")
     print("|---|---|---|---|---:|---|---:|---:|---|")
     for _, row in table.iterrows():
-        rate = f"{rates[row['variant']]:.3f}" if rates is not None and row["variant"] in rates else ""
+        rate = ""
+        if rates is not None and row["variant"] in rates.index:
+            at = rates.loc[row["variant"]]
+            rate = f"{at[f'{row.step}_win_rate']:.3f} ({int(at[f'{row.step}_step'])})"
         print(
             f"| {row['panel']} | {row['variant']} | {row['baseline']} | {row['step']} | {rate} | {ci(row)} "
             f"| {row['mde']:.3f} | {row['n_seeds']} | {row['verdict']} |"
@@ -62,6 +62,8 @@ def copo(root: Path) -> None:
     if not path.exists():
         return
     table = pd.read_csv(path)
+    if table.empty:
+        return
     print(f"## {path}\n")
     print(
         "| run | seed | cost fraction | measurements | final weights | vs baseline [95% CI] | MDE | verdict "
