@@ -546,6 +546,10 @@ def test_copo_settings_config_changes_one_controller_setting():
         assert baselines[name] == run.objective
     objectives = {cfg.runs[name].objective for name in added}
     assert objectives == {"dpo", "ppo"}
+    # the paper's panels are kept (a config's panels replace the default's), so that each CoPO run
+    # has a best fixed variant in tables/copo.csv
+    fixed = {p.baseline for p in cfg.figures.ablation_panels.values() if p.paper_claim}
+    assert fixed == {"dpo", "ppo"}
 
 
 def test_ablation_figure_with_only_the_baselines(tmp_path, default_cfg):
