@@ -511,6 +511,47 @@ def test_claims_robustness_config_pairs_runs_that_change_one_setting():
         assert set(runs.values()) <= set(cfg.dynamics.runs) and set(runs.values()) <= set(cfg.select)
 
 
+@pytest.mark.parametrize(
+    "name, section, changed",
+    [
+        ("claims-width.yaml", "model", {"arch": {"hidden_size": 128}}),
+        ("claims-difficulty.yaml", "data", {"synthetic": {"max_len": 8}}),
+    ],
+)
+def test_claims_width_and_difficulty_configs_change_one_setting(default_cfg, name, section, changed):
+    """The robustness map's width and difficulty settings: the default's DPO and PPO runs, with
+    dynamics, on three seeds, with only the model's width or the task's length changed."""
+    cfg = experiment_cfg(name)
+    assert [(s.dpo, s.ppo) for s in cfg.robustness.settings.values()] == [("dpo", "ppo")]
+    assert cfg.seeds == [0, 1, 2] and set(cfg.dynamics.runs) == {"dpo", "ppo"} and set(cfg.select) == {"dpo", "ppo"}
+    expected = merged(getattr(default_cfg, section).model_dump(), changed)
+    assert getattr(cfg, section).model_dump() == expected != getattr(default_cfg, section).model_dump()
+    for other in ("data", "model", "sft", "reward_model", "dpo", "ppo"):
+        if other != section:
+            assert getattr(cfg, other) == getattr(default_cfg, other), other
+
+
+def test_copo_settings_config_changes_one_controller_setting():
+    """config/copo-settings.yaml: every added CoPO run is the default grid's CoPO run of its
+    objective with exactly one controller setting changed, and is compared with its baseline."""
+    cfg = experiment_cfg("copo-settings.yaml")
+    added = {name for name, run in cfg.runs.items() if run.controller is not None} - {"copo_dpo", "copo_ppo"}
+    assert len(added) >= 2
+    baselines = {run: panel.baseline for panel in cfg.figures.ablation_panels.values() for run in panel.runs}
+    for name in added:
+        run = cfg.runs[name]
+        default = cfg.runs[f"copo_{run.objective}"].controller.model_dump()
+        changed = {k for k, v in run.controller.model_dump().items() if v != default[k]}
+        assert len(changed) == 1, (name, changed)
+        assert baselines[name] == run.objective
+    objectives = {cfg.runs[name].objective for name in added}
+    assert objectives == {"dpo", "ppo"}
+    # the paper's panels are kept (a config's panels replace the default's), so that each CoPO run
+    # has a best fixed variant in tables/copo.csv
+    fixed = {p.baseline for p in cfg.figures.ablation_panels.values() if p.paper_claim}
+    assert fixed == {"dpo", "ppo"}
+
+
 def test_ablation_figure_with_only_the_baselines(tmp_path, default_cfg):
     """An experiment that runs no variant (the tiny e2e: select [dpo, ppo]) still draws figure 4,
     with the panels of its baselines."""
