@@ -21,7 +21,7 @@
 #   2. bench/dynamics_cost.py: G's cost (DPO and PPO) against a training step, Pythia-410M, bf16;
 #   3. the earlier 8 x 512-token synthetic comparison (all three implementations, one process).
 # Output: printed, and under $OUT (hh/, main/, gpu.log, dynamics_cost.txt) when $OUT is set,
-# else under bench/out/gpu/. Not yet run on a GPU at the time of writing.
+# else under bench/out/gpu/. bench/device_session.sh supersedes it (one call, the paper-setting wheels too).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 

@@ -16,7 +16,7 @@ config's: bf16-mixed, 512-token prompts, 256 new tokens, SDPA attention.
 Prints the per-stage table (wall time, tokens/s, peak GPU memory) and writes it, with the
 Snakemake log, under --out; copy them to bench/reference/ when they are worth keeping.
 Needs the project's environment (scripts/setup.sh) with a CUDA torch; nothing is downloaded.
-Not yet run: no GPU was available when it was written.
+Not yet run on a GPU (``bash bench/device_session.sh paper`` runs it on a GPU box without network).
 """
 
 from __future__ import annotations
