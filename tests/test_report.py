@@ -114,9 +114,24 @@ def test_report_pages(tmp_path):
         "# Paper claims, computed from this run\n\nPreamble.\n\n| id | statistic | holds |\n|---|---|---|\n"
         "| ppo_neg | \\|2 P(G>0) - 1\\| of NEG | **no** |\n"
     )
+    pd.DataFrame(
+        [
+            {
+                "run": "copo_dpo",
+                "seed": 0,
+                "cost_fraction": 0.1159,
+                "measurements": 30,
+                "final_pos": 1.8925,
+                "vs_baseline": -0.0723,
+                "vs_baseline_run": "dpo",
+                "vs_baseline_verdict": "worse",
+            }
+        ]
+    ).to_csv(tmp_path / "copo.csv", index=False)
     write_report_pages(
         winrates=tmp_path / "winrates.md",
         comparisons=tmp_path / "comparisons.csv",
+        copo=tmp_path / "copo.csv",
         claims=tmp_path / "claims.md",
         out=tmp_path / "out",
     )
@@ -125,9 +140,12 @@ def test_report_pages(tmp_path):
     comparisons = (tmp_path / "out" / "comparisons.html").read_text()
     assert '<td class="num">-0.013</td>' in comparisons and '<td class="num">256</td>' in comparisons
     assert "<td>no significant difference</td>" in comparisons
+    copo = (tmp_path / "out" / "copo.html").read_text()
+    assert "<h1>Coordinated PO</h1>" in copo and '<td class="num">0.116</td>' in copo
+    assert '<td class="num">30</td>' in copo and "<td>worse</td>" in copo
     claims = (tmp_path / "out" / "claims.html").read_text()
     assert "<h1>Paper claims, computed from this run</h1>" in claims and "<strong>no</strong>" in claims
     assert "|2 P(G&gt;0) - 1| of NEG" in claims  # an escaped pipe stays inside its cell
-    for page in (winrates, comparisons, claims):  # self-contained: no scripts, nothing fetched
+    for page in (winrates, comparisons, copo, claims):  # self-contained: no scripts, nothing fetched
         assert page.startswith("<!DOCTYPE html>") and "<script" not in page
         assert not re.search(r"""(src|href)=["']?(https?:)?//""", page)

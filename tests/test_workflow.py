@@ -196,11 +196,15 @@ def test_e2e_report(e2e, env, tiny_cfg):
         *(f"figures/{name}.png" for name in ("fig1_dpo_dynamics", "fig2_ppo_dynamics", "fig3_ppo_advantages")),
         "figures/fig4_ablations.png",
         "figures/fig5_grad_magnitudes.png",
+        "figures/fig6_weights.png",
+        "figures/fig7_copo.png",
         "report/winrates.html",
         "report/comparisons.html",
+        "report/copo.html",
         "report/claims.html",
         "tables/winrates.csv",
         "tables/comparisons.csv",
+        "tables/copo.csv",
         "claims.csv",
         "eval/winrates.csv",
         "eval/reward_model.csv",
@@ -216,6 +220,9 @@ def test_e2e_report(e2e, env, tiny_cfg):
         "Figure 3: PPO advantages",
         "Figure 4: performance under ablation",
         "Figure 5: gradient magnitudes.",
+        "Figure 6: component weights applied.",
+        "Figure 7: Coordinated PO.",
+        "Coordinated PO: cost and comparisons.",
         "Win-rate table.",
         "Paired comparisons with the baselines.",
         "Paper claims.",
@@ -224,5 +231,5 @@ def test_e2e_report(e2e, env, tiny_cfg):
         assert title in html, title
     assert f"beta = {tiny_cfg.dpo.beta}, lr = {tiny_cfg.dpo.lr}" in html
     # self-contained: results are embedded, nothing is fetched from elsewhere
-    assert html.count("data:image/png") >= 5
+    assert html.count("data:image/png") >= 7
     assert not re.search(r"""(src|href)=["'](https?:)?//""", html)

@@ -351,10 +351,12 @@ STAGES: dict[str, Stage] = {
         Stage(
             "report-pages",
             "podyn.report_pages:write_report_pages",
-            "HTML views of the win-rate table, paired comparisons and claims report, for `snakemake --report`.",
+            "HTML views of the win-rate table, paired comparisons, Coordinated PO's table and claims report, "
+            "for `snakemake --report`.",
             args=(
                 Arg("--winrates", "the win-rate table (tables/winrates.md)"),
                 Arg("--comparisons", "paired comparisons with the baselines (tables/comparisons.csv)"),
+                Arg("--copo", "Coordinated PO's cost and comparisons (tables/copo.csv)"),
                 Arg("--claims", "the claims report (claims.md)"),
                 Arg("--out", "output directory of the pages"),
             ),

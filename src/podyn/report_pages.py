@@ -38,6 +38,13 @@ COMPARISONS_NOTE = (
     "the interval excludes 0, 'no difference' when it lies within +-mde, else 'inconclusive'."
 )
 
+COPO_NOTE = (
+    "Each Coordinated-PO run (a run with a controller): its cost (controller time as a fraction of its training "
+    "time, and the number of G measurements), the weights it ended with, and its final win rate minus its "
+    "baseline's and minus the best fixed variant's of its panel, with the same paired intervals, mde and verdicts "
+    "as the paired comparisons."
+)
+
 
 def page(title: str, body_html: str) -> str:
     """A complete HTML document with the shared inline style."""
@@ -75,26 +82,29 @@ def markdown_page(markdown_file: Path, title: str, note: str = "") -> str:
     return page(title, heading + intro + markdown_to_html(text))
 
 
-def csv_page(csv_file: Path, title: str, note: str = "") -> str:
-    """A CSV output as an HTML page with a heading and an explanatory note."""
+def csv_page(csv_file: Path, title: str, note: str = "", empty: str = "") -> str:
+    """A CSV output as an HTML page with a heading and an explanatory note; ``empty`` says why it has no rows."""
     frame = pd.read_csv(csv_file)
     body = f"<h1>{html.escape(title)}</h1>\n"
     if note:
         body += f'<p class="note">{html.escape(note)}</p>\n'
-    empty = "<p>No rows: none of figure 4's panels has both its baseline and a variant.</p>"
-    body += frame_to_html(frame) if not frame.empty else empty
+    body += frame_to_html(frame) if not frame.empty else f"<p>No rows: {html.escape(empty)}</p>"
     return page(title, body)
 
 
-def write_report_pages(*, winrates: Path, comparisons: Path, claims: Path, out: Path) -> None:
-    """``winrates.html``, ``comparisons.html`` and ``claims.html`` in ``out``, from the win-rate table
-    (``tables/winrates.md``), the paired comparisons (``tables/comparisons.csv``) and ``claims.md``."""
+def write_report_pages(*, winrates: Path, comparisons: Path, copo: Path, claims: Path, out: Path) -> None:
+    """``winrates.html``, ``comparisons.html``, ``copo.html`` and ``claims.html`` in ``out``, from the win-rate
+    table (``tables/winrates.md``), the paired comparisons (``tables/comparisons.csv``), Coordinated PO's table
+    (``tables/copo.csv``) and ``claims.md``."""
     out_dir = Path(out)
     winrates_note = (
         "Final and best judged step of every run: win rate against the SFT model (mean over seeds), the "
         "t-interval across seeds (empty with one seed) and the bootstrap interval over prompts."
     )
     write_text(out_dir / "winrates.html", markdown_page(winrates, "Win rates against SFT", winrates_note))
-    comparisons_page = csv_page(comparisons, "Paired comparisons with the baselines", COMPARISONS_NOTE)
+    no_pairs = "none of figure 4's panels has both its baseline and a variant."
+    comparisons_page = csv_page(comparisons, "Paired comparisons with the baselines", COMPARISONS_NOTE, no_pairs)
     write_text(out_dir / "comparisons.html", comparisons_page)
+    no_controller = "no run of this experiment has a controller (runs.<name>.controller)."
+    write_text(out_dir / "copo.html", csv_page(copo, "Coordinated PO", COPO_NOTE, no_controller))
     write_text(out_dir / "claims.html", markdown_page(claims, "Paper claims"))

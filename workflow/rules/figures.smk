@@ -99,8 +99,11 @@ rule coordination:
         records=[f"{RESULTS}/runs/{run}/seed{seed}/records.csv" for run, seed in RUN_SEEDS],
         timing=[f"{RESULTS}/runs/{run}/seed{seed}/timing.csv" for run, seed in RUN_SEEDS],
     output:
-        table=f"{RESULTS}/tables/copo.csv",
-        figures=[f"{RESULTS}/figures/{name}.{fmt}" for name in ("fig6_weights", "fig7_copo") for fmt in FORMATS],
+        table=report_file(f"{RESULTS}/tables/copo.csv", "Coordinated PO", "copo", REPORT_DATA),
+        figures=[
+            *figure_files("fig6_weights", "Figure 6: component weights applied", REPORT_DYNAMICS),
+            *figure_files("fig7_copo", "Figure 7: Coordinated PO", REPORT_WINRATES),
+        ],
     params:
         cfg=stage_config("coordination"),
         runs=[run for run, _ in RUN_SEEDS],

@@ -1,0 +1,85 @@
+#!/usr/bin/env python
+"""Compare two results directories file by file (e.g. the same config's DAG before and after a
+change): every file both hold is byte-identical, or equal in value (``.pt`` archives whose zip
+records differ but whose tensors are equal), or it differs. Files only one of them holds are
+listed too. Prints a table by file type and the differing files; exits 1 if any file differs.
+
+    python scripts/compare_results.py results/default /elsewhere/results/default [--ignore GLOB ...]
+
+Some files hold the results directory's own path or wall-clock times and so differ between any two
+runs in different directories: logs, ``stamp.json``, ``checkpoints.json``, Lightning's
+``last.ckpt`` and ``timing.csv``. ``--ignore`` leaves such files out (glob on the relative path).
+"""
+
+from __future__ import annotations
+
+import argparse
+import fnmatch
+import sys
+from collections import Counter
+from pathlib import Path
+
+
+def files_under(root: Path) -> set[str]:
+    return {str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()}
+
+
+def equal_values(a, b) -> bool:
+    """Tensors, dicts, lists and plain values compared exactly (tensors by dtype, shape and value)."""
+    import torch
+
+    if isinstance(a, torch.Tensor):
+        return isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b)
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(equal_values(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)):
+        return type(a) is type(b) and len(a) == len(b) and all(equal_values(x, y) for x, y in zip(a, b))
+    return a == b
+
+
+def compare_file(a: Path, b: Path) -> str:
+    """'identical', 'equal values' or 'differs'."""
+    if a.read_bytes() == b.read_bytes():
+        return "identical"
+    if a.suffix == ".pt":
+        import torch
+
+        if equal_values(torch.load(a, weights_only=False), torch.load(b, weights_only=False)):
+            return "equal values"
+    return "differs"
+
+
+def compare(a: Path, b: Path, ignore: list[str]) -> dict[str, str]:
+    """Each file's verdict, by relative path; 'only in A' / 'only in B' for the others."""
+    kept = lambda path: not any(fnmatch.fnmatch(path, pattern) for pattern in ignore)  # noqa: E731
+    in_a, in_b = set(filter(kept, files_under(a))), set(filter(kept, files_under(b)))
+    verdicts = {path: compare_file(a / path, b / path) for path in sorted(in_a & in_b)}
+    verdicts.update({path: "only in A" for path in in_a - in_b})
+    verdicts.update({path: "only in B" for path in in_b - in_a})
+    return verdicts
+
+
+def kind(path: str) -> str:
+    name = Path(path).name
+    return name.rsplit(".", 1)[-1] if "." in name else "(no extension)"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("a", type=Path, help="results directory A")
+    parser.add_argument("b", type=Path, help="results directory B")
+    parser.add_argument("--ignore", action="append", default=[], metavar="GLOB", help="leave out matching paths")
+    args = parser.parse_args(argv)
+    verdicts = compare(args.a, args.b, args.ignore)
+    table = Counter((kind(path), verdict) for path, verdict in verdicts.items())
+    print("| file type | verdict | files |\n|---|---|---:|")
+    for (ext, verdict), count in sorted(table.items()):
+        print(f"| {ext} | {verdict} | {count} |")
+    for path, verdict in verdicts.items():
+        if verdict not in ("identical", "equal values"):
+            print(f"{verdict}: {path}")
+    return 1 if any(v == "differs" for v in verdicts.values()) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
