@@ -6,15 +6,19 @@ listed too. Prints a table by file type and the differing files; exits 1 if any 
 
     python scripts/compare_results.py results/default /elsewhere/results/default [--ignore GLOB ...]
 
-Some files hold the results directory's own path or wall-clock times and so differ between any two
-runs in different directories: logs, ``stamp.json``, ``checkpoints.json``, Lightning's
-``last.ckpt`` and ``timing.csv``. ``--ignore`` leaves such files out (glob on the relative path).
+Some files differ between any two runs in different directories, and are checked for what must
+still hold ("as every rerun"): ``checkpoints.json`` (equal once each directory's own path is
+removed), PDF figures (equal once matplotlib's ``/CreationDate`` is removed), Lightning's
+``last.ckpt`` (equal but for the checkpoint callback's paths); logs, ``stamp.json`` (input mtimes)
+and ``timing.csv`` (wall-clock) always differ. ``--ignore`` leaves files out (glob on the relative
+path).
 """
 
 from __future__ import annotations
 
 import argparse
 import fnmatch
+import re
 import sys
 from collections import Counter
 from pathlib import Path
@@ -37,8 +41,43 @@ def equal_values(a, b) -> bool:
     return a == b
 
 
-def compare_file(a: Path, b: Path) -> str:
-    """'identical', 'equal values' or 'differs'."""
+def flatten(value, prefix: str = "") -> dict:
+    if isinstance(value, dict):
+        return {k: v for key, item in value.items() for k, v in flatten(item, f"{prefix}/{key}").items()}
+    if isinstance(value, (list, tuple)):
+        return {k: v for i, item in enumerate(value) for k, v in flatten(item, f"{prefix}[{i}]").items()}
+    return {prefix: value}
+
+
+def same_lightning_checkpoint(a: Path, b: Path) -> bool:
+    """Every entry equal but the checkpoint callback's paths (they name the results directory)."""
+    import torch
+
+    x, y = (flatten(torch.load(p, map_location="cpu", weights_only=False)) for p in (a, b))
+    paths = ("dirpath", "last_model_path", "best_model_path")
+    keep = lambda key: not ("ModelCheckpoint" in key and key.endswith(paths))  # noqa: E731
+    return [k for k in x if keep(k)] == [k for k in y if keep(k)] and all(
+        equal_values(x[k], y[k]) for k in x if keep(k)
+    )
+
+
+def as_every_rerun(rel: str, a: Path, b: Path, roots: tuple[Path, Path]) -> bool:
+    """Whether two differing files differ only as any two runs in different directories do."""
+    name = Path(rel).name
+    if rel.startswith("logs/") or name in ("timing.csv", "stamp.json") or name.endswith(".log"):
+        return True
+    if name == "checkpoints.json":
+        return a.read_text().replace(str(roots[0]), "") == b.read_text().replace(str(roots[1]), "")
+    if name.endswith(".pdf"):
+        strip = lambda data: re.sub(rb"/CreationDate \(D:[^)]*\)", b"", data)  # noqa: E731
+        return strip(a.read_bytes()) == strip(b.read_bytes())
+    if name == "last.ckpt":
+        return same_lightning_checkpoint(a, b)
+    return False
+
+
+def compare_file(a: Path, b: Path, rel: str, roots: tuple[Path, Path]) -> str:
+    """'identical', 'equal values', 'as every rerun' or 'differs'."""
     if a.read_bytes() == b.read_bytes():
         return "identical"
     if a.suffix == ".pt":
@@ -46,14 +85,15 @@ def compare_file(a: Path, b: Path) -> str:
 
         if equal_values(torch.load(a, weights_only=False), torch.load(b, weights_only=False)):
             return "equal values"
-    return "differs"
+    return "as every rerun" if as_every_rerun(rel, a, b, roots) else "differs"
 
 
 def compare(a: Path, b: Path, ignore: list[str]) -> dict[str, str]:
     """Each file's verdict, by relative path; 'only in A' / 'only in B' for the others."""
     kept = lambda path: not any(fnmatch.fnmatch(path, pattern) for pattern in ignore)  # noqa: E731
     in_a, in_b = set(filter(kept, files_under(a))), set(filter(kept, files_under(b)))
-    verdicts = {path: compare_file(a / path, b / path) for path in sorted(in_a & in_b)}
+    roots = (a.resolve(), b.resolve())
+    verdicts = {path: compare_file(a / path, b / path, path, roots) for path in sorted(in_a & in_b)}
     verdicts.update({path: "only in A" for path in in_a - in_b})
     verdicts.update({path: "only in B" for path in in_b - in_a})
     return verdicts
@@ -76,9 +116,11 @@ def main(argv: list[str] | None = None) -> int:
     for (ext, verdict), count in sorted(table.items()):
         print(f"| {ext} | {verdict} | {count} |")
     for path, verdict in verdicts.items():
-        if verdict not in ("identical", "equal values"):
+        if verdict not in ("identical", "equal values", "as every rerun"):
             print(f"{verdict}: {path}")
-    return 1 if any(v == "differs" for v in verdicts.values()) else 0
+    same = not any(v == "differs" or v.startswith("only in") for v in verdicts.values())
+    print(f"identical: {'yes' if same else 'no'} (besides what every rerun changes)")
+    return 0 if same else 1
 
 
 if __name__ == "__main__":

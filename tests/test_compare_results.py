@@ -43,7 +43,23 @@ def test_verdicts_by_bytes_and_by_tensor_values(tmp_path, capsys):
     assert compare_results.main([str(a), str(b)]) == 1
     out = capsys.readouterr().out
     assert "| md | differs | 1 |" in out and "differs: claims.md" in out and "only in B: logs/train.log" in out
-    assert compare_results.main([str(a), str(b), "--ignore", "claims.md"]) == 0
+    assert compare_results.main([str(a), str(b), "--ignore", "claims.md"]) == 1  # logs/train.log only in B
+    assert compare_results.main([str(a), str(b), "--ignore", "claims.md", "--ignore", "logs/*"]) == 0
+
+    # what every rerun changes: a log's times, a PDF's creation date, the results root in checkpoints.json
+    (a / "logs" / "train.log").write_text("took 30.9 s\n")
+    (a / "fig.pdf").write_bytes(b"%PDF /CreationDate (D:20261127150000Z) body")
+    (b / "fig.pdf").write_bytes(b"%PDF /CreationDate (D:20261127160000Z) body")
+    (a / "checkpoints.json").write_text(f'{{"step_30": "{a.resolve()}/models/dpo/30"}}')
+    (b / "checkpoints.json").write_text(f'{{"step_30": "{b.resolve()}/models/dpo/30"}}')
+    verdicts = compare_results.compare(a, b, ignore=["claims.md"])
+    assert {k: verdicts[k] for k in ("logs/train.log", "fig.pdf", "checkpoints.json")} == {
+        "logs/train.log": "as every rerun",
+        "fig.pdf": "as every rerun",
+        "checkpoints.json": "as every rerun",
+    }
+    (b / "fig.pdf").write_bytes(b"%PDF /CreationDate (D:20261127160000Z) other body")
+    assert compare_results.compare(a, b, ignore=[])["fig.pdf"] == "differs"
 
     values["chosen"][0] = 0.5
     torch.save(values, b / "ref_logps.pt")
