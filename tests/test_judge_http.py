@@ -22,6 +22,7 @@ from podyn.config import Config, validate_config
 from podyn.data.synthetic import Demonstrator, format_prompt
 from podyn.evaluation import judge_run
 from podyn.io import write_jsonl
+from podyn.judge_server import JudgeServerState
 from podyn.judges import Comparison, GoldJudge, JudgeError, make_judge
 from podyn.registry import stage_config
 
@@ -248,6 +249,27 @@ def test_weighted_template_scores_probabilities(srv, tiny_raw, tmp_path):
     assert (
         all(e[2] == "answered" for e in srv.stats()["events"]) and srv.stats()["requests"] == 4
     )  # the first two share their requests
+
+
+def test_longer_verdict_judges_real_text(srv, tiny_raw, tmp_path):
+    """--verdict longer: real dialogues (no gold reward) are answered by length, in both orders;
+    equal lengths are a position-biased 'A', so a tie."""
+    prompt = "\n\nHuman: Can you help me plan a picnic?\n\nAssistant: Sure.\n\nHuman: What food?\n\nAssistant:"
+    comparisons = [
+        Comparison(prompt, " Sandwiches, fruit and lemonade.", " Food."),
+        Comparison(prompt, " Bread.", " Bread, cheese and some grapes."),
+        Comparison(prompt, " Cold pasta salad.", " Crackers with hummus."),
+    ]
+    srv.configure(verdict="longer")
+    try:
+        for template, expected in (("dpo", [1.0, 0.0, 0.5]), ("weighted", [0.99, 0.01, 0.5])):
+            judge = make_judge(llm_cfg(tiny_raw, srv.url, template=template), tmp_path / template / "j.jsonl")
+            assert judge.judge(comparisons) == pytest.approx(expected)
+        assert set(srv.stats()["outcomes"]) == {"answered"}
+    finally:
+        srv.configure(verdict="gold")
+    with pytest.raises(ValueError, match="unknown verdict"):
+        JudgeServerState(verdict="shortest")
 
 
 # ----------------------------------------------------------------------------- concurrency, cache, cost

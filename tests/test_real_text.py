@@ -1,7 +1,7 @@
 """End to end on real text: config/real-text.yaml reduced (HH-RLHF from the local file, a
 Pythia-14M-architecture checkpoint with a locally trained BPE tokenizer, the reward-model
 judge) through the whole DAG; and config/paper.yaml shrunk, its hub ids replaced by the
-fixture directories, through data, checkpoint, SFT, reward model and SFT generations."""
+fixture directories, through the whole DAG too (its GPT judge answered by a local server)."""
 
 from __future__ import annotations
 
@@ -121,9 +121,13 @@ def test_real_text_dag(tmp_path, env):
     assert all(f"{role}: " in log for role in ("sft", "prefs_train", "prefs_heldout", "test", "judge_prefs"))
 
 
-def test_paper_config_on_the_fixtures(tmp_path, env):
+def test_paper_config_on_the_fixtures(tmp_path, env, judge_server):
     """config/paper.yaml with its hub ids replaced by the fixture directories (and a built
-    checkpoint for Pythia-2.8B), shrunk to CPU: data, SFT, reward model, SFT generations."""
+    checkpoint for Pythia-2.8B), shrunk to CPU, through the whole DAG: its packed sequences,
+    chunked log-probs and GPT judge (the local OpenAI-compatible server, answering by length:
+    real text has no gold reward) included. Only sizes, steps, the device, the judge's URL and
+    DPO's and PPO's learning rates change (at the paper's, 4 steps leave every greedy response
+    equal to the SFT model's: all ties, no judge call); one seed and two runs of the grid."""
     sys.path.insert(0, str(REPO / "scripts"))
     from build_fixtures import build_fixtures
 
@@ -135,6 +139,11 @@ def test_paper_config_on_the_fixtures(tmp_path, env):
         "Anthropic/hh-rlhf": str(hub / "hh-rlhf"),
     }
     roles = {role: {**spec, "path": local[spec["path"]]} for role, spec in paper["data"]["roles"].items()}
+    key_env = "PODYN_TEST_JUDGE_KEY"
+    run_env = {**env, key_env: "sk-test-paper-fixtures"}
+    server = judge_server(
+        "--verdict", "longer", "--models", paper["judge"]["model"], "--api-key-env", key_env, env=run_env
+    )
     shrink = {
         "data": {"roles": roles},
         "model": {
@@ -155,17 +164,26 @@ def test_paper_config_on_the_fixtures(tmp_path, env):
         "trainer": {**SMALL_TRAINING["trainer"], "accelerator": "cpu", "precision": "32-true"},
         **{k: v for k, v in SMALL_TRAINING.items() if k != "trainer"},
         "threads": 1,
+        "seeds": [0],
+        "select": ["dpo", "ppo"],
+        "dpo": {"lr": 1.0e-2, "max_steps": 4, "warmup_steps": 1, "checkpoint_every": 2, "eval_every": 2},
+        "ppo": {
+            "lr": 1.0e-2,
+            "value_lr": 1.0e-2,
+            "rollout_batch_size": 8,
+            "iterations": 2,
+            "checkpoint_every": 1,
+            "eval_every": 1,
+        },
+        "dynamics": {"n_prompts": 4},
+        "judge": {"base_url": server.url, "api_key_env": key_env, "max_retries": 2},
+        "winrate": {"bootstrap_samples": 100},
     }
     small = tmp_path / "small.yaml"
     small.write_text(yaml.safe_dump(shrink))
     root = tmp_path / "results" / "paper"
-    targets = [
-        "results/paper/eval/reward_model.csv",
-        "results/paper/eval/generations/sft.jsonl",
-    ]  # relative to --directory
-    run_or_fail(
-        snakemake(tmp_path, [REPO / "config.yaml", REPO / "config" / "paper.yaml", small], *targets), env, tmp_path
-    )
+    run_or_fail(snakemake(tmp_path, [REPO / "config.yaml", REPO / "config" / "paper.yaml", small]), run_env, tmp_path)
+
     log = (root / "logs" / "prepare_data.log").read_text()
     assert "ultrafeedback_binarized [split train_prefs]" in log and "hh-rlhf/helpful-base [split test]" in log
     assert sum(1 for _ in (root / "data" / "prefs_train.jsonl").open()) == 60  # the fixture's train_prefs
@@ -173,3 +191,17 @@ def test_paper_config_on_the_fixtures(tmp_path, env):
     config = json.loads((tmp_path / "results" / "paper" / "checkpoint" / "config.json").read_text())
     rotary = config.get("rope_parameters", {}).get("partial_rotary_factor", config.get("rotary_pct"))
     assert rotary == 0.25 and config["use_parallel_residual"] and not config["tie_word_embeddings"]  # Pythia's
+
+    table = pd.read_csv(root / "eval" / "winrates.csv")
+    assert (table["judge"] == "openai").all() and (table["n_prompts"] == 30).all()
+    assert (table["n_invalid"] == 0).all() and table["win_rate"].between(0, 1).all()
+    assert set(zip(table["run"], table["step"])) == {("dpo", 2), ("dpo", 4), ("ppo", 1), ("ppo", 2)}
+    stats = server.stats()
+    assert stats["outcomes"].get("answered", 0) > 0 and set(stats["outcomes"]) == {"answered"}
+    for run in ("dpo", "ppo"):
+        dynamics = pd.read_csv(root / "dynamics" / f"{run}.csv")
+        assert len(dynamics) > 0 and dynamics["G"].notna().all()
+    assert (root / "claims.md").stat().st_size > 0
+    assert list((root / "figures").glob("fig1_*.png")) and list((root / "figures").glob("fig4_*.png"))
+    for path in [*root.rglob("*.log"), *root.rglob("*.jsonl"), *root.rglob("*.csv")]:
+        assert run_env[key_env] not in path.read_text(errors="replace"), path

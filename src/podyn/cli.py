@@ -13,6 +13,7 @@ import importlib
 import json
 import os
 import sys
+from pathlib import Path
 from typing import Any
 
 from .registry import STAGES, Arg, Stage
@@ -121,6 +122,22 @@ def run_stage(args: argparse.Namespace) -> None:
     entry(cfg, **values) if stage.reads else entry(**values)
 
 
+def record_name(args: argparse.Namespace) -> str:
+    """The name of a job's resource record (``$PODYN_STATS_DIR/<name>.json``): unique among the
+    DAG's jobs, so that no job's record replaces another's. A run's jobs carry the run and seed;
+    the judge model's ``reward-model`` job its split; each ``concat`` job its output's name."""
+    name = args.stage
+    run, seed = getattr(args, "run", None), getattr(args, "seed", None)
+    if run is not None:
+        name += f"_{run}_seed{seed}"
+    split = getattr(args, "split", None)
+    if split not in (None, "prefs_train"):
+        name += f"_{split}"
+    if args.stage == "concat":
+        name += f"_{Path(args.out).stem}"
+    return name
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from .config import ConfigError
@@ -128,10 +145,8 @@ def main(argv: list[str] | None = None) -> int:
     from .judges import JudgeError
     from .resources import stage_resources
 
-    run, seed = getattr(args, "run", None), getattr(args, "seed", None)
-    name = args.stage if run is None else f"{args.stage}_{run}_seed{seed}"
     try:
-        with stage_resources(name):
+        with stage_resources(record_name(args)):
             run_stage(args)
     except (ConfigError, DataError, JudgeError) as err:
         print(f"podyn {args.stage}: error: {err}", file=sys.stderr)

@@ -6,8 +6,10 @@ It answers ``POST /v1/chat/completions`` (and ``/chat/completions``) for the jud
 :mod:`podyn.llm_judge`: it reads the query and the two responses from the prompt, scores both
 with :func:`podyn.data.synthetic.gold_reward` and names the better one. A gold tie is answered
 "A" (a position-biased judge), so that asking in both orders gives an inconsistent pair, a tie,
-as the gold judge scores it. A request with ``logprobs`` (the weighted template) gets the
-top log-probs of the single-token verdicts instead.
+as the gold judge scores it. Real text has no gold reward: ``--verdict longer`` names the
+response with more words instead (LLM judges' known length bias, as a deterministic stand-in),
+so that the judge's path can run offline on real dialogues (the paper config on the fixtures).
+A request with ``logprobs`` (the weighted template) gets the top log-probs of the single-token verdicts instead.
 
 Faults are injected on demand, for testing the client's handling of each:
 
@@ -47,6 +49,7 @@ from .data.synthetic import gold_reward
 
 FAULT_KINDS = ("429", "500", "503", "stall", "drop", "malformed", "no_verdict", "401")
 TRANSIENT_FAULTS = ("429", "500", "503", "stall", "drop", "malformed", "no_verdict")
+VERDICTS = ("gold", "longer")  # how a request is answered: the synthetic gold reward, or the longer response
 
 
 def _sha(text: str) -> str:
@@ -76,6 +79,7 @@ class JudgeServerState:
             "retry_after_s": 1,
             "length_penalty": 0.2,
             "tie_margin": 1e-9,
+            "verdict": "gold",
             "models": None,
             "api_key": None,
         }
@@ -86,6 +90,8 @@ class JudgeServerState:
         unknown = set(options) - set(self.options)
         if unknown:
             raise ValueError(f"unknown judge-server options: {sorted(unknown)}")
+        if options.get("verdict", "gold") not in VERDICTS:
+            raise ValueError(f"unknown verdict {options['verdict']!r}; known: {VERDICTS}")
         bad = set(options.get("faults", [])) - set(FAULT_KINDS)
         if bad:
             raise ValueError(f"unknown fault kinds {sorted(bad)}; known: {FAULT_KINDS}")
@@ -161,6 +167,16 @@ def gold_verdict(text: str, length_penalty: float, tie_margin: float) -> tuple[s
     prompt = "\n\n" + query  # the judge strips the prompt's leading blank line
     diff = gold_reward(prompt, first, length_penalty) - gold_reward(prompt, second, length_penalty)
     if abs(diff) <= tie_margin:
+        return "A", 0.5
+    return ("A", 0.99) if diff > 0 else ("B", 0.01)
+
+
+def longer_verdict(text: str) -> tuple[str, float]:
+    """('A' or 'B', P(A preferred)) for a judge prompt: the response with more words wins; equal
+    lengths are answered 'A', a tie when asked in both orders (any text, no gold reward needed)."""
+    _, first, second = split_judge_prompt(text)
+    diff = len(first.split()) - len(second.split())
+    if diff == 0:
         return "A", 0.5
     return ("A", 0.99) if diff > 0 else ("B", 0.01)
 
@@ -268,7 +284,10 @@ class JudgeHandler(BaseHTTPRequestHandler):
                 content = "Comparison: both responses have merits and flaws.\nI cannot choose between them."
                 self._send_json(200, _completion(model, content))
             return
-        choice, p_first = gold_verdict(text, opts["length_penalty"], opts["tie_margin"])
+        if opts["verdict"] == "longer":
+            choice, p_first = longer_verdict(text)
+        else:
+            choice, p_first = gold_verdict(text, opts["length_penalty"], opts["tie_margin"])
         if request.get("logprobs"):
             top = sorted([("A", math.log(p_first)), ("B", math.log(1 - p_first))], key=lambda t: -t[1])
             logprobs = [{"token": token, "logprob": lp, "bytes": None} for token, lp in top]
@@ -320,6 +339,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stall", type=float, default=5.0, help="seconds a 'stall' fault waits before answering")
     parser.add_argument("--retry-after", type=int, default=1, help="Retry-After (seconds) sent with a 429")
     parser.add_argument("--length-penalty", type=float, default=0.2, help="the synthetic task's length_penalty")
+    parser.add_argument(
+        "--verdict",
+        choices=VERDICTS,
+        default="gold",
+        help="gold: the synthetic task's gold reward; longer: the response with more words (any text)",
+    )
     parser.add_argument("--models", default=None, help="comma-separated model names served (default: any)")
     parser.add_argument("--api-key-env", default=None, help="environment variable holding the key to require")
     args = parser.parse_args(argv)
@@ -336,6 +361,7 @@ def main(argv: list[str] | None = None) -> int:
         stall_s=args.stall,
         retry_after_s=args.retry_after,
         length_penalty=args.length_penalty,
+        verdict=args.verdict,
         models=args.models.split(",") if args.models else None,
         api_key=api_key,
     )
