@@ -237,6 +237,7 @@ def main(argv: list[str] | None = None) -> int:
         f"\nsum of stage wall times: {sum(r.wall_s for r in rows[:-1] if not r.cached):.1f} s; tables in "
         f"{args.out}/pipeline.md and .csv"
     )
+    print(f"total {wall:.1f} s")  # the last line: the end-to-end wall time of the snakemake command
     return 0
 
 
