@@ -177,16 +177,17 @@ def clip_grad_norm(module: L.LightningModule, optimizer: torch.optim.Optimizer, 
     from lightning.pytorch.strategies import FSDPStrategy
 
     inner = getattr(optimizer, "optimizer", optimizer)  # manual optimisation hands a LightningOptimizer
+    trainer = module._trainer  # None when a test drives the module without a Trainer
     fused = _optimizer_handles_unscaling(inner)
-    fsdp = isinstance(module.trainer.strategy, FSDPStrategy)
+    fsdp = trainer is not None and isinstance(trainer.strategy, FSDPStrategy)
     if not (fused or fsdp):
         module.clip_gradients(optimizer, gradient_clip_val=max_norm, gradient_clip_algorithm="norm")
         return
-    scaler = getattr(module.trainer.precision_plugin, "scaler", None)
+    scaler = getattr(trainer.precision_plugin, "scaler", None) if trainer is not None else None
     if scaler is not None and fused:
         scaler.unscale_(inner)  # fp16: a fused step unscales only inside itself, so clip the true gradients
     if fsdp:
-        module.trainer.strategy.model.clip_grad_norm_(max_norm)  # the root FSDP unit: norm over every shard
+        trainer.strategy.model.clip_grad_norm_(max_norm)  # the root FSDP unit: norm over every shard
     else:
         torch.nn.utils.clip_grad_norm_([p for group in inner.param_groups for p in group["params"]], max_norm)
 
