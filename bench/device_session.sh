@@ -11,7 +11,10 @@
 # speed: issue 11 on the GPU: bench/trl_dpo.py (Pythia-1.4B architecture, bf16, real HH-RLHF
 #        pairs, 4 per step, TRL with precomputed reference vs podyn chunked + packed, isolated
 #        processes), then bench/dynamics_cost.py (G's cost against a training step, DPO and
-#        PPO, Pythia-410M architecture, bf16 weights).
+#        PPO, Pythia-410M architecture, $DYN_DTYPE weights, default bfloat16).
+# dynamics: bench/dynamics_cost.py alone, float32 and bfloat16 weights.
+# synthetic: bench/trl_dpo.py on 8 x 512 synthetic tokens, TRL (reference forward each step and
+#        precomputed) and podyn chunked + packed, in one process, no parity.
 # scale: issue 9 on the GPU: bench/multi_gpu.sh over the GPUs present (ddp and fsdp, a
 #        Pythia-2.8B-shaped model: peak GPU memory and wall time of SFT and DPO).
 # paper: issue 7 on the GPU: bench/paper_gpu.py (the paper config's whole DAG at Pythia-410M
@@ -55,10 +58,26 @@ speed() {
     timeout "${TRL_DPO_TIMEOUT:-240}" python3 bench/trl_dpo.py --device cuda --model-size pythia-1.4b --pairs 4 --max-tokens 1024 --bf16 \
         --steps 20 --warmup 3 --data hh-rlhf --hh-file "$HH_STAGED" --chunk-tokens 1024 --pack --max-grad-norm 1.0 \
         --isolate --trl-only-precomputed ${TRL_DPO_EXTRA:-} --out /tmp/dev/trl_dpo 2>&1 | grep -v -i warn | tee "$OUT/trl_dpo_h.log" || status=1
-    echo "== dynamics_cost: G (6 components) against one training step, Pythia-410M architecture, bf16"
-    timeout "${DYN_TIMEOUT:-120}" python3 bench/dynamics_cost.py --size pythia-410m --device cuda --dtype "${DYN_DTYPE:-bfloat16}" --batch 16 \
-        --list-len 120 --repeats 3 2>&1 | grep -v -i warn | tee "$OUT/dynamics_cost.txt" || status=1
+    dynamics "${DYN_DTYPE:-bfloat16}" || status=1
     return $status
+}
+
+dynamics() {  # dtypes (default: float32 bfloat16)
+    local status=0 dtype dtypes=("$@")
+    [ $# -gt 0 ] || dtypes=(float32 bfloat16)
+    for dtype in "${dtypes[@]}"; do
+        echo "== dynamics_cost: G (6 components) against one training step, Pythia-410M architecture, $dtype"
+        timeout "${DYN_TIMEOUT:-120}" python3 bench/dynamics_cost.py --size pythia-410m --device cuda --dtype "$dtype" \
+            --batch 16 --list-len 120 --repeats 3 2>&1 | grep -v -i warn | tee -a "$OUT/dynamics_cost.txt" || status=1
+    done
+    return $status
+}
+
+synthetic() {
+    echo "== trl_dpo: 8 x 512 synthetic tokens, Pythia-1.4B architecture, bf16, podyn chunked + packed, all three implementations"
+    timeout 150 python3 bench/trl_dpo.py --device cuda --model-size pythia-1.4b --pairs 8 --seq-len 512 --bf16 --steps 20 \
+        --warmup 3 --chunk-tokens 1024 --pack --max-grad-norm 1.0 --skip-parity --out /tmp/dev/trl_dpo_synthetic 2>&1 \
+        | grep -v -i warn | tee "$OUT/trl_dpo_synthetic.log"
 }
 
 scale() {
@@ -80,10 +99,10 @@ paper() {
 
 case "${1:-}" in
     fetch) fetch ;;
-    speed | scale | paper | all)
+    speed | dynamics | synthetic | scale | paper | all)
         OUT="${OUT:-bench/out/device}"; mkdir -p "$OUT" /tmp/dev
         if [ "$1" = all ]; then parts=(speed scale); else parts=("$1"); fi
         { setup && for part in "${parts[@]}"; do "$part"; done; } 2>&1 | tee "$OUT/device_$1.log"
         exit "${PIPESTATUS[0]}" ;;
-    *) echo "usage: bash bench/device_session.sh fetch|speed|scale|paper|all"; exit 2 ;;
+    *) echo "usage: bash bench/device_session.sh fetch|speed|dynamics|synthetic|scale|paper|all"; exit 2 ;;
 esac
