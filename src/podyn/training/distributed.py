@@ -43,15 +43,6 @@ def all_gather_objects(obj: Any) -> list[Any]:
     return gathered
 
 
-def broadcast_object(obj: Any, src: int = 0) -> Any:
-    """Process ``src``'s ``obj`` on every process (``obj`` itself in one process)."""
-    if not is_distributed():
-        return obj
-    box = [obj]
-    dist.broadcast_object_list(box, src=src)
-    return box[0]
-
-
 def global_sum(value: torch.Tensor) -> torch.Tensor:
     """The sum of ``value`` over processes (a copy; no gradient flows through it)."""
     total = value.detach().clone()

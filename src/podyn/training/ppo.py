@@ -29,7 +29,6 @@ from .checkpoints import RunRecorder
 from .common import StepRecords, TrainingModule, adamw, clip_grad_norm, grad_norm, metrics_kept, record_weights
 from .distributed import (
     all_gather_objects,
-    broadcast_object,
     gather_padded_rows,
     global_masked_mean,
     global_masked_whiten,
@@ -184,8 +183,9 @@ class PPOModule(TrainingModule):
 
         Under DDP each process samples its contiguous share of ``prompt_ids`` (rank by rank, in
         chunks of its share of ``rollout_batch_size``), the gain and bias are fitted on every
-        process's scores together, and rank 0's pair is broadcast: every process normalises with
-        the same gain and bias, fitted on the whole prompt set as in one process."""
+        process's scores together: every process gathers the same scores in the same order, so
+        every process computes the same gain and bias, fitted on the whole prompt set as in one
+        process."""
         hyper, temperature = self.hyper, self.hyper.temperature
         rank, world = rank_and_world()
         share = -(-len(prompt_ids) // world)  # ceil: rank r takes rows [r * share, (r + 1) * share)
@@ -201,7 +201,7 @@ class PPOModule(TrainingModule):
             scores.append(score_at(self._frozen["reward"], roll.sequences, roll.attention_mask, last).double().cpu())
         raw = torch.cat(all_gather_objects(torch.cat(scores)))  # every process's scores, rank by rank
         gain = hyper.reward_norm_std / float(raw.std().clamp(min=1e-8))
-        self.reward_norm = broadcast_object((gain, hyper.reward_norm_mean - gain * float(raw.mean())))
+        self.reward_norm = (gain, hyper.reward_norm_mean - gain * float(raw.mean()))
         return self.reward_norm
 
     def training_step(self, prompt_ids: list[list[int]], batch_idx: int) -> None:
