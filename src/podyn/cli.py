@@ -96,6 +96,22 @@ def stage_config(stage: Stage, source: str, run: str | None) -> Any:
     return validate_excerpt(raw, stage.keys(objective, run), "--config")
 
 
+def prepare_torch(threads: int | None) -> None:
+    """Set torch's thread count, after initialising MKL's vector-math library on this thread alone.
+
+    MKL initialises that library (behind torch's exp, cos, log ... on the CPU) on its first call. When
+    the first call is a parallel one, two threads initialise it at once, and about 1 process in 100
+    (measured on this project's 2-core machine) then computes that call's share on the second thread
+    with a low-accuracy kernel: cos wrong by up to 1.4e-4 in the rotary embedding of the first forward
+    pass, so that two runs of the same job could differ (a reference-logps job under Slurm against the
+    same job run locally). One call on one element initialises it first (tests/test_thread_determinism.py)."""
+    import torch
+
+    torch.ones(1).exp()
+    if threads:
+        torch.set_num_threads(threads)
+
+
 def run_stage(args: argparse.Namespace) -> None:
     """Validate the config, then call the stage's entry point. Modules are imported only by
     the stages that use them: a judging or plotting job does not import torch."""
@@ -104,13 +120,9 @@ def run_stage(args: argparse.Namespace) -> None:
     cfg = stage_config(stage, args.config, values.get("run")) if stage.reads else None
     if stage.torch:
         _quiet_libraries()
-        import torch
-
         from .config import Config
 
-        threads = args.threads or (cfg.threads if isinstance(cfg, Config) else None)
-        if threads:
-            torch.set_num_threads(threads)
+        prepare_torch(args.threads or (cfg.threads if isinstance(cfg, Config) else None))
     module, function = stage.entry.split(":")
     entry = getattr(importlib.import_module(module), function)
     # The modules just imported (torch, Lightning, transformers: millions of objects) live as long as
