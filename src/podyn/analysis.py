@@ -150,16 +150,19 @@ def run_dynamics(
             if torch.is_tensor(v)
         }
         batch = type(batch)(**{**vars(batch), **moved})
-        clipfrac = float("nan")
+        clipfrac, logps = float("nan"), None
         if resolved.objective == "ppo":
+            with torch.no_grad():  # one forward pass at the checkpoint's weights: pi_old, the clip fraction, G's s
+                logps = batch.logps(model)
             if dyn.ppo_old_logps == "recompute":
-                batch = batch.with_own_old_logps(model)
-            with torch.no_grad():
-                clipfrac = batch.clip_fraction(batch.logps(model))
+                batch = batch.with_own_old_logps(model, logps)
+            clipfrac = batch.clip_fraction(logps)
         if dyn.method == "direct":
             G, gbar_norm = gradient_alignment_direct(model, batch, final_batches), float("nan")
         else:
-            alignment = gradient_alignment(model, batch, final_batches, dyn.method, dyn.fd_eps, dyn.chunk_rows)
+            alignment = gradient_alignment(
+                model, batch, final_batches, dyn.method, dyn.fd_eps, dyn.chunk_rows, logps=logps
+            )
             G, gbar_norm = alignment.G, alignment.gbar_norm
             samples.append(_sample_rows(resolved.objective, step, alignment, batch, indices))
         row = {"run": run_name, "seed": seed, "step": step, "gbar_norm": gbar_norm, "clipfrac": clipfrac}

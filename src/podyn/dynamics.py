@@ -159,13 +159,16 @@ class PPOBatch:
         logps = token_logps(model, self.sequences[rows], self.attention_mask[rows], self.temperature)
         return logps[:, self.prompt_width - 1 :]
 
-    def with_own_old_logps(self, model) -> PPOBatch:
+    def with_own_old_logps(self, model, logps: torch.Tensor | None = None) -> PPOBatch:
         """This batch with pi_old recomputed by ``model`` in its own dtype. At the checkpoint of
         step t the weights are theta_old, so rho = 1 exactly on every token and no token is
         clipped; the rollout's recorded log-probs (bf16 autocast, other kernels) would instead
-        give rho = exp(round-off), which can bind the clip and drop tokens from G."""
-        with torch.no_grad():
-            return replace(self, old_logps=self.logps(model).detach())
+        give rho = exp(round-off), which can bind the clip and drop tokens from G. ``logps``:
+        ``self.logps(model)`` where the caller has already computed it (no second forward pass)."""
+        if logps is None:
+            with torch.no_grad():
+                logps = self.logps(model)
+        return replace(self, old_logps=logps.detach())
 
     def clip_fraction(self, logps: torch.Tensor) -> float:
         """Fraction of response tokens where the clip binds (they have no gradient)."""
@@ -215,11 +218,14 @@ def gradient_alignment(
     method: str = "jvp",
     fd_eps: float = 1e-3,
     chunk_rows: int | None = None,
+    logps: torch.Tensor | None = None,
 ) -> Alignment:
-    """G for TOT, POS, NEG, TOP, MID and BOT at the model's current weights (fast path)."""
+    """G for TOT, POS, NEG, TOP, MID and BOT at the model's current weights (fast path).
+    ``logps``: ``batch.logps(model)`` where the caller has already computed it."""
     gbar = mean_nll_gradient(model, final_batches)
-    with torch.no_grad():
-        logps = batch.logps(model)
+    if logps is None:
+        with torch.no_grad():
+            logps = batch.logps(model)
     derivatives = directional_derivatives(model, batch, gbar, method, fd_eps, chunk_rows)
     sens = loss_sensitivities(batch, logps)
     G = {c: float((sens[c].double() * derivatives.double()).sum()) for c in COMPONENTS}
