@@ -267,9 +267,12 @@ def test_left_and_right_padded_logps_are_equal(temperature):
     torch.testing.assert_close(from_left[1], from_right[1], rtol=0, atol=0)
 
 
-def test_stored_old_logps_equal_the_samplers_at_the_tiny_config_temperature(tiny_cfg, assets):
+@pytest.mark.parametrize("old_logps", ["recompute", "generation"])
+def test_stored_old_logps_equal_the_samplers_at_the_tiny_config_temperature(old_logps, tiny_cfg, assets):
     """Acceptance (issue 13): at ``ppo.temperature`` of the tiny config (0.7), the rollout's stored
-    log-probs are the sampler's log-probs of the tokens it chose (``generate``'s processed scores)."""
+    log-probs are the sampler's log-probs of the tokens it chose (``generate``'s processed scores):
+    recomputed by a forward pass to float round-off, or (``ppo.old_logps: generation``) those very
+    scores, with no forward pass."""
     from podyn import data as data_mod
     from podyn.batching import encode_prompt, left_padded_prompts
     from podyn.models import load_policy, load_scalar_model, load_tokenizer
@@ -285,15 +288,20 @@ def test_stored_old_logps_equal_the_samplers_at_the_tiny_config_temperature(tiny
         load_policy(assets["base"], tiny_cfg.model),
         load_scalar_model(assets["reward"], tiny_cfg.model),
         tokenizer,
-        tiny_cfg.ppo,
+        tiny_cfg.ppo.model_copy(update={"old_logps": old_logps}),
         max_new_tokens,
         Weights(),
         None,
     )
+    forward_passes = count_forward_passes(policy)
     prompts = data_mod.load_split(assets["data"], "prefs_train")["prompt"][:6]
     prompt_ids = [encode_prompt(tokenizer, p, tiny_cfg.generation.max_prompt_tokens) for p in prompts]
     torch.manual_seed(11)
     batch = module.rollout(prompt_ids)
+    width = batch["sequences"].shape[1] - batch["prompt_width"]
+    # generate: a forward pass per generated token (the first over the prompts, then one token each, KV-cached);
+    # recompute: one more, over the whole sequences
+    assert forward_passes() == width + (old_logps == "recompute")
     # replay the sampler with the same seed, keeping its processed (temperature-scaled) scores
     torch.manual_seed(11)
     inputs = left_padded_prompts(prompt_ids, tokenizer.pad_token_id)
@@ -318,10 +326,20 @@ def test_stored_old_logps_equal_the_samplers_at_the_tiny_config_temperature(tiny
     )
     mask = batch["response_mask"].bool()
     assert mask.sum() > 20
-    torch.testing.assert_close(batch["old_logps"][mask], sampler[mask], rtol=0, atol=2e-5)
+    if old_logps == "generation":
+        assert torch.equal(batch["old_logps"][mask], sampler[mask])
+    else:
+        torch.testing.assert_close(batch["old_logps"][mask], sampler[mask], rtol=0, atol=2e-5)
     # and the test can tell: the log-probs at T = 1 are far from the sampler's
     untempered = response_logps(module.policy, batch, 1.0)
     assert (untempered[mask] - sampler[mask]).abs().max() > 0.05
+
+
+def count_forward_passes(model: torch.nn.Module):
+    """A counter of ``model``'s forward calls from now on."""
+    calls = []
+    model.register_forward_pre_hook(lambda module, args: calls.append(1))
+    return lambda: len(calls)
 
 
 # ----------------------------------------------------------------------------- dropout

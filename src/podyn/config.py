@@ -379,6 +379,13 @@ class PPOConfig(Section):
         description="Per-token KL penalty: k1 = logp - logp_ref; k3 = (r - 1) - log r with r = p_ref / p "
         "(never negative).",
     )
+    old_logps: Literal["recompute", "generation"] = Field(
+        "recompute",
+        description="pi_old of each rollout token: recompute (one forward pass over the sampled sequences with the "
+        "code of the trained log-probs, so rho = 1 exactly before the first update) or generation (the sampling "
+        "pass's own scores, KV-cached and incremental: one forward pass fewer per iteration, rho = 1 only to "
+        "float round-off, as TRL).",
+    )
     normalize_reward: bool = Field(
         False,
         description="Rescale the reward model's score by a gain and bias fitted on SFT-policy rollouts before "

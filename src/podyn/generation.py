@@ -19,13 +19,16 @@ class Rollout:
 
     ``sequences`` (B, P + R); ``attention_mask`` covers prompt tokens and response tokens up to
     and including the first EOS; ``response_mask`` (B, R) marks those response tokens;
-    ``ended`` (B,) is True where the response closed with EOS within ``max_new_tokens``."""
+    ``ended`` (B,) is True where the response closed with EOS within ``max_new_tokens``;
+    ``sampler_logps`` (B, R), when asked for: log-probs of the generated tokens under the
+    distribution they were sampled from, taken from the sampling pass itself."""
 
     sequences: torch.Tensor
     attention_mask: torch.Tensor
     response_mask: torch.Tensor
     ended: torch.Tensor
     prompt_width: int
+    sampler_logps: torch.Tensor | None = None
 
 
 @torch.no_grad()
@@ -36,7 +39,12 @@ def generate(
     max_new_tokens: int,
     do_sample: bool,
     temperature: float = 1.0,
+    sampler_logps: bool = False,
 ) -> Rollout:
+    """``model.generate`` on left-padded prompts (with its key-value cache). ``sampler_logps``:
+    also return log softmax(logits / T) of each generated token, from generate's processed scores
+    (with top_k 0 and top_p 1 the only processing is the division by T): the incremental,
+    KV-cached pass's own numbers, so no forward pass is needed to get them afterwards."""
     batch = left_padded_prompts(prompt_ids, tokenizer.pad_token_id)
     batch = {k: v.to(model.device) for k, v in batch.items()}
     sampling = (
@@ -46,16 +54,23 @@ def generate(
     )
     was_training = model.training
     model.eval()
-    sequences = model.generate(
+    out = model.generate(
         **batch,
         max_new_tokens=max_new_tokens,
         pad_token_id=tokenizer.pad_token_id,
         eos_token_id=tokenizer.eos_token_id,
+        output_scores=sampler_logps,
+        return_dict_in_generate=True,
         **sampling,
     )
     model.train(was_training)
+    sequences = out.sequences
     width = batch["input_ids"].shape[1]
     response = sequences[:, width:]
+    logps = None
+    if sampler_logps:  # one (B, V) score per generated position: log-softmax and gather step by step
+        steps = [torch.log_softmax(s.float(), -1).gather(1, response[:, j, None]) for j, s in enumerate(out.scores)]
+        logps = torch.cat(steps, 1) if steps else response.new_zeros(response.shape, dtype=torch.float32)
     resources.add_tokens(batch["attention_mask"].sum() + response.numel())
     is_eos = response == tokenizer.eos_token_id
     # tokens up to and including the first EOS belong to the response
@@ -69,6 +84,7 @@ def generate(
         response_mask=response_mask,
         ended=is_eos.any(1),
         prompt_width=width,
+        sampler_logps=logps,
     )
 
 

@@ -135,8 +135,15 @@ class PPOModule(TrainingModule):
         """Sample responses and compute everything the PPO epochs need."""
         hyper = self.hyper
         temperature = hyper.temperature
+        from_sampler = hyper.old_logps == "generation"
         roll = generate(
-            self.policy, self.tokenizer, prompt_ids, self.max_new_tokens, do_sample=True, temperature=temperature
+            self.policy,
+            self.tokenizer,
+            prompt_ids,
+            self.max_new_tokens,
+            do_sample=True,
+            temperature=temperature,
+            sampler_logps=from_sampler,
         )
         batch = {
             "sequences": roll.sequences,
@@ -144,7 +151,10 @@ class PPOModule(TrainingModule):
             "prompt_width": roll.prompt_width,
         }
         mask = roll.response_mask.to(torch.float32)
-        old_logps = response_logps(self.policy, batch, temperature) * mask
+        if from_sampler:
+            old_logps = roll.sampler_logps * mask
+        else:  # one forward pass, the trained log-probs' own code: rho = 1 exactly before the first update
+            old_logps = response_logps(self.policy, batch, temperature) * mask
         ref_logps = response_logps(self._frozen["reference"], batch, temperature) * mask
         values = response_values(self.value_model, batch) * mask
         last = mask.sum(1).long() - 1
