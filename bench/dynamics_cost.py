@@ -33,6 +33,7 @@ from podyn.batching import (  # noqa: E402
     pair_collator,  # noqa: E402
     prompt_response_batch,
 )
+from podyn.cli import prepare_torch  # noqa: E402
 from podyn.data.synthetic import TaskConfig, generate_task, vocabulary  # noqa: E402
 from podyn.dynamics import DPOBatch, PPOBatch, forward_mode_attention, gradient_alignment, gradient_alignment_direct  # noqa: E402
 from podyn.generation import generate  # noqa: E402
@@ -149,7 +150,7 @@ def main() -> None:
     )
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    prepare_torch(args.threads)  # as every podyn job starts
     dtype = getattr(torch, args.dtype)
     tokenizer, model = build(args.size, dtype, args.device)
     data, final = batches(tokenizer, model, args.batch, args.device, args.list_len)

@@ -71,6 +71,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))  # run from a checkout without installing podyn
 
 from podyn.batching import pair_collator  # noqa: E402
+from podyn.cli import prepare_torch  # noqa: E402
 from podyn.data.synthetic import WORDS, TaskConfig, generate_task, vocabulary  # noqa: E402
 from podyn.models import build_gpt_neox, build_word_tokenizer, prepare_tokenizer, sequence_logps  # noqa: E402
 from podyn.objectives import ComponentWeights, dpo_component_loss, dpo_terms  # noqa: E402
@@ -936,8 +937,7 @@ class Setup:
 
 def prepare(args: argparse.Namespace) -> Setup:
     """hh-rlhf: pairs x (warm-up + steps) rows, consecutive batches of ``pairs`` (parity uses the first)."""
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    prepare_torch(args.threads)  # as every podyn job starts
     settings = bench_settings(args)
     if args.data == "hh-rlhf":
         if not args.hh_file.exists():

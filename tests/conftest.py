@@ -17,6 +17,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+from podyn.cli import prepare_torch  # noqa: E402
+
+prepare_torch(None)  # as every job does: torch work done in this process does not depend on a thread race
+
 REPO = Path(__file__).resolve().parents[1]
 TINY_CONFIG = REPO / "tests" / "configs" / "tiny.yaml"
 SNAKEFILE = REPO / "Snakefile"

@@ -11,6 +11,7 @@ head's output is a per-token table entry."""
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from types import SimpleNamespace
 
 import pytest
@@ -205,8 +206,8 @@ class FixedGenerator(torch.nn.Module):
         return self.anchor.device
 
     def generate(self, input_ids, attention_mask, **kwargs):
-        assert input_ids.shape[1] == 2 and kwargs["max_new_tokens"] == 4
-        return torch.cat([input_ids, self.sequences], 1)
+        assert input_ids.shape[1] == 2 and kwargs["max_new_tokens"] == 4 and kwargs["return_dict_in_generate"]
+        return SimpleNamespace(sequences=torch.cat([input_ids, self.sequences], 1), scores=None)
 
 
 def test_generate_response_mask_and_ended():
@@ -267,48 +268,49 @@ def test_left_and_right_padded_logps_are_equal(temperature):
     torch.testing.assert_close(from_left[1], from_right[1], rtol=0, atol=0)
 
 
-@pytest.mark.parametrize("old_logps", ["recompute", "generation"])
-def test_stored_old_logps_equal_the_samplers_at_the_tiny_config_temperature(old_logps, tiny_cfg, assets):
-    """Acceptance (issue 13): at ``ppo.temperature`` of the tiny config (0.7), the rollout's stored
-    log-probs are the sampler's log-probs of the tokens it chose (``generate``'s processed scores):
-    recomputed by a forward pass to float round-off, or (``ppo.old_logps: generation``) those very
-    scores, with no forward pass."""
+def tiny_config_rollout(tiny_cfg, assets, old_logps: str) -> tuple[PPOModule, list[list[int]]]:
+    """A PPO module on the test assets at the tiny config's settings (T = 0.7), and 6 training prompts."""
     from podyn import data as data_mod
-    from podyn.batching import encode_prompt, left_padded_prompts
+    from podyn.batching import encode_prompt
     from podyn.models import load_policy, load_scalar_model, load_tokenizer
 
-    temperature = tiny_cfg.ppo.temperature
-    assert temperature == 0.7
     tokenizer = load_tokenizer(assets["base"])
-    policy = load_policy(assets["base"], tiny_cfg.model)
-    max_new_tokens = tiny_cfg.generation.max_new_tokens
     module = PPOModule(
-        policy,
+        load_policy(assets["base"], tiny_cfg.model),
         load_scalar_model(assets["reward"], tiny_cfg.model),
         load_policy(assets["base"], tiny_cfg.model),
         load_scalar_model(assets["reward"], tiny_cfg.model),
         tokenizer,
         tiny_cfg.ppo.model_copy(update={"old_logps": old_logps}),
-        max_new_tokens,
+        tiny_cfg.generation.max_new_tokens,
         Weights(),
         None,
     )
-    forward_passes = count_forward_passes(policy)
     prompts = data_mod.load_split(assets["data"], "prefs_train")["prompt"][:6]
-    prompt_ids = [encode_prompt(tokenizer, p, tiny_cfg.generation.max_prompt_tokens) for p in prompts]
+    return module, [encode_prompt(tokenizer, p, tiny_cfg.generation.max_prompt_tokens) for p in prompts]
+
+
+@pytest.mark.parametrize("old_logps", ["recompute", "generation"])
+def test_stored_old_logps_equal_the_samplers_at_the_tiny_config_temperature(old_logps, tiny_cfg, assets):
+    """Acceptance (issue 13): at ``ppo.temperature`` of the tiny config (0.7), the rollout's stored
+    log-probs are the sampler's log-probs of the tokens it chose (``generate``'s processed scores):
+    recomputed by a forward pass to float round-off, or (``ppo.old_logps: generation``) those very
+    scores."""
+    from podyn.batching import left_padded_prompts
+
+    temperature = tiny_cfg.ppo.temperature
+    assert temperature == 0.7
+    module, prompt_ids = tiny_config_rollout(tiny_cfg, assets, old_logps)
+    policy, tokenizer = module.policy, module.tokenizer
     torch.manual_seed(11)
     batch = module.rollout(prompt_ids)
-    width = batch["sequences"].shape[1] - batch["prompt_width"]
-    # generate: a forward pass per generated token (the first over the prompts, then one token each, KV-cached);
-    # recompute: one more, over the whole sequences
-    assert forward_passes() == width + (old_logps == "recompute")
     # replay the sampler with the same seed, keeping its processed (temperature-scaled) scores
     torch.manual_seed(11)
     inputs = left_padded_prompts(prompt_ids, tokenizer.pad_token_id)
     policy.eval()
     out = policy.generate(
         **inputs,
-        max_new_tokens=max_new_tokens,
+        max_new_tokens=tiny_cfg.generation.max_new_tokens,
         pad_token_id=tokenizer.pad_token_id,
         eos_token_id=tokenizer.eos_token_id,
         do_sample=True,
@@ -335,11 +337,39 @@ def test_stored_old_logps_equal_the_samplers_at_the_tiny_config_temperature(old_
     assert (untempered[mask] - sampler[mask]).abs().max() > 0.05
 
 
-def count_forward_passes(model: torch.nn.Module):
-    """A counter of ``model``'s forward calls from now on."""
+def count_forward_passes(model: torch.nn.Module) -> tuple[Callable[[], int], torch.utils.hooks.RemovableHandle]:
+    """A counter of ``model``'s forward calls from now on, and the hook's handle."""
     calls = []
-    model.register_forward_pre_hook(lambda module, args: calls.append(1))
-    return lambda: len(calls)
+    handle = model.register_forward_pre_hook(lambda module, args: calls.append(1))
+    return (lambda: len(calls)), handle
+
+
+@pytest.mark.parametrize("old_logps", ["recompute", "generation"])
+def test_old_logps_from_generation_save_the_policys_forward_pass(old_logps, tiny_cfg, assets):
+    """generate makes one policy forward pass per generated token (the first over the prompts, then
+    one token at a time with the key-value cache); ``recompute`` adds one over the whole sequences."""
+    module, prompt_ids = tiny_config_rollout(tiny_cfg, assets, old_logps)
+    forward_passes, handle = count_forward_passes(module.policy)
+    torch.manual_seed(11)
+    batch = module.rollout(prompt_ids)
+    handle.remove()
+    generated = batch["sequences"].shape[1] - batch["prompt_width"]
+    assert generated > 1
+    assert forward_passes() == generated + (old_logps == "recompute")
+
+
+def test_sampler_logps_refused_where_generate_scores_are_not_the_tempered_softmax():
+    torch.manual_seed(0)
+    model = GPTNeoXForCausalLM(tiny_neox()).eval()
+    tokenizer = SimpleNamespace(pad_token_id=PAD, eos_token_id=EOS)
+    with pytest.raises(ValueError, match="do_sample"):
+        generate(model, tokenizer, [[2, 3]], 3, do_sample=False, return_logps=True)
+    model.generation_config.repetition_penalty = 1.2  # as a checkpoint's generation_config.json may set
+    with pytest.raises(ValueError, match="repetition_penalty"):
+        generate(model, tokenizer, [[2, 3]], 3, do_sample=True, temperature=T, return_logps=True)
+    model.generation_config.repetition_penalty = 1.0  # neutral: accepted
+    roll = generate(model, tokenizer, [[2, 3]], 3, do_sample=True, temperature=T, return_logps=True)
+    assert roll.sampler_logps.shape == (1, 3)
 
 
 # ----------------------------------------------------------------------------- dropout

@@ -170,7 +170,7 @@ def run_dynamics(
         if dyn.per_layer:
             method = "jvp" if dyn.method == "direct" else dyn.method
             for layer, per in per_layer_alignment(
-                model, batch, final_batches, method, dyn.fd_eps, dyn.chunk_rows
+                model, batch, final_batches, method, dyn.fd_eps, dyn.chunk_rows, logps=logps
             ).items():
                 records += [{**row, "component": c, "layer": layer, "G": g} for c, g in per.items()]
         clipped = "" if clipfrac != clipfrac else f", clipfrac={clipfrac:.4f}"

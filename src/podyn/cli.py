@@ -100,8 +100,8 @@ def prepare_torch(threads: int | None) -> None:
     """Set torch's thread count, after initialising MKL's vector-math library on this thread alone.
 
     MKL initialises that library (behind torch's exp, cos, log ... on the CPU) on its first call. When
-    the first call is a parallel one, two threads initialise it at once, and about 1 process in 100
-    (measured on this project's 2-core machine) then computes that call's share on the second thread
+    the first call is a parallel one, two threads initialise it at once, and 1 to 4 processes in 100
+    (measured on this project's 2-core machine) then compute that call's share on the second thread
     with a low-accuracy kernel: cos wrong by up to 1.4e-4 in the rotary embedding of the first forward
     pass, so that two runs of the same job could differ (a reference-logps job under Slurm against the
     same job run locally). One call on one element initialises it first (tests/test_thread_determinism.py)."""

@@ -383,8 +383,8 @@ class PPOConfig(Section):
         "recompute",
         description="pi_old of each rollout token: recompute (one forward pass over the sampled sequences with the "
         "code of the trained log-probs, so rho = 1 exactly before the first update) or generation (the sampling "
-        "pass's own scores, KV-cached and incremental: one forward pass fewer per iteration, rho = 1 only to "
-        "float round-off, as TRL).",
+        "pass's own scores, KV-cached and incremental: one forward pass fewer per iteration, rho = 1 only to the "
+        "precision's round-off, as TRL; refused for a model whose generation_config adds logits processors).",
     )
     normalize_reward: bool = Field(
         False,

@@ -218,6 +218,7 @@ def gradient_alignment(
     method: str = "jvp",
     fd_eps: float = 1e-3,
     chunk_rows: int | None = None,
+    *,
     logps: torch.Tensor | None = None,
 ) -> Alignment:
     """G for TOT, POS, NEG, TOP, MID and BOT at the model's current weights (fast path).
@@ -281,12 +282,16 @@ def per_layer_alignment(
     method: str = "jvp",
     fd_eps: float = 1e-3,
     chunk_rows: int | None = None,
+    *,
+    logps: torch.Tensor | None = None,
 ) -> dict[str, dict[str, float]]:
     """G restricted to each block's parameters: gbar is zeroed outside the block. The blocks'
-    values add up to the full G (the inner product splits over parameters)."""
+    values add up to the full G (the inner product splits over parameters). ``logps``:
+    ``batch.logps(model)`` where the caller has already computed it."""
     gbar = mean_nll_gradient(model, final_batches)
-    with torch.no_grad():
-        logps = batch.logps(model)
+    if logps is None:
+        with torch.no_grad():
+            logps = batch.logps(model)
     sens = loss_sensitivities(batch, logps)
     out: dict[str, dict[str, float]] = {}
     for layer in dict.fromkeys(layer_of(name) for name in gbar):

@@ -31,6 +31,44 @@ class Rollout:
     sampler_logps: torch.Tensor | None = None
 
 
+# generation_config fields that add a logits processor to sampling beyond the temperature (top-k and
+# top-p are switched off by `generate` below); a pretrained model's generation_config.json may set them
+EXTRA_PROCESSORS = (
+    "repetition_penalty",
+    "encoder_repetition_penalty",
+    "no_repeat_ngram_size",
+    "bad_words_ids",
+    "suppress_tokens",
+    "begin_suppress_tokens",
+    "min_length",
+    "min_new_tokens",
+    "sequence_bias",
+    "typical_p",
+    "epsilon_cutoff",
+    "eta_cutoff",
+    "min_p",
+    "forced_bos_token_id",
+    "forced_eos_token_id",
+    "exponential_decay_length_penalty",
+    "renormalize_logits",
+    "guidance_scale",
+    "watermarking_config",
+)
+
+
+def extra_processors(model: torch.nn.Module) -> list[str]:
+    """The EXTRA_PROCESSORS that ``model.generation_config`` switches on (None, 0, 1 or an empty
+    value is off; a forced token id is on whenever set)."""
+    config = getattr(model, "generation_config", None)
+    active = []
+    for name in EXTRA_PROCESSORS:
+        value = getattr(config, name, None)
+        neutral = value is None or (not name.startswith("forced_") and value in (0, 1, False, [], {}))
+        if not neutral:
+            active.append(name)
+    return active
+
+
 @torch.no_grad()
 def generate(
     model: torch.nn.Module,
@@ -39,12 +77,21 @@ def generate(
     max_new_tokens: int,
     do_sample: bool,
     temperature: float = 1.0,
-    sampler_logps: bool = False,
+    return_logps: bool = False,
 ) -> Rollout:
-    """``model.generate`` on left-padded prompts (with its key-value cache). ``sampler_logps``:
-    also return log softmax(logits / T) of each generated token, from generate's processed scores
-    (with top_k 0 and top_p 1 the only processing is the division by T): the incremental,
-    KV-cached pass's own numbers, so no forward pass is needed to get them afterwards."""
+    """``model.generate`` on left-padded prompts (with its key-value cache). ``return_logps`` (sampling
+    only): also return log softmax(logits / T) of each generated token, from generate's processed
+    scores (with top_k 0 and top_p 1 the only processing is the division by T; a generation_config
+    that adds other processors is refused): the incremental, KV-cached pass's own numbers, so no
+    forward pass is needed to get them afterwards. They hold (B, V) float scores per generated
+    token until this returns."""
+    if return_logps and not do_sample:
+        raise ValueError("return_logps: the log-probs of the sampling distribution need do_sample=True")
+    if return_logps and (extra := extra_processors(model)):
+        raise ValueError(
+            f"return_logps: the model's generation_config adds logits processors ({', '.join(extra)}), so "
+            "generate's scores are not log softmax(logits / T); use ppo.old_logps: recompute"
+        )
     batch = left_padded_prompts(prompt_ids, tokenizer.pad_token_id)
     batch = {k: v.to(model.device) for k, v in batch.items()}
     sampling = (
@@ -59,17 +106,18 @@ def generate(
         max_new_tokens=max_new_tokens,
         pad_token_id=tokenizer.pad_token_id,
         eos_token_id=tokenizer.eos_token_id,
-        output_scores=sampler_logps,
+        output_scores=return_logps,
         return_dict_in_generate=True,
         **sampling,
     )
     model.train(was_training)
-    sequences = out.sequences
+    sequences, scores = out.sequences, out.scores
+    del out  # the scores only: nothing else of generate's output (its key-value cache) outlives this line
     width = batch["input_ids"].shape[1]
     response = sequences[:, width:]
     logps = None
-    if sampler_logps:  # one (B, V) score per generated position: log-softmax and gather step by step
-        steps = [torch.log_softmax(s.float(), -1).gather(1, response[:, j, None]) for j, s in enumerate(out.scores)]
+    if return_logps:  # one (B, V) score per generated position: log-softmax and gather step by step
+        steps = [torch.log_softmax(s.float(), -1).gather(1, response[:, j, None]) for j, s in enumerate(scores)]
         logps = torch.cat(steps, 1) if steps else response.new_zeros(response.shape, dtype=torch.float32)
     resources.add_tokens(batch["attention_mask"].sum() + response.numel())
     is_eos = response == tokenizer.eos_token_id

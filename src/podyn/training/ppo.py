@@ -143,7 +143,7 @@ class PPOModule(TrainingModule):
             self.max_new_tokens,
             do_sample=True,
             temperature=temperature,
-            sampler_logps=from_sampler,
+            return_logps=from_sampler,
         )
         batch = {
             "sequences": roll.sequences,
@@ -152,7 +152,7 @@ class PPOModule(TrainingModule):
         }
         mask = roll.response_mask.to(torch.float32)
         if from_sampler:
-            old_logps = roll.sampler_logps * mask
+            old_logps = torch.where(mask.bool(), roll.sampler_logps, 0.0)
         else:  # one forward pass, the trained log-probs' own code: rho = 1 exactly before the first update
             old_logps = response_logps(self.policy, batch, temperature) * mask
         ref_logps = response_logps(self._frozen["reference"], batch, temperature) * mask
