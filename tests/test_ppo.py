@@ -358,15 +358,19 @@ def test_old_logps_from_generation_save_the_policys_forward_pass(old_logps, tiny
     assert forward_passes() == generated + (old_logps == "recompute")
 
 
-def test_sampler_logps_refused_where_generate_scores_are_not_the_tempered_softmax():
+@pytest.mark.parametrize("return_logps", [False, True])
+def test_sampling_refused_where_it_would_not_draw_from_the_tempered_softmax(return_logps):
+    """A checkpoint's generation_config.json may add logits processors: PPO's rollouts would then
+    not come from the policy whose log-probs PPO computes (and generate's scores would not be them)."""
     torch.manual_seed(0)
     model = GPTNeoXForCausalLM(tiny_neox()).eval()
     tokenizer = SimpleNamespace(pad_token_id=PAD, eos_token_id=EOS)
     with pytest.raises(ValueError, match="do_sample"):
         generate(model, tokenizer, [[2, 3]], 3, do_sample=False, return_logps=True)
-    model.generation_config.repetition_penalty = 1.2  # as a checkpoint's generation_config.json may set
+    model.generation_config.repetition_penalty = 1.2
     with pytest.raises(ValueError, match="repetition_penalty"):
-        generate(model, tokenizer, [[2, 3]], 3, do_sample=True, temperature=T, return_logps=True)
+        generate(model, tokenizer, [[2, 3]], 3, do_sample=True, temperature=T, return_logps=return_logps)
+    generate(model, tokenizer, [[2, 3]], 3, do_sample=False)  # greedy evaluation keeps the checkpoint's settings
     model.generation_config.repetition_penalty = 1.0  # neutral: accepted
     roll = generate(model, tokenizer, [[2, 3]], 3, do_sample=True, temperature=T, return_logps=True)
     assert roll.sampler_logps.shape == (1, 3)

@@ -79,18 +79,19 @@ def generate(
     temperature: float = 1.0,
     return_logps: bool = False,
 ) -> Rollout:
-    """``model.generate`` on left-padded prompts (with its key-value cache). ``return_logps`` (sampling
-    only): also return log softmax(logits / T) of each generated token, from generate's processed
-    scores (with top_k 0 and top_p 1 the only processing is the division by T; a generation_config
-    that adds other processors is refused): the incremental, KV-cached pass's own numbers, so no
-    forward pass is needed to get them afterwards. They hold (B, V) float scores per generated
-    token until this returns."""
+    """``model.generate`` on left-padded prompts (with its key-value cache). Sampling draws from
+    softmax(logits / T) itself (top_k 0, top_p 1; a generation_config that adds other logits
+    processors is refused, since every PPO log-prob is of that distribution). ``return_logps``
+    (sampling only): also return log softmax(logits / T) of each generated token, from generate's
+    processed scores: the incremental, KV-cached pass's own numbers, so no forward pass is needed
+    to get them afterwards. They hold (B, V) float scores per generated token until this returns."""
     if return_logps and not do_sample:
         raise ValueError("return_logps: the log-probs of the sampling distribution need do_sample=True")
-    if return_logps and (extra := extra_processors(model)):
+    if do_sample and (extra := extra_processors(model)):
         raise ValueError(
-            f"return_logps: the model's generation_config adds logits processors ({', '.join(extra)}), so "
-            "generate's scores are not log softmax(logits / T); use ppo.old_logps: recompute"
+            f"the model's generation_config adds logits processors to sampling ({', '.join(extra)}), so its "
+            "samples would not be drawn from softmax(logits / T), the distribution of every PPO log-prob: "
+            "remove them from the checkpoint's generation_config.json"
         )
     batch = left_padded_prompts(prompt_ids, tokenizer.pad_token_id)
     batch = {k: v.to(model.device) for k, v in batch.items()}
