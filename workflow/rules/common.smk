@@ -4,7 +4,7 @@ from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
 
-from podyn import registry
+from podyn import registry, warm_start
 from podyn.config import ConfigError, selected_runs, validate_config
 
 try:
@@ -35,6 +35,28 @@ try:
     SERIAL_THREADS = CFG.threads if on_a_cluster() else min(workflow.cores, 8)
 except WorkflowError:  # no --cores: a command that runs no job, such as `snakemake --report`
     SERIAL_THREADS = 1
+
+# Warm start (podyn.warm_start): in a local run the jobs fork from processes that have imported torch,
+# transformers and Lightning once (one per thread count the jobs use) instead of importing them each;
+# the outputs are the same. Started when the first job is about to run, stopped by their pids at the end.
+WARM_SERVERS = []
+
+
+onstart:
+    if CFG.warm_start and warm_start.supported() and not on_a_cluster():
+        threads = {1, CFG.threads, SERIAL_THREADS}
+        WARM_SERVERS.append(warm_start.start_servers(threads, Path(RESULTS) / "logs" / "warm_start"))
+
+
+onsuccess:
+    for servers in WARM_SERVERS:
+        servers.stop()
+
+
+onerror:
+    for servers in WARM_SERVERS:
+        servers.stop()
+
 
 # `snakemake --report`: its categories (numbered: the report sorts them by name)
 REPORT_DYNAMICS = "1. Learning dynamics"
