@@ -8,7 +8,8 @@ which Snakemake merges over config.yaml, as ``snakemake --configfile`` would), w
 ``PODYN_STATS_DIR`` set so that every ``podyn <stage>`` job writes its own record:
 
 * wall time: inside the job's ``podyn`` process, around the stage (the interpreter's
-  start-up and the CLI's first imports excluded);
+  start-up and the CLI's first imports excluded; with warm start, on by default in a local
+  run, the torch imports too: the servers paid them once, see ``podyn.warm_start``);
 * tokens: tokens through the model (forward passes and generated tokens);
 * peak memory: the job process's peak resident set size (and peak GPU memory if any).
 

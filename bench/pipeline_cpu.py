@@ -6,7 +6,8 @@ holds ``cpu_s``, the CPU seconds of the job's process (all its threads) around t
 shared machine wall times grow with the load, CPU times much less: they are what an estimate
 of the idle machine's wall time starts from. This prints every job's wall and CPU seconds,
 heaviest first, then sums over groups of jobs and over all of them (interpreter start-up and
-Snakemake excluded: measure the whole run's CPU with ``/usr/bin/time -v``).
+Snakemake excluded: measure the whole run's CPU with ``/usr/bin/time -v``; with warm start, the
+servers' imports too: their logs under ``logs/warm_start/`` give their time).
 
     python bench/pipeline_cpu.py bench/out/real-text
 """

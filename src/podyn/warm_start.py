@@ -211,9 +211,15 @@ def _handle(conn: socket.socket, listener: socket.socket, env: dict[str, str], s
         print(f"warm start: podyn {' '.join(request.argv[:1])} in process {pid}", flush=True)
         _close(conn, request.fds)
         return
-    listener.close()
-    request.env.update(set_by_imports)
-    os._exit(_run_child(conn, request))
+    code = 1  # whatever happens in the child, it must not return into the server's loop
+    try:
+        listener.close()
+        request.env.update(set_by_imports)
+        code = _run_child(conn, request)
+    except BaseException:
+        traceback.print_exc()
+    finally:
+        os._exit(code)
 
 
 def _close(conn: socket.socket, fds: list[int]) -> None:

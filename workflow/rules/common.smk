@@ -44,7 +44,7 @@ WARM_SERVERS = []
 
 onstart:
     if CFG.warm_start and warm_start.supported() and not on_a_cluster():
-        threads = {1, CFG.threads, SERIAL_THREADS}
+        threads = {min(n, workflow.cores) for n in (1, CFG.threads, SERIAL_THREADS)}  # as Snakemake scales them
         WARM_SERVERS.append(warm_start.start_servers(threads, Path(RESULTS) / "logs" / "warm_start"))
 
 
