@@ -39,13 +39,19 @@ except WorkflowError:  # no --cores: a command that runs no job, such as `snakem
 # Warm start (podyn.warm_start): in a local run the jobs fork from processes that have imported torch,
 # transformers and Lightning once (one per thread count the jobs use) instead of importing them each;
 # the outputs are the same. Started when the first job is about to run, stopped by their pids at the end.
+# A workflow keeps one handler per hook: a Snakefile that includes this one and defines its own onstart,
+# onsuccess or onerror must call these too.
 WARM_SERVERS = []
 
 
 onstart:
-    if CFG.warm_start and warm_start.supported() and not on_a_cluster():
+    os.environ.pop(warm_start.ENV_VAR, None)  # never an inherited one: this run starts its own or none
+    if CFG.warm_start and warm_start.supported() and workflow.local_exec:  # not with a cluster executor
         threads = {min(n, workflow.cores) for n in (1, CFG.threads, SERIAL_THREADS)}  # as Snakemake scales them
-        WARM_SERVERS.append(warm_start.start_servers(threads, Path(RESULTS) / "logs" / "warm_start"))
+        try:
+            WARM_SERVERS.append(warm_start.start_servers(threads, Path(RESULTS) / "logs" / "warm_start"))
+        except OSError as err:
+            print(f"warm start: not started ({err}); every job imports its own libraries", file=sys.stderr)
 
 
 onsuccess:
