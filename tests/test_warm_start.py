@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, podyn_exe, run_cmd, snakemake, write_config
+from conftest import REPO, TRAIN_OUTPUTS, podyn_exe, run_cmd, snakemake, train_cmd, write_config
 from podyn import warm_start
 
 pytestmark = pytest.mark.skipif(not warm_start.supported(), reason="warm start forks: Linux only")
@@ -206,6 +206,30 @@ def test_a_job_killed_by_a_signal_ends_its_command_with_it(server, tmp_path, tin
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+@pytest.mark.slow
+def test_a_two_process_run_started_warm_equals_it_cold(server, tmp_path, tiny_raw, assets):
+    """Lightning starts rank 1 from ``__main__`` (as ``python <script> <args>``): the warm child's
+    ``__main__`` is the script's, and rank 1, whose environment Lightning extends, runs cold."""
+    job_env, log = server
+    cfg = {**tiny_raw, "trainer": {**tiny_raw["trainer"], "strategy": "ddp", "devices": 2, "accelerator": "cpu"}}
+    cfg["dpo"] = {**tiny_raw["dpo"], "max_steps": 4, "checkpoint_every": 2, "eval_every": 2}
+    config = write_config(tmp_path / "ddp.yaml", cfg)
+    before = len(forked(log, "train"))
+    for mode, env in (("cold", cold_env(job_env)), ("warm", job_env)):
+        proc = run_cmd(train_cmd("dpo", 0, config, assets, tmp_path / mode), env, timeout=400)
+        assert proc.returncode == 0, proc.stderr[-4000:]
+        assert "MEMBER: 2/2" in proc.stdout + proc.stderr  # rank 1 joined
+    assert len(forked(log, "train")) == before + 1  # rank 0 of the warm run
+    for name in TRAIN_OUTPUTS.values():
+        if name != "timing.csv":  # wall-clock
+            # checkpoints.json names paths under the run's own directory
+            warm, cold = (
+                (tmp_path / mode / "out" / name).read_text().replace(str(tmp_path / mode), "")
+                for mode in ("warm", "cold")
+            )
+            assert warm == cold, name
 
 
 @pytest.mark.slow

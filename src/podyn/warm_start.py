@@ -6,17 +6,19 @@ A default training job spends about 7.8 of its 25 to 35 s importing them
 before its first job, one server per thread count that its jobs use (``python -m
 podyn.warm_start SOCKET``). Each listens on a Unix socket, imports every stage's modules, and then
 serves. A ``podyn`` command that finds the servers' directory in ``$PODYN_WARM_START`` sends the
-server of its thread count its ``sys.argv``, ``sys.path``, working directory, umask, environment
-and standard streams instead of importing; the server forks, and the child runs the command as
-the ``podyn`` script would. The server reaps the child and sends the command its wait status;
-the command exits with it (or dies of the same signal), and forwards the signals it receives to
-the child meanwhile.
+server of its thread count its interpreter, ``sys.argv``, ``sys.path``, working directory, umask,
+environment and standard streams instead of importing; the server forks, and the child runs the
+command as the ``podyn`` script would (with a ``__main__`` like the script's, from which
+Lightning starts the other ranks of a multi-process run). The server reaps the child and sends
+the command its wait status; the command exits with it (or dies of the same signal), and
+forwards the signals it receives to the child meanwhile.
 
 Why the results do not change: the child is a copy of a process that has done nothing but
 import, under the environment and ``sys.path`` that a cold job of the same thread count imports
 under. Snakemake sets ``OMP_NUM_THREADS`` and five others per job (OpenMP and OpenBLAS read them
-when they load), hence one server per thread count; a command whose environment or ``sys.path``
-differs in anything else is declined and runs cold. The server checks before serving that the
+when they load), hence one server per thread count; a command whose environment, interpreter or
+``sys.path`` differs in anything else is declined and runs cold (the other ranks of a multi-process
+run, whose environment Lightning extends, run cold). The server checks before serving that the
 imports left torch's generator unused, CUDA uninitialised and no Python thread running.
 Python's and numpy's global generators are reseeded in each child, as a fresh process seeds them;
 every stage seeds what it draws from. ``tests/test_warm_start.py`` runs the tiny DAG warm and cold
@@ -41,6 +43,7 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import builtins
 import gc
 import importlib
 import io
@@ -57,6 +60,7 @@ import tempfile
 import threading
 import time
 import traceback
+import types
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -210,6 +214,7 @@ def serve(path: Path) -> None:
 
 @dataclass
 class _Request:
+    executable: str
     argv: list[str]
     sys_path: list[str]
     cwd: str
@@ -284,7 +289,8 @@ class _Server:
         """Names of what differs (never values: a variable may hold a key)."""
         keys = (self.env.keys() | request.env.keys()) - IGNORED_VARS
         names = sorted(k for k in keys if self.env.get(k) != request.env.get(k))
-        return names + (["sys.path"] if request.sys_path != self.sys_path else [])
+        names += ["sys.path"] if request.sys_path != self.sys_path else []
+        return names + (["sys.executable"] if request.executable != sys.executable else [])
 
     def become_child(self, conn: socket.socket, request: _Request) -> None:
         """The forked child: never returns into the server's loop."""
@@ -372,6 +378,7 @@ def _run_child(request: _Request) -> int:
     os.environ.clear()
     os.environ.update(request.env)
     sys.argv, sys.path[:] = request.argv, request.sys_path
+    sys.modules["__main__"] = _script_main(request.argv[0])
     _reseed_global_generators()
     try:
         status = _run_command(request.argv[1:])
@@ -402,6 +409,16 @@ def _reopen_standard_streams() -> None:
     sys.stdin = reopen(0, sys.__stdin__, False)
     sys.stdout = reopen(1, sys.__stdout__, os.isatty(1))
     sys.stderr = reopen(2, sys.__stderr__, True)
+
+
+def _script_main(script: str) -> types.ModuleType:
+    """A ``__main__`` like a console script's: Lightning's multi-process launcher starts the other
+    ranks as ``python <__main__.__file__> <args>`` when ``__main__.__spec__`` is None, and as
+    ``python -m <spec name>`` (here: this server) otherwise."""
+    module = types.ModuleType("__main__")
+    module.__file__ = script
+    module.__builtins__ = builtins
+    return module
 
 
 def _reseed_global_generators() -> None:
@@ -520,6 +537,7 @@ def _send(client: socket.socket, argv: list[str]) -> None:
     umask = os.umask(0)
     os.umask(umask)
     request = {
+        "executable": sys.executable,
         "argv": [sys.argv[0], *argv],
         "sys_path": sys.path,
         "cwd": os.getcwd(),
