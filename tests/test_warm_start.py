@@ -148,48 +148,81 @@ def gone(pid: int, timeout: float = 10) -> bool:
     return False
 
 
-def interrupted(cmd: list[str], env: dict[str, str], workdir: Path, sig: int) -> int:
-    """The exit status of `cmd` sent `sig` while it trains (once Lightning's logger has made its directory).
-
-    One cold run in about 20 here trained on after its SIGINT (Python drops a KeyboardInterrupt that is
-    raised while a finalizer runs, printing "Exception ignored in ..."): a second SIGINT stops it, as a
-    user presses Ctrl-C again."""
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+def interrupted(cmd: list[str], env: dict[str, str], workdir: Path, sig: int, sigint_ignored: bool) -> int | None:
+    """The exit status of `cmd` sent `sig` while it trains (once Lightning's logger has made its
+    directory), or None if it still runs 15 s later (it is then killed). `cmd` starts with SIGINT
+    ignored or not: a shell's background commands inherit it ignored (so did this suite's, started
+    with `nohup ... &`), and Python then leaves it ignored."""
+    sigint = signal.SIG_IGN if sigint_ignored else signal.SIG_DFL
+    proc = subprocess.Popen(
+        cmd,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, sigint),
+    )
     try:
         wait_for(workdir / "csv")
         time.sleep(0.5)
         assert proc.poll() is None
         proc.send_signal(sig)
         try:
-            return proc.wait(timeout=30)
+            return proc.wait(timeout=15 if sigint_ignored else 60)
         except subprocess.TimeoutExpired:
-            if sig != signal.SIGINT:
-                raise
-        proc.send_signal(sig)
-        return proc.wait(timeout=60)
+            return None
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGKILL])
-def test_a_signal_to_the_command_reaches_its_job(server, tmp_path, tiny_raw, sig):
+@pytest.mark.parametrize(
+    ("sig", "sigint_ignored"),
+    [(signal.SIGTERM, False), (signal.SIGINT, False), (signal.SIGINT, True), (signal.SIGKILL, False)],
+)
+def test_a_signal_to_the_command_reaches_its_job(server, tmp_path, tiny_raw, sig, sigint_ignored):
     """SIGTERM and SIGINT are forwarded: the job handles them as the cold command does (Lightning stops
-    training on either), and the command ends with the cold command's status. SIGKILL cannot be
+    training on either), and the command ends with the cold command's status. A SIGINT that the command
+    inherited ignored is ignored by the job too, as by a cold command: both train on. SIGKILL cannot be
     forwarded: the job ends when the server sees the command's socket close."""
     job_env, log = server
     cmd = long_sft(tmp_path, tiny_raw)
     before = len(forked(log, "sft"))
-    warm = interrupted(cmd, job_env, tmp_path / "work", sig)
+    warm = interrupted(cmd, job_env, tmp_path / "work", sig, sigint_ignored)
     child = forked(log, "sft")[before:]
     assert len(child) == 1
-    assert gone(child[0]), f"job {child[0]} still runs after {sig!r} to its command"
+    assert gone(child[0]), f"job {child[0]} still runs after its command ended"
     if sig == signal.SIGKILL:
         assert warm == -signal.SIGKILL
     else:
-        cold = interrupted([*cmd[:-1], str(tmp_path / "cold_work")], cold_env(job_env), tmp_path / "cold_work", sig)
+        cold_cmd = [*cmd[:-1], str(tmp_path / "cold_work")]
+        cold = interrupted(cold_cmd, cold_env(job_env), tmp_path / "cold_work", sig, sigint_ignored)
         assert warm == cold
+        assert (warm is None) == sigint_ignored
+
+
+def test_the_job_ignores_what_its_command_inherited_ignored(server, tmp_path, tiny_raw):
+    """SIGINT sent to the job itself (not through its command), which started with SIGINT ignored: the
+    job ignores it, as a cold command does (the case above: it trains on)."""
+    job_env, log = server
+    cmd = long_sft(tmp_path, tiny_raw)
+    before = len(forked(log, "sft"))
+    proc = subprocess.Popen(
+        cmd,
+        env=job_env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
+    )
+    try:
+        wait_for(tmp_path / "work" / "csv")
+        (child,) = forked(log, "sft")[before:]
+        os.kill(child, signal.SIGINT)
+        time.sleep(5)
+        assert proc.poll() is None and not gone(child, timeout=0.1)
+    finally:
+        proc.kill()
+        proc.wait()
 
 
 def test_a_job_killed_by_a_signal_ends_its_command_with_it(server, tmp_path, tiny_raw):

@@ -216,6 +216,7 @@ def serve(path: Path) -> None:
 class _Request:
     executable: str
     argv: list[str]
+    ignored_signals: list[int]
     sys_path: list[str]
     cwd: str
     umask: int
@@ -366,8 +367,9 @@ def _run_child(request: _Request) -> int:
     random state), run it, and leave as a forked child of ``multiprocessing`` does (with atexit's
     handlers run too, as a script's exit runs them). Returns its exit status."""
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    signal.signal(signal.SIGINT, signal.default_int_handler)
+    for sig in FORWARDED_SIGNALS:  # as Python sets them up: ignored where the command inherited them ignored
+        default = signal.default_int_handler if sig == signal.SIGINT else signal.SIG_DFL
+        signal.signal(sig, signal.SIG_IGN if sig in request.ignored_signals else default)
     for target, fd in enumerate(request.fds):
         os.dup2(fd, target)
         os.close(fd)
@@ -469,7 +471,7 @@ def run_in_server(argv: list[str], torch_stage: bool) -> int | None:
     client.settimeout(STARTUP_TIMEOUT_S)  # for a server that hangs while importing
     try:
         client.connect(str(path))
-        _send(client, argv)
+        _send(client, argv, signals.ignored)
         answer = _receive_exactly(client, 1)
         if answer == DECLINED:
             declined = b"".join(iter(lambda: client.recv(4096), b"")).decode()
@@ -500,12 +502,17 @@ def run_in_server(argv: list[str], torch_stage: bool) -> int | None:
 
 class _SignalForwarder:
     """From before the request is sent: signals go to the child once its pid is known, and the
-    ones received before are sent to it then (or raised here if the command runs cold)."""
+    ones received before are sent to it then (or raised here if the command runs cold). A signal
+    this process inherited ignored (a command started in the background by a shell ignores SIGINT
+    and SIGQUIT; under nohup, SIGHUP) stays ignored here, and the child ignores it too, as a cold
+    command's Python would."""
 
     def __init__(self) -> None:
         self.pid: int | None = None
         self.pending: list[int] = []
-        self.previous = {sig: signal.signal(sig, self.handle) for sig in FORWARDED_SIGNALS}
+        self.ignored = [int(sig) for sig in FORWARDED_SIGNALS if signal.getsignal(sig) == signal.SIG_IGN]
+        forwarded = [sig for sig in FORWARDED_SIGNALS if sig not in self.ignored]
+        self.previous = {sig: signal.signal(sig, self.handle) for sig in forwarded}
 
     def handle(self, sig: int, _frame: object) -> None:
         if self.pid is None:
@@ -528,7 +535,7 @@ class _SignalForwarder:
             os.kill(os.getpid(), sig)
 
 
-def _send(client: socket.socket, argv: list[str]) -> None:
+def _send(client: socket.socket, argv: list[str], ignored_signals: list[int]) -> None:
     for fd in (0, 1, 2):  # a closed standard stream becomes /dev/null, as the child needs all three
         try:
             os.fstat(fd)
@@ -539,6 +546,7 @@ def _send(client: socket.socket, argv: list[str]) -> None:
     request = {
         "executable": sys.executable,
         "argv": [sys.argv[0], *argv],
+        "ignored_signals": ignored_signals,
         "sys_path": sys.path,
         "cwd": os.getcwd(),
         "umask": umask,
