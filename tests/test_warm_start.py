@@ -11,6 +11,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -148,11 +149,12 @@ def gone(pid: int, timeout: float = 10) -> bool:
     return False
 
 
-def interrupted(cmd: list[str], env: dict[str, str], workdir: Path, sig: int, sigint_ignored: bool) -> int | None:
-    """The exit status of `cmd` sent `sig` while it trains (once Lightning's logger has made its
-    directory), or None if it still runs 15 s later (it is then killed). `cmd` starts with SIGINT
-    ignored or not: a shell's background commands inherit it ignored (so did this suite's, started
-    with `nohup ... &`), and Python then leaves it ignored."""
+@contextmanager
+def training(cmd: list[str], env: dict[str, str], workdir: Path, sigint_ignored: bool = False):
+    """`cmd` (a long `podyn sft`) started, and training (Lightning's logger has made its directory);
+    killed on the way out if it still runs. It starts with SIGINT ignored or not: a shell's background
+    commands inherit it ignored (so did this suite's, started with `nohup ... &`), and Python then
+    leaves it ignored."""
     sigint = signal.SIG_IGN if sigint_ignored else signal.SIG_DFL
     proc = subprocess.Popen(
         cmd,
@@ -163,6 +165,16 @@ def interrupted(cmd: list[str], env: dict[str, str], workdir: Path, sig: int, si
     )
     try:
         wait_for(workdir / "csv")
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def interrupted(cmd: list[str], env: dict[str, str], workdir: Path, sig: int, sigint_ignored: bool) -> int | None:
+    """The exit status of `cmd` sent `sig` while it trains, or None if it still runs 15 s later."""
+    with training(cmd, env, workdir, sigint_ignored) as proc:
         time.sleep(0.5)
         assert proc.poll() is None
         proc.send_signal(sig)
@@ -170,10 +182,6 @@ def interrupted(cmd: list[str], env: dict[str, str], workdir: Path, sig: int, si
             return proc.wait(timeout=15 if sigint_ignored else 60)
         except subprocess.TimeoutExpired:
             return None
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
 
 
 @pytest.mark.parametrize(
@@ -207,22 +215,11 @@ def test_the_job_ignores_what_its_command_inherited_ignored(server, tmp_path, ti
     job_env, log = server
     cmd = long_sft(tmp_path, tiny_raw)
     before = len(forked(log, "sft"))
-    proc = subprocess.Popen(
-        cmd,
-        env=job_env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
-    )
-    try:
-        wait_for(tmp_path / "work" / "csv")
+    with training(cmd, job_env, tmp_path / "work", sigint_ignored=True) as proc:
         (child,) = forked(log, "sft")[before:]
         os.kill(child, signal.SIGINT)
         time.sleep(5)
         assert proc.poll() is None and not gone(child, timeout=0.1)
-    finally:
-        proc.kill()
-        proc.wait()
 
 
 def test_a_job_killed_by_a_signal_ends_its_command_with_it(server, tmp_path, tiny_raw):
@@ -230,15 +227,10 @@ def test_a_job_killed_by_a_signal_ends_its_command_with_it(server, tmp_path, tin
     job_env, log = server
     cmd = long_sft(tmp_path, tiny_raw)
     before = len(forked(log, "sft"))
-    proc = subprocess.Popen(cmd, env=job_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        wait_for(tmp_path / "work" / "csv")
+    with training(cmd, job_env, tmp_path / "work") as proc:
         (child,) = forked(log, "sft")[before:]
         os.kill(child, signal.SIGKILL)
         assert proc.wait(timeout=60) == -signal.SIGKILL
-    finally:
-        if proc.poll() is None:
-            proc.kill()
 
 
 @pytest.mark.slow

@@ -154,9 +154,8 @@ def main(argv: list[str] | None = None) -> int:
     if argv is None:  # the `podyn` command: in a local Snakemake run, forked from a warm server
         from .warm_start import run_in_server
 
-        command = sys.argv[1:]
-        stage = STAGES.get(command[0]) if command else None
-        if (status := run_in_server(command, torch_stage=bool(stage and stage.torch))) is not None:
+        stage = STAGES.get(sys.argv[1]) if len(sys.argv) > 1 else None
+        if (status := run_in_server(torch_stage=bool(stage and stage.torch))) is not None:
             return status
     args = build_parser().parse_args(argv)
     from .config import ConfigError

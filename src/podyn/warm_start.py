@@ -373,7 +373,6 @@ def _run_child(request: _Request) -> int:
     for target, fd in enumerate(request.fds):
         os.dup2(fd, target)
         os.close(fd)
-    request.fds = []
     _reopen_standard_streams()
     os.chdir(request.cwd)
     os.umask(request.umask)
@@ -456,7 +455,7 @@ def _run_command(argv: list[str]) -> int:
 # ----------------------------------------------------------------------------- the command's side
 
 
-def run_in_server(argv: list[str], torch_stage: bool) -> int | None:
+def run_in_server(torch_stage: bool) -> int | None:
     """Run this ``podyn`` command (``sys.argv``) in a server's child and return its exit status;
     None where no server takes it (none running or left, a cheap command while the server still
     imports, or a different environment): the caller then runs it cold."""
@@ -471,7 +470,7 @@ def run_in_server(argv: list[str], torch_stage: bool) -> int | None:
     client.settimeout(STARTUP_TIMEOUT_S)  # for a server that hangs while importing
     try:
         client.connect(str(path))
-        _send(client, argv, signals.ignored)
+        _send(client, signals.ignored)
         answer = _receive_exactly(client, 1)
         if answer == DECLINED:
             declined = b"".join(iter(lambda: client.recv(4096), b"")).decode()
@@ -535,7 +534,7 @@ class _SignalForwarder:
             os.kill(os.getpid(), sig)
 
 
-def _send(client: socket.socket, argv: list[str], ignored_signals: list[int]) -> None:
+def _send(client: socket.socket, ignored_signals: list[int]) -> None:
     for fd in (0, 1, 2):  # a closed standard stream becomes /dev/null, as the child needs all three
         try:
             os.fstat(fd)
@@ -545,7 +544,7 @@ def _send(client: socket.socket, argv: list[str], ignored_signals: list[int]) ->
     os.umask(umask)
     request = {
         "executable": sys.executable,
-        "argv": [sys.argv[0], *argv],
+        "argv": sys.argv,
         "ignored_signals": ignored_signals,
         "sys_path": sys.path,
         "cwd": os.getcwd(),
