@@ -9,6 +9,12 @@ heaviest first, then sums over groups of jobs and over all of them (interpreter 
 Snakemake excluded: measure the whole run's CPU with ``/usr/bin/time -v``; with warm start, the
 servers' imports too: their logs under ``logs/warm_start/`` give their time).
 
+Last, from Snakemake's log (``<out>/snakemake.log``, times to the second), how busy the jobs
+kept the cores from the first job's start to the last one's end: the core-seconds their threads
+held and those left idle, before the first training job, while training jobs ran and after the
+last one. Idle cores mean that the order of the jobs, not their work, bounds the run. (Warm-start
+servers import while the first jobs run; they are not jobs, so their time counts as idle.)
+
     python bench/pipeline_cpu.py bench/out/real-text
 """
 
@@ -16,7 +22,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import re
 import sys
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 GROUPS = {
@@ -30,9 +40,69 @@ GROUPS = {
 }
 
 
+@dataclass
+class Job:
+    rule: str
+    threads: int
+    start: float  # seconds from the first job's start
+    end: float
+
+
+def snakemake_jobs(log: str) -> list[Job]:
+    """Every finished job of a Snakemake log: its rule, threads, start and end (to the second),
+    counted from the first job's start. A job's block is its start time, ``rule <name>:`` and
+    indented fields (``jobid``; ``threads`` where more than one); ``Finished jobid: N`` ends it."""
+    now, block, started, jobs = 0.0, None, {}, []
+    for line in log.splitlines():
+        if stamp := re.fullmatch(r"\[(\w{3} \w{3} +\d+ [\d:]+ \d{4})\]", line):
+            now = datetime.strptime(stamp.group(1), "%a %b %d %H:%M:%S %Y").timestamp()
+        elif head := re.fullmatch(r"(?:local)?(?:rule|checkpoint) (\w+):", line):
+            block = {"rule": head.group(1), "threads": 1, "start": now}
+        elif block is not None and (field := re.fullmatch(r"\s+(jobid|threads): (\d+)", line)):
+            block[field.group(1)] = int(field.group(2))
+            if field.group(1) == "jobid":
+                started[block["jobid"]] = block
+        elif (done := re.match(r"Finished jobid: (\d+)", line)) and (job := started.pop(int(done.group(1)), None)):
+            jobs.append(Job(job["rule"], job["threads"], job["start"], now))
+        elif not line.startswith(" "):
+            block = None
+    first = min((j.start for j in jobs), default=0.0)
+    return [Job(j.rule, j.threads, j.start - first, j.end - first) for j in jobs]
+
+
+def idle_core_seconds(jobs: list[Job], cores: int, start: float, end: float) -> float:
+    """Core-seconds in [start, end) that no job's threads held."""
+    times = sorted({start, end, *(t for j in jobs for t in (j.start, j.end) if start < t < end)})
+    idle = 0.0
+    for a, b in zip(times, times[1:]):
+        busy = sum(j.threads for j in jobs if j.start <= a and j.end >= b)
+        idle += max(0, cores - busy) * (b - a)
+    return idle
+
+
+def occupancy(jobs: list[Job], cores: int) -> str:
+    """One line: the core-seconds the jobs held and those left idle, by phase of the run."""
+    span = max(j.end for j in jobs)
+    train = [j for j in jobs if j.rule == "train"] or jobs
+    first, last = min(j.start for j in train), max(j.end for j in train)
+    phases = {
+        "before the first training job": (0.0, first),
+        "while training jobs ran": (first, last),
+        "after the last one": (last, span),
+    }
+    idle = {name: idle_core_seconds(jobs, cores, a, b) for name, (a, b) in phases.items()}
+    by_phase = ", ".join(f"{idle[name]:.0f} {name} ({b - a:.0f} s)" for name, (a, b) in phases.items())
+    return (
+        f"cores: {cores}, {span:.0f} s from the first job's start to the last one's end (Snakemake's log): jobs "
+        f"held {cores * span - sum(idle.values()):.0f} of {cores * span:.0f} core-s; idle {sum(idle.values()):.0f}"
+        f" core-s: {by_phase}"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bench/pipeline_cpu.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("out", type=Path, help="bench/pipeline.py's --out directory")
+    parser.add_argument("--cores", type=int, default=os.cpu_count(), help="the run's cores (default: this machine's)")
     args = parser.parse_args(argv)
     paths = sorted((args.out / "stats").glob("*.json"))
     if not paths:
@@ -50,6 +120,9 @@ def main(argv: list[str] | None = None) -> int:
                 f"CPU {min(cpu):.1f}-{max(cpu):.1f} s each, {sum(cpu):.1f} s in all"
             )
     print(f"all {len(rows)} jobs: CPU {sum(r['cpu_s'] for r in rows):.1f} s")
+    log = args.out / "snakemake.log"
+    if log.exists() and (jobs := snakemake_jobs(log.read_text())):
+        print(occupancy(jobs, args.cores))
     return 0
 
 
