@@ -9,11 +9,15 @@ heaviest first, then sums over groups of jobs and over all of them (interpreter 
 Snakemake excluded: measure the whole run's CPU with ``/usr/bin/time -v``; with warm start, the
 servers' imports too: their logs under ``logs/warm_start/`` give their time).
 
-Last, from Snakemake's log (``<out>/snakemake.log``, times to the second), how busy the jobs
-kept the cores from the first job's start to the last one's end: the core-seconds their threads
-held and those left idle, before the first training job, while training jobs ran and after the
-last one. Idle cores mean that the order of the jobs, not their work, bounds the run. (Warm-start
-servers import while the first jobs run; they are not jobs, so their time counts as idle.)
+Last, from Snakemake's log (``<out>/snakemake.log``), how busy the jobs kept the run's cores
+from the first job's start to the last one's end: the core-seconds their threads held (a job
+holds its ``threads`` cores while it runs, busy or not) and those no job held, before the first
+training job, while training jobs ran and after the last one. Many idle core-seconds would mean
+that the order of the jobs, not their work, bounds the run. Limits: Snakemake logs times to the
+second, in local time (a daylight-saving change inside the run shifts them by an hour); the
+warm-start servers' imports are not jobs, so their time counts as idle; jobs of rules with a
+``message:`` and group jobs are logged in other shapes and are not counted (the workflow has
+neither).
 
     python bench/pipeline_cpu.py bench/out/real-text
 """
@@ -52,10 +56,10 @@ def snakemake_jobs(log: str) -> list[Job]:
     """Every finished job of a Snakemake log: its rule, threads, start and end (to the second),
     counted from the first job's start. A job's block is its start time, ``rule <name>:`` and
     indented fields (``jobid``; ``threads`` where more than one); ``Finished jobid: N`` ends it."""
-    now, block, started, jobs = 0.0, None, {}, []
+    now, block, started, finished = datetime.min, None, {}, []
     for line in log.splitlines():
         if stamp := re.fullmatch(r"\[(\w{3} \w{3} +\d+ [\d:]+ \d{4})\]", line):
-            now = datetime.strptime(stamp.group(1), "%a %b %d %H:%M:%S %Y").timestamp()
+            now = datetime.strptime(stamp.group(1), "%a %b %d %H:%M:%S %Y")
         elif head := re.fullmatch(r"(?:local)?(?:rule|checkpoint) (\w+):", line):
             block = {"rule": head.group(1), "threads": 1, "start": now}
         elif block is not None and (field := re.fullmatch(r"\s+(jobid|threads): (\d+)", line)):
@@ -63,11 +67,20 @@ def snakemake_jobs(log: str) -> list[Job]:
             if field.group(1) == "jobid":
                 started[block["jobid"]] = block
         elif (done := re.match(r"Finished jobid: (\d+)", line)) and (job := started.pop(int(done.group(1)), None)):
-            jobs.append(Job(job["rule"], job["threads"], job["start"], now))
+            finished.append((job, now))
         elif not line.startswith(" "):
             block = None
-    first = min((j.start for j in jobs), default=0.0)
-    return [Job(j.rule, j.threads, j.start - first, j.end - first) for j in jobs]
+    first = min((job["start"] for job, _ in finished), default=datetime.min)
+    return [
+        Job(job["rule"], job["threads"], (job["start"] - first).total_seconds(), (end - first).total_seconds())
+        for job, end in finished
+    ]
+
+
+def provided_cores(log: str) -> int | None:
+    """The cores a local run had (Snakemake's ``Provided cores: N``)."""
+    found = re.search(r"^Provided cores: (\d+)$", log, re.MULTILINE)
+    return int(found.group(1)) if found else None
 
 
 def idle_core_seconds(jobs: list[Job], cores: int, start: float, end: float) -> float:
@@ -83,13 +96,14 @@ def idle_core_seconds(jobs: list[Job], cores: int, start: float, end: float) -> 
 def occupancy(jobs: list[Job], cores: int) -> str:
     """One line: the core-seconds the jobs held and those left idle, by phase of the run."""
     span = max(j.end for j in jobs)
-    train = [j for j in jobs if j.rule == "train"] or jobs
-    first, last = min(j.start for j in train), max(j.end for j in train)
-    phases = {
-        "before the first training job": (0.0, first),
-        "while training jobs ran": (first, last),
-        "after the last one": (last, span),
-    }
+    phases = {"in all": (0.0, span)}
+    if train := [j for j in jobs if j.rule == "train"]:
+        first, last = min(j.start for j in train), max(j.end for j in train)
+        phases = {
+            "before the first training job": (0.0, first),
+            "while training jobs ran": (first, last),
+            "after the last one": (last, span),
+        }
     idle = {name: idle_core_seconds(jobs, cores, a, b) for name, (a, b) in phases.items()}
     by_phase = ", ".join(f"{idle[name]:.0f} {name} ({b - a:.0f} s)" for name, (a, b) in phases.items())
     return (
@@ -102,7 +116,9 @@ def occupancy(jobs: list[Job], cores: int) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bench/pipeline_cpu.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("out", type=Path, help="bench/pipeline.py's --out directory")
-    parser.add_argument("--cores", type=int, default=os.cpu_count(), help="the run's cores (default: this machine's)")
+    parser.add_argument(
+        "--cores", type=int, default=None, help="the run's cores (default: Snakemake's log says; else this machine's)"
+    )
     args = parser.parse_args(argv)
     paths = sorted((args.out / "stats").glob("*.json"))
     if not paths:
@@ -120,9 +136,9 @@ def main(argv: list[str] | None = None) -> int:
                 f"CPU {min(cpu):.1f}-{max(cpu):.1f} s each, {sum(cpu):.1f} s in all"
             )
     print(f"all {len(rows)} jobs: CPU {sum(r['cpu_s'] for r in rows):.1f} s")
-    log = args.out / "snakemake.log"
-    if log.exists() and (jobs := snakemake_jobs(log.read_text())):
-        print(occupancy(jobs, args.cores))
+    log = (args.out / "snakemake.log").read_text() if (args.out / "snakemake.log").exists() else ""
+    if jobs := snakemake_jobs(log):
+        print(occupancy(jobs, args.cores or provided_cores(log) or os.cpu_count()))
     return 0
 
 

@@ -45,12 +45,12 @@ class TableLM(torch.nn.Module):
         super().__init__()
         self.table = torch.nn.Parameter(torch.tensor(table, dtype=torch.float64))
 
-    def forward(self, input_ids, attention_mask=None, position_ids=None):
+    def forward(self, input_ids, attention_mask=None, position_ids=None, use_cache=None):
         return SimpleNamespace(logits=self.table[input_ids])
 
 
 class OneHotBody(torch.nn.Module):
-    def forward(self, input_ids, attention_mask=None, position_ids=None):
+    def forward(self, input_ids, attention_mask=None, position_ids=None, use_cache=None):
         return SimpleNamespace(last_hidden_state=torch.nn.functional.one_hot(input_ids, VOCAB).double())
 
 

@@ -118,13 +118,6 @@ def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
     return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
 
 
-# Every scoring forward pass (training, reference log-probs, rollouts' log-probs and values, G)
-# passes this: transformers otherwise takes the model config's `use_cache` (true in GPT-NeoX's and
-# most configs) and builds a KV cache in each of them, a copy of every layer's keys and values that
-# nothing reads. Generation keeps its cache.
-NO_CACHE = {"use_cache": False}
-
-
 def token_logps(
     model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, temperature: float = 1.0
 ) -> torch.Tensor:
@@ -132,11 +125,15 @@ def token_logps(
     pi_T = softmax(logits / T): the distribution that ``generate`` samples from at temperature T
     (``transformers``' temperature warper divides the float32 logits by T the same way)."""
     resources.add_tokens(attention_mask.sum())
+    # Every scoring forward pass (here, response_logps, scalar_head_outputs) says use_cache=False:
+    # transformers otherwise takes the config's use_cache (true in GPT-NeoX's and most configs) and
+    # builds a KV cache in each pass, copying every layer's keys and values into a cache that is
+    # dropped after it; and with a cache it does not read restarting position ids as packed rows.
     logits = model(
         input_ids=input_ids,
         attention_mask=attention_mask,
         position_ids=position_ids_from_mask(attention_mask),
-        **NO_CACHE,
+        use_cache=False,
     ).logits[:, :-1]
     logits = _at_least_float32(logits)
     if temperature != 1.0:
@@ -232,7 +229,8 @@ def response_logps(
     resources.add_tokens(attention_mask.sum())
     if packed:
         ids, positions, responses, rows = _packed_rows(input_ids, attention_mask, response_mask)
-        out = model.base_model(input_ids=ids, position_ids=positions, attention_mask=None, **NO_CACHE)
+        # no cache: transformers looks for packed rows in the position ids only without one
+        out = model.base_model(input_ids=ids, position_ids=positions, attention_mask=None, use_cache=False)
     else:
         ids, responses = input_ids, response_mask
         rows = torch.arange(len(ids), device=ids.device)[:, None].expand_as(ids)
@@ -240,7 +238,7 @@ def response_logps(
             input_ids=ids,
             attention_mask=attention_mask,
             position_ids=position_ids_from_mask(attention_mask),
-            **NO_CACHE,
+            use_cache=False,  # see token_logps
         )
     hidden = out.last_hidden_state  # (R, L, H) after the final norm; R = 1 when packed
     predicts = responses[:, 1:].bool()  # (R, L-1): position t predicts token t+1 (never across rows:
@@ -265,7 +263,7 @@ def scalar_head_outputs(model: torch.nn.Module, input_ids: torch.Tensor, attenti
         input_ids=input_ids,
         attention_mask=attention_mask,
         position_ids=position_ids_from_mask(attention_mask),
-        **NO_CACHE,
+        use_cache=False,  # see token_logps
     ).last_hidden_state
     return _at_least_float32(model.score(hidden).squeeze(-1))
 
