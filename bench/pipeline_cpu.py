@@ -65,7 +65,7 @@ def snakemake_jobs(log: str) -> list[Job]:
         elif block is not None and (field := re.fullmatch(r"\s+(jobid|threads): (\d+)", line)):
             block[field.group(1)] = int(field.group(2))
             if field.group(1) == "jobid":
-                started[block["jobid"]] = block
+                started[block["jobid"]] = block  # the same dict: a later `threads:` lands there too
         elif (done := re.match(r"Finished jobid: (\d+)", line)) and (job := started.pop(int(done.group(1)), None)):
             finished.append((job, now))
         elif not line.startswith(" "):

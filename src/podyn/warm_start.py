@@ -265,16 +265,14 @@ class _Server:
             print(f"warm start: a request failed ({type(err).__name__}: {err})", flush=True)
             conn.close()
             return
+        if difference := self.difference(request):
+            self.unserved(conn, request, DECLINED + ", ".join(difference).encode())
+            return
         try:
-            if difference := self.difference(request):
-                conn.sendall(DECLINED + ", ".join(difference).encode())
-                raise ConnectionAbortedError("declined")
             pid = os.fork()
-        except OSError as err:  # declined, the command is gone, or no fork (memory): it runs cold
-            if not isinstance(err, ConnectionAbortedError):
-                print(f"warm start: a request failed ({type(err).__name__}: {err})", flush=True)
-            _close(request.fds)
-            conn.close()
+        except OSError as err:  # no fork (memory): the command runs cold
+            print(f"warm start: a request failed ({type(err).__name__}: {err})", flush=True)
+            self.unserved(conn, request)
             return
         if pid == 0:
             self.become_child(conn, request)
@@ -285,6 +283,16 @@ class _Server:
             conn.sendall(STARTED + _NUMBER.pack(pid))
         except OSError:  # its command is gone: so is the job
             self.hung_up(conn)
+
+    @staticmethod
+    def unserved(conn: socket.socket, request: _Request, answer: bytes = b"") -> None:
+        """Leave a request to run cold: send ``answer`` (if any), close its streams and connection."""
+        try:
+            conn.sendall(answer)
+        except OSError as err:  # the command is gone
+            print(f"warm start: a request failed ({type(err).__name__}: {err})", flush=True)
+        _close(request.fds)
+        conn.close()
 
     def difference(self, request: _Request) -> list[str]:
         """Names of what differs (never values: a variable may hold a key)."""
