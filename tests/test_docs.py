@@ -5,10 +5,13 @@ outside the repository."""
 from __future__ import annotations
 
 import re
+import typing
+
+from pydantic import BaseModel
 
 from conftest import REPO
 from podyn import config_docs
-from podyn.config import SCHEMA_PATH
+from podyn.config import SCHEMA_PATH, Config
 
 
 def test_config_readme_is_current():
@@ -25,6 +28,36 @@ def test_every_config_key_has_a_description():
     expected = {"dpo.beta", "ppo.kl_coef", "dynamics.method", "runs.<name>.weights.pos", "winrate.confidence"}
     assert expected <= set(docs.descriptions)
     assert "WeightSpec" in docs.named_types  # the schedules, documented once under "Value types"
+
+
+def config_leaf_keys(model: type[BaseModel], path: str = "") -> set[str]:
+    """Every key of the config models as config/README.md names it: records flattened into dotted
+    names, ``<name>`` for a mapping of records, optional records (``X | None``) walked too."""
+    keys = set()
+    for name, field in model.model_fields.items():
+        key = f"{path}.{name}" if path else name
+        annotation = field.annotation
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        if typing.get_origin(annotation) is dict and isinstance(args[-1], type) and issubclass(args[-1], BaseModel):
+            keys |= config_leaf_keys(args[-1], f"{key}.<name>")
+        elif isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            keys |= config_leaf_keys(annotation, key)
+        elif len(args) == 1 and isinstance(args[0], type) and issubclass(args[0], BaseModel):
+            keys |= {key} | config_leaf_keys(args[0], key)
+        else:
+            keys.add(key)
+    return keys
+
+
+def test_every_config_key_is_on_the_page():
+    """Keys inside sections that are null by default (a run's cdpo and controller, model.build_checkpoint,
+    data.roles.judge_prefs) are listed too, not just their section."""
+    docs = config_docs.SchemaDocs(config_docs.load_schema(SCHEMA_PATH))
+    docs.render()
+    missing = config_leaf_keys(Config) - set(docs.descriptions)
+    assert not missing, f"config keys missing from config/README.md: {sorted(missing)}"
+    nested = {"runs.<name>.controller.eta", "runs.<name>.cdpo.rho", "model.build_checkpoint.size"}
+    assert nested <= set(docs.descriptions)
 
 
 def test_check_fails_on_a_stale_page(tmp_path, capsys):

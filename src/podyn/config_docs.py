@@ -94,6 +94,14 @@ class SchemaDocs:
             return f"mapping {key_text} -> {self.type_text(node['additionalProperties'])}"
         return {"null": "null", "boolean": "true / false", "string": "string", "object": "mapping"}.get(kind, kind)
 
+    def optional_record(self, node: dict[str, Any]) -> dict[str, Any] | None:
+        """The record of an optional record (``anyOf: [record, null]``); None for anything else."""
+        alternatives = [self.resolve(a)[0] for a in node.get("anyOf") or node.get("oneOf") or []]
+        records = [a for a in alternatives if "properties" in a]
+        if len(records) == 1 and all(a is records[0] or a.get("type") == "null" for a in alternatives):
+            return records[0]
+        return None
+
     def entries(self, node: dict[str, Any], path: str) -> Iterator[str]:
         """One bullet per key under ``node`` (records are flattened into dotted names)."""
         node, _ = self.resolve(node)
@@ -113,6 +121,12 @@ class SchemaDocs:
             if description:
                 yield bullet(f"**`{path}`**: {description}")
             yield from self.entries(resolved, path)
+            return
+        optional = self.optional_record(resolved)
+        if optional is not None:  # a section that is off by default (null), such as a run's controller
+            default = f"; default `{yaml_inline(resolved['default'])}`" if "default" in resolved else ""
+            yield bullet(f"**`{path}`** (mapping or null{default}): {description}")
+            yield from self.entries(optional, path)
             return
         text = f"**`{path}`** ({self.type_text(child)}"
         if "default" in resolved:
