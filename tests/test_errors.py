@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from conftest import TINY_CONFIG, podyn_exe, run_cmd, write_config
-from podyn.config import ConfigError, DataConfig, load_config, validate_config
+from podyn.config import ConfigError, DataConfig, check_workflow_runs, load_config, validate_config
 from podyn.data import load_split
 from podyn.data.formats import split_dialogue, split_pair
 from podyn.data.sources import load_role
@@ -62,6 +62,37 @@ def _broken(tiny_raw, mutate):
             "shuffle",
         ),
         (lambda c: c["model"]["arch"].update(hidden_size=0), "'model.arch.hidden_size'", ""),
+        # values each key accepts alone, refused together (they crashed later, or silently did nothing)
+        (lambda c: c["model"]["arch"].update(num_heads=3), "'model.arch.num_heads'", "do not divide"),
+        (lambda c: c["data"]["synthetic"].update(min_len=8, max_len=3), "'data.synthetic.min_len'", "max_len 3"),
+        (
+            lambda c: c["data"]["synthetic"].update(train_mix={"copy": 0.0, "reverse": 0.0, "sort": 0.0}),
+            "'data.synthetic.train_mix'",
+            "at least one of them > 0",
+        ),
+        (
+            lambda c: c["data"]["synthetic"].update(pref_lazy_prob_range=[0.9, 0.2]),
+            "'data.synthetic.pref_lazy_prob_range'",
+            "not a range",
+        ),
+        (lambda c: c["dpo"].update(beta=float("nan")), "'dpo.beta'", "finite"),
+        (lambda c: c["dpo"].update(max_grad_norm=float("inf")), "'dpo.max_grad_norm'", "finite"),
+        (lambda c: c["runs"]["dpo"].update(cdpo={"t1": 8000.0, "t2": 100.0}), "'runs.dpo.cdpo.t2'", "before"),
+        (
+            lambda c: c["runs"]["dpo"].update(cdpo={"t1": 100.0, "t2": 100.0, "reading": "linear"}),
+            "'runs.dpo.cdpo.t2'",
+            "strictly before",
+        ),
+        (
+            lambda c: c["runs"]["dpo"].update(controller={"w_min": 3.0, "w_max": 1.0}),
+            "'runs.dpo.controller.w_max'",
+            "below w_min",
+        ),
+        (
+            lambda c: c.update(data={"source": "local", "path": "mine.jsonl", "format": "trl_standard"}),
+            "'data.roles.sft'",
+            "paper's dataset",
+        ),
     ],
 )
 def test_config_error_names_key(tiny_raw, mutate, key, detail):
@@ -71,6 +102,24 @@ def test_config_error_names_key(tiny_raw, mutate, key, detail):
     assert message.startswith("my.yaml: invalid value at ")
     assert key in message
     assert detail in message
+
+
+@pytest.mark.parametrize(
+    "mutate, key, detail",
+    [
+        (lambda c: c["dynamics"].update(runs=["dpo", "nope"]), "'dynamics.runs'", "nope"),
+        (lambda c: c.setdefault("figures", {}).update(dpo_run="dop"), "'figures.dpo_run'", "dop"),
+        (lambda c: c.setdefault("figures", {}).update(ppo_run="dpo"), "'figures.ppo_run'", "not a ppo run"),
+        (lambda c: c.update(select=["dpo"]), "'figures.ppo_run'", "not in 'select'"),
+    ],
+)
+def test_workflow_run_names_are_checked(tiny_raw, mutate, key, detail):
+    """Run names the workflow looks up: a misspelled dynamics run was silently dropped, a figure's
+    run failed as a missing input file."""
+    check_workflow_runs(validate_config(tiny_raw))
+    with pytest.raises(ConfigError) as info:
+        check_workflow_runs(validate_config(_broken(tiny_raw, mutate)), "my.yaml")
+    assert str(info.value).startswith(f"my.yaml: invalid value at {key}") and detail in str(info.value)
 
 
 def test_valid_configs_pass_and_get_defaults(tiny_raw):
@@ -88,6 +137,18 @@ def test_load_config_file_errors(tmp_path):
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_config(bad)
     assert load_config(TINY_CONFIG).experiment == "tiny"
+    repeated = tmp_path / "repeated.yaml"
+    repeated.write_text("dpo: {beta: 0.9}\nseed: 1\ndpo: {lr: 0.002}\n")  # the second block would drop beta
+    with pytest.raises(ConfigError, match=r"key 'dpo' given twice \(first on line 1\)[\s\S]*line 3"):
+        load_config(repeated)
+
+
+def test_own_data_with_every_role_given_passes(tiny_raw):
+    """Roles given with rows only take data.path and data.format."""
+    ranges = {"sft": (0, 20), "prefs_train": (20, 40), "prefs_heldout": (60, 20), "test": (80, 20)}
+    roles = {role: {"start": start, "n": n} for role, (start, n) in ranges.items()}
+    raw = {**tiny_raw, "data": {"source": "local", "path": "mine.jsonl", "format": "trl_standard", "roles": roles}}
+    assert validate_config(raw).data.roles.test.start == 80
 
 
 # ----------------------------------------------------------------------------- data rows
@@ -111,6 +172,22 @@ def test_read_jsonl_names_file_and_line(tmp_path):
     path.write_text('["a", "b"]\n')
     with pytest.raises(DataError, match=rf"{path}:1: expected a JSON object"):
         read_jsonl(path)
+
+
+def test_unreadable_data_files_name_the_file(tmp_path):
+    gz = tmp_path / "rows.jsonl.gz"
+    gz.write_bytes(gzip.compress(b'{"a": 1}\n' * 1000)[:60])  # cut short: the gzip stream has no end
+    with pytest.raises(DataError, match=rf"{gz}(:\d+)?: cannot read \(EOFError"):
+        read_jsonl(gz)
+    gz.write_text("not gzip\n")
+    with pytest.raises(DataError, match=rf"{gz}: cannot read \(BadGzipFile"):
+        read_jsonl(gz)
+    latin = tmp_path / "rows.jsonl"
+    latin.write_bytes(b'{"a": "caf\xe9"}\n')
+    with pytest.raises(DataError, match=rf"{latin}: cannot read \(UnicodeDecodeError"):
+        read_jsonl(latin)
+    with pytest.raises(DataError, match=rf"{tmp_path}: cannot read \(IsADirectoryError"):
+        read_jsonl(tmp_path)
 
 
 def test_load_split_checks_rows(tmp_path):
@@ -237,3 +314,33 @@ def test_cli_data_error_exit_code_2(tmp_path, capsys):
     assert f"podyn judge: error: {generations}:2:" in err
     assert "prompt_index" in err
     assert not (tmp_path / "out.csv").exists()
+
+
+# ----------------------------------------------------------------------------- writes
+
+
+class _Saves:
+    def __init__(self, text: str, fail: bool = False) -> None:
+        self.text, self.fail = text, fail
+
+    def save_pretrained(self, directory) -> None:
+        (Path(directory) / "weights.txt").write_text(self.text)
+        if self.fail:
+            raise RuntimeError("disk full")
+
+
+def test_atomic_writes_keep_the_umask_modes_and_leave_nothing_behind(tmp_path):
+    """Outputs get the modes of a plain open() or mkdir() (mkstemp and mkdtemp would make them private
+    to their owner, unreadable to a group sharing the results); a failed save keeps the old model."""
+    from podyn.io import _UMASK, save_pretrained_atomic, write_text
+
+    write_text(tmp_path / "table.csv", "a\n")
+    assert (tmp_path / "table.csv").stat().st_mode & 0o777 == 0o666 & ~_UMASK
+    save_pretrained_atomic(tmp_path / "model", _Saves("old"))
+    assert (tmp_path / "model").stat().st_mode & 0o777 == 0o777 & ~_UMASK
+    with pytest.raises(RuntimeError, match="disk full"):
+        save_pretrained_atomic(tmp_path / "model", _Saves("new", fail=True))
+    assert (tmp_path / "model" / "weights.txt").read_text() == "old"
+    save_pretrained_atomic(tmp_path / "model", _Saves("new"))
+    assert (tmp_path / "model" / "weights.txt").read_text() == "new"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model", "table.csv"]  # no temporary left

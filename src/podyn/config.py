@@ -55,10 +55,10 @@ class KeyPathError(ValueError):
 
 
 class Section(BaseModel):
-    """Every section: unknown keys are errors, types are not coerced ("10" is not 10), and the
-    validated config is read-only."""
+    """Every section: unknown keys are errors, types are not coerced ("10" is not 10), NaN and
+    infinities are refused, and the validated config is read-only."""
 
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, populate_by_name=True, allow_inf_nan=False)
 
 
 # ----------------------------------------------------------------------------- data
@@ -115,7 +115,22 @@ class SyntheticDataConfig(Section):
         for p in value.values() if isinstance(value, dict) else value:
             if not 0 <= p <= 1:
                 raise ValueError(f"{p} is not a probability in [0, 1]")
+        if isinstance(value, list) and value[0] > value[1]:
+            raise ValueError(f"{value} is not a range [low, high]")
         return value
+
+    @field_validator("train_mix", "test_mix")
+    @classmethod
+    def _frequencies(cls, value):
+        if any(f < 0 for f in value.values()) or sum(value.values()) <= 0:
+            raise ValueError(f"{value}: relative frequencies must be >= 0, at least one of them > 0")
+        return value
+
+    @model_validator(mode="after")
+    def _lengths(self) -> SyntheticDataConfig:
+        if self.min_len > self.max_len:
+            raise KeyPathError("min_len", f"{self.min_len} is longer than max_len {self.max_len}")
+        return self
 
 
 DataFormat = Literal["trl_standard", "trl_conversational", "ultrafeedback_binarized", "hh_rlhf"]
@@ -222,6 +237,12 @@ class ArchConfig(Section):
         description="Fraction of each head's dimensions that get rotary position embeddings "
         "(Pythia: 0.25; tiny heads need more).",
     )
+
+    @model_validator(mode="after")
+    def _heads_divide_width(self) -> ArchConfig:
+        if self.hidden_size % self.num_heads:
+            raise KeyPathError("num_heads", f"{self.num_heads} heads do not divide hidden_size {self.hidden_size}")
+        return self
 
 
 class BuildCheckpointConfig(Section):
@@ -432,6 +453,13 @@ class CdpoConfig(Section):
         0.0, ge=0, le=1, description="[choice] floor of the de-emphasised component: 0 is the hard reading."
     )
 
+    @model_validator(mode="after")
+    def _phases_in_order(self) -> CdpoConfig:
+        if self.t1 > self.t2 or (self.reading == "linear" and self.t1 == self.t2):
+            relation = "before" if self.reading == "piecewise" else "strictly before"
+            raise KeyPathError("t2", f"t1 ({self.t1}) must come {relation} t2 ({self.t2})")
+        return self
+
 
 class ControllerConfig(Section):
     """Coordinated PO in real time (method.md §9): weights steered by G measured while training."""
@@ -457,6 +485,12 @@ class ControllerConfig(Section):
         "finite_difference", description="Directional derivatives by forward-mode AD or a central finite difference."
     )
     fd_eps: float = Field(1.0e-3, gt=0, description="Finite-difference step as a length in parameter space.")
+
+    @model_validator(mode="after")
+    def _weight_bounds(self) -> ControllerConfig:
+        if self.w_min > self.w_max:
+            raise KeyPathError("w_max", f"{self.w_max} is below w_min {self.w_min}")
+        return self
 
 
 class RunConfig(Section):
@@ -752,9 +786,39 @@ class Config(Section):
             self.data.source == "synthetic" or self.data.roles.judge_prefs is None
         ):
             raise KeyPathError("judge.type", "'reward_model' needs data.roles.judge_prefs (hf or local data)")
+        self._check_data_roles()
         if self.model.build_checkpoint is not None and self.model.init != "pretrained":
             raise KeyPathError("model.build_checkpoint", "the built checkpoint is loaded by model.init 'pretrained'")
         return self
+
+
+    def _check_data_roles(self) -> None:
+        """With your own data (``local``, or ``hf`` with ``data.path``), every role is given: a role
+        left out would take its default, one of the paper's datasets, and read it instead of yours."""
+        own_data = self.data.source == "local" or (self.data.source == "hf" and self.data.path is not None)
+        for role in ("sft", "prefs_train", "prefs_heldout", "test"):
+            if own_data and role not in self.data.roles.model_fields_set:
+                raise KeyPathError(
+                    f"data.roles.{role}",
+                    f"not set: with your own data (data.source {self.data.source!r}) give every role (sft, "
+                    "prefs_train, prefs_heldout, test) its rows, e.g. {start: 0, n: 1000}; "
+                    "left out, it would read the paper's dataset",
+                )
+
+
+def check_workflow_runs(cfg: Config, source: str = "config") -> None:
+    """What the workflow needs of the run names, beyond a valid config (a config for one stage may
+    hold fewer runs): the runs of ``dynamics.runs`` exist, and figures 1, 2, 3 and 5 have their DPO
+    and PPO runs among the selected ones."""
+    for name in cfg.dynamics.runs:
+        if name not in cfg.runs:
+            raise ConfigError(f"{source}: invalid value at 'dynamics.runs': run {name!r} is not defined under 'runs'")
+    for objective in ("dpo", "ppo"):
+        key, name = f"figures.{objective}_run", getattr(cfg.figures, f"{objective}_run")
+        if name not in cfg.runs or cfg.runs[name].objective != objective:
+            raise ConfigError(f"{source}: invalid value at '{key}': {name!r} is not a {objective} run under 'runs'")
+        if name not in selected_runs(cfg):
+            raise ConfigError(f"{source}: invalid value at '{key}': run {name!r} is not in 'select'")
 
 
 def selected_runs(cfg: Config) -> list[str]:
@@ -812,9 +876,12 @@ def _describe(error: dict[str, Any]) -> tuple[str, str]:
     """(key path, message) of one pydantic error. Unknown and missing keys are reported at
     the mapping that holds them; the union tags of weight specs are left out of the path."""
     ctx_error = (error.get("ctx") or {}).get("error")
-    if isinstance(ctx_error, KeyPathError):
-        return ctx_error.path, ctx_error.message
     loc = [str(p) for p in error["loc"] if not (isinstance(p, str) and p.startswith("<") and p.endswith(">"))]
+    if isinstance(ctx_error, KeyPathError):  # its path is relative to the section that raised it
+        where, path = ".".join(loc), ctx_error.path
+        if where and path != where and not path.startswith(where + "."):
+            path = f"{where}.{path}"
+        return path, ctx_error.message
     kind, message = error["type"], error["msg"].removeprefix("Value error, ")
     if kind == "extra_forbidden":
         return ".".join(loc[:-1]) or "<top level>", f"unknown key '{loc[-1]}'"
@@ -844,12 +911,34 @@ def validate_config(raw: dict[str, Any], source: str = "config") -> Config:
         raise ConfigError(format_errors(err, source)) from None
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key given twice in one mapping: plain YAML keeps the last
+    one, so a second ``dpo:`` block would silently drop every setting of the first."""
+
+
+def _construct_unique_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    first_line: dict[Any, int] = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if isinstance(key, str | int | float | bool) and key in first_line:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"key {key!r} given twice (first on line {first_line[key]})", key_node.start_mark
+            )
+        first_line[key] = key_node.start_mark.line + 1
+    return loader.construct_mapping(node, deep)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_unique_mapping)
+
+
 def read_yaml(path: str | Path) -> dict[str, Any]:
+    """A config file's mapping; a missing file, invalid YAML or a repeated key is a ConfigError."""
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"config file not found: {path}")
     try:
-        raw = yaml.safe_load(path.read_text())
+        with path.open() as handle:  # a stream, so that error marks name the file
+            raw = yaml.load(handle, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader)
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML: {err}") from None
     if raw is None:

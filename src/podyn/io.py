@@ -17,6 +17,18 @@ class DataError(ValueError):
     """A malformed input row; the message names the file and line."""
 
 
+def _read_umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+# Read once, while the process is single-threaded (os.umask sets it to read it). mkstemp and mkdtemp
+# create private (0600 / 0700) paths; outputs get the modes an ordinary open() or mkdir() would give,
+# so that a group sharing a results directory can read them.
+_UMASK = _read_umask()
+
+
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it into place only on success, so a
@@ -24,6 +36,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.fchmod(fd, 0o666 & ~_UMASK)
     os.close(fd)
     try:
         yield Path(tmp)
@@ -35,15 +48,26 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
 
 def save_pretrained_atomic(out_dir: str | Path, *objects: Any) -> None:
     """``save_pretrained`` every object (model, tokenizer) into a temporary sibling directory,
-    then rename it into place."""
+    then rename it into place. An existing directory is moved aside before and deleted after, so
+    a kill at any moment leaves the old or the new model on disk (the old one, if it was moved
+    aside, under ``.<name>.old.*``)."""
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    for obj in objects:
-        obj.save_pretrained(tmp)
+    try:
+        tmp.chmod(0o777 & ~_UMASK)
+        for obj in objects:
+            obj.save_pretrained(tmp)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    old = None
     if out_dir.exists():
-        shutil.rmtree(out_dir)
+        old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old.", dir=out_dir.parent))
+        out_dir.rename(old / out_dir.name)
     tmp.rename(out_dir)
+    if old is not None:
+        shutil.rmtree(old)
 
 
 def write_text(path: str | Path, text: str) -> None:
@@ -72,7 +96,16 @@ def read_jsonl(path: str | Path, required: dict[str, type] | None = None) -> lis
     """Read JSON lines, checking that each row has the ``required`` fields with the right types.
     A bad row raises :class:`DataError` naming the file, the line and the field."""
     path = Path(path)
-    rows = []
+    rows: list[dict] = []
+    try:
+        _read_rows(path, required, rows)
+    except (OSError, EOFError, UnicodeDecodeError) as err:  # unreadable, truncated gzip, not UTF-8
+        where = f"{path}:{len(rows) + 1}" if rows else str(path)
+        raise DataError(f"{where}: cannot read ({type(err).__name__}: {err})") from None
+    return rows
+
+
+def _read_rows(path: Path, required: dict[str, type] | None, rows: list[dict]) -> None:
     with _open_text(path) as handle:
         for lineno, line in enumerate(handle, start=1):
             if not line.strip():
@@ -91,7 +124,6 @@ def read_jsonl(path: str | Path, required: dict[str, type] | None = None) -> lis
                         f"{path}:{lineno}: field '{field}' should be {kind.__name__}, got {type(row[field]).__name__}"
                     )
             rows.append(row)
-    return rows
 
 
 def write_torch(path: str | Path, obj: Any) -> None:

@@ -5,10 +5,14 @@ from pathlib import Path
 from snakemake.exceptions import WorkflowError
 
 from podyn import registry, warm_start
-from podyn.config import ConfigError, selected_runs, validate_config
+from podyn.config import ConfigError, check_workflow_runs, read_yaml, selected_runs, validate_config
 
 try:
-    CFG = validate_config(config, source=", ".join(map(str, workflow.configfiles)) or "config")
+    for path in workflow.configfiles:  # Snakemake's own YAML reading keeps the last of a repeated key
+        read_yaml(path)
+    CONFIG_SOURCE = ", ".join(map(str, workflow.configfiles)) or "config"
+    CFG = validate_config(config, source=CONFIG_SOURCE)
+    check_workflow_runs(CFG, CONFIG_SOURCE)
 except ConfigError as err:
     raise WorkflowError(str(err)) from None
 # the report's captions (workflow/report/) read `snakemake.config`: give it every key, defaults included

@@ -47,7 +47,10 @@ def read_rows(source: str, spec: DataRoleConfig) -> tuple[str, Sequence[dict]]:
         if path.name.endswith((".parquet", ".pq")):
             import datasets
 
-            return str(path), datasets.load_dataset("parquet", data_files=str(path), split="train")
+            try:
+                return str(path), datasets.load_dataset("parquet", data_files=str(path), split="train")
+            except Exception as err:  # pyarrow's errors (ArrowInvalid, ...) share no base class worth naming
+                raise DataError(f"{path}: cannot read as Parquet ({type(err).__name__}: {err})") from None
         return str(path), read_jsonl(path)
     import datasets
 
@@ -58,7 +61,7 @@ def read_rows(source: str, spec: DataRoleConfig) -> tuple[str, Sequence[dict]]:
     where = f"{spec.path}{'/' + spec.data_dir if spec.data_dir else ''} [split {split}]"
     try:
         return where, datasets.load_dataset(spec.path, split=split, **kwargs)
-    except (FileNotFoundError, ValueError, datasets.exceptions.DatasetNotFoundError) as err:
+    except (OSError, ValueError, datasets.exceptions.DatasetNotFoundError) as err:  # OSError: offline, no cache
         raise DataError(f"{where}: cannot load ({type(err).__name__}: {err})") from None
 
 
