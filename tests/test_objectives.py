@@ -21,6 +21,7 @@ from podyn.objectives import (
     ppo_policy_loss,
     ppo_token_losses,
     tertile_groups,
+    tie_clusters,
     value_loss,
 )
 
@@ -100,6 +101,21 @@ def test_tertile_groups_sizes_ties_and_mask():
     mask = torch.tensor([1, 1, 0, 1, 1, 1, 0])
     # valid: 5(0) 1(1) 3(3) 3(4) 0(5) -> order 0, 3, 4, 1, 5 -> sizes 2, 2, 1
     assert tertile_groups(scores, mask).tolist() == [0, 1, -1, 0, 1, 2, -1]
+
+
+def test_tertile_ties_do_not_chain():
+    """Each step is within the tie tolerance (1e-4 of the largest score) of the next, the whole
+    run is not: the tertiles follow the scores, and only scores within the tolerance of their
+    cluster's largest are ranked by index. (Ties by neighbour gaps made the run one cluster and
+    put the two largest scores, which have the last indices, in BOT.)"""
+    scores = t([1.0 - 0.6e-4 * k for k in reversed(range(6))])  # index 5 is the largest
+    assert tertile_groups(scores).tolist() == [2, 2, 1, 1, 0, 0]
+    descending = np.sort(np.random.default_rng(0).standard_t(3, 20_000))[::-1].copy()
+    cluster = tie_clusters(descending, 1e-3)
+    for c in np.unique(cluster):
+        members = descending[cluster == c]
+        assert members[0] - members[-1] <= 1e-3
+    assert tie_clusters(np.array([0.5, 0.5, 0.5]), 0.0).tolist() == [0, 0, 0]  # exact ties stay ties
 
 
 # ----------------------------------------------------------------------------- PPO clipping

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -52,29 +53,45 @@ TIE_RTOL = 1e-4
 def tertile_groups(scores: torch.Tensor, mask: torch.Tensor | None = None, rtol: float = TIE_RTOL) -> torch.Tensor:
     """Split the (masked) elements into tertiles by ``scores``: 0 = TOP (largest third),
     1 = MID, 2 = BOT; -1 where masked. Scores within ``rtol`` (relative to the largest |score|)
-    of their neighbour in sorted order are ties, and ties are broken by index (earlier element
-    ranks higher). So at DPO's step 0, where every omega is beta/2 up to float noise between the
-    policy and reference passes, the split is by index, not by that noise. When n is not
-    divisible by 3 the first tertiles get the extra elements (``torch.tensor_split``)."""
+    of the largest score of their tie cluster are ties (see :func:`tie_clusters`), and ties are
+    broken by index (earlier element ranks higher). So at DPO's step 0, where every omega is
+    beta/2 up to float noise between the policy and reference passes, the split is by index, not
+    by that noise. When n is not divisible by 3 the first tertiles get the extra elements
+    (``torch.tensor_split``)."""
     flat = scores.detach().reshape(-1)
     valid = torch.ones_like(flat, dtype=torch.bool) if mask is None else mask.reshape(-1).bool()
     index = torch.nonzero(valid).squeeze(1)
     values = flat[index].double()
     # stable sort of -score keeps index order among equal scores
     by_value = torch.sort(-values, stable=True).indices
-    sorted_values = values[by_value]
     tolerance = rtol * float(values.abs().max()) if len(values) else 0.0
-    # a new tie cluster starts wherever the gap to the previous (larger) score exceeds the tolerance
-    cluster = torch.zeros_like(by_value)
-    if len(values) > 1:
-        cluster[1:] = torch.cumsum(((sorted_values[:-1] - sorted_values[1:]) > tolerance).long(), 0)
+    cluster = tie_clusters(values[by_value].cpu().numpy(), tolerance)
     # rank by cluster, then by index within a cluster
-    key = cluster * (len(flat) + 1) + index[by_value]
+    key = torch.from_numpy(cluster).to(index.device) * (len(flat) + 1) + index[by_value]
     order = index[by_value][torch.argsort(key)]
     groups = torch.full_like(flat, -1, dtype=torch.long)
     for group_id, part in enumerate(torch.tensor_split(order, 3)):
         groups[part] = group_id
     return groups.reshape(scores.shape)
+
+
+def tie_clusters(descending: np.ndarray, tolerance: float) -> np.ndarray:
+    """Cluster ids (0, 1, ...) of scores sorted from largest to smallest: a score more than
+    ``tolerance`` below its cluster's first (largest) score starts a new cluster, so no cluster
+    is wider than ``tolerance``. (Gaps between neighbours alone would chain a run of small steps,
+    each within the tolerance, into one cluster of any width, and rank all of it by index.)"""
+    n = len(descending)
+    starts = np.ones(n, dtype=bool)
+    starts[1:] = (descending[:-1] - descending[1:]) > tolerance  # neighbours within it may tie
+    run_starts = np.flatnonzero(starts)
+    for first, end in zip(run_starts, [*run_starts[1:], n], strict=True):
+        if descending[first] - descending[end - 1] <= tolerance:
+            continue  # a chain no wider than the tolerance is one cluster
+        anchor = descending[first]
+        for i in range(first + 1, end):
+            if anchor - descending[i] > tolerance:
+                starts[i], anchor = True, descending[i]
+    return np.cumsum(starts) - 1
 
 
 # ----------------------------------------------------------------------------- DPO
