@@ -81,12 +81,14 @@ def test_ppo_two_processes_use_global_batch_statistics(tmp_path, tiny_raw, asset
         per_process = masked_whiten(batch["raw_advantages"][half], mask[half])
         assert not torch.allclose(batch["advantages"][half], per_process, atol=1e-3)
         assert torch.equal(batch["groups"], tertile_groups(batch["advantages"].abs(), mask))
-        # the figure-3 records are the global groups' mean raw advantages
+        # the figure-3 records are the global groups' mean raw advantages (and mean |raw advantage|)
         for group_id, name in enumerate(("top", "mid", "bot")):
             in_group = (batch["groups"] == group_id).float() * mask
-            kind = f"raw_advantage/{name}"
-            value = records.loc[(records["step"] == step) & (records["kind"] == kind), "value"].item()
-            assert value == pytest.approx(float(masked_mean(batch["raw_advantages"], in_group)), rel=1e-5, abs=1e-6)
+            raw = batch["raw_advantages"]
+            for kind, values in (("raw_advantage", raw), ("abs_raw_advantage", raw.abs())):
+                at = (records["step"] == step) & (records["kind"] == f"{kind}/{name}")
+                value = records.loc[at, "value"].item()
+                assert value == pytest.approx(float(masked_mean(values, in_group)), rel=1e-5, abs=1e-6)
         # the re-padded global rollout gives the log-probs the processes sampled with
         typed = validate_config(copy.deepcopy(cfg), "ppo")
         policy = load_policy(root / "work" / "analysis" / f"step_{step}", typed.model)

@@ -18,7 +18,14 @@ from podyn.config import AblationPanel, ControllerConfig, WinrateConfig, resolve
 from podyn.controller import CoordinatedController, isolate, multiplicative_update
 from podyn.objectives import ComponentWeights, dpo_reweighting, tertile_groups
 from podyn.schedules import weights_at
-from podyn.statistics import compare, detectable_effect, four_way_verdict, hierarchical_bootstrap, variance_components
+from podyn.statistics import (
+    compare,
+    detectable_effect,
+    four_way_verdict,
+    hierarchical_bootstrap,
+    paired_difference,
+    variance_components,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -324,6 +331,24 @@ def test_unpaired_seeds_resample_each_run():
         hierarchical_bootstrap(a, b[:, :10], paired=False)
 
 
+def test_an_invalid_judgement_leaves_its_prompt_out_of_the_comparison():
+    """2 seeds x 6 prompts; the variant's judgement of prompt 3 in seed 1 is invalid (no score row).
+    The comparison uses the 5 prompts valid everywhere, exactly the comparison without prompt 3
+    (it made every number NaN and the verdict 'inconclusive')."""
+    rng = np.random.default_rng(3)
+    rows = [
+        {"run": run, "seed": seed, "step": 10, "prompt_index": p, "score": float(rng.integers(0, 2))}
+        for run in ("dpo", "variant")
+        for seed in (0, 1)
+        for p in range(6)
+    ]
+    scores = pd.DataFrame(rows)
+    invalid = (scores["run"] == "variant") & (scores["seed"] == 1) & (scores["prompt_index"] == 3)
+    result = paired_difference(scores[~invalid], "variant", "dpo", samples=200, confidence=0.95)
+    without = paired_difference(scores[scores["prompt_index"] != 3], "variant", "dpo", samples=200, confidence=0.95)
+    assert result == without and result["n_prompts"] == 5 and np.isfinite(result["ci_low"])
+
+
 def test_variance_components_recover_simulation():
     rng = np.random.default_rng(2)
     a, b = simulated(40, 300, seed_sd=0.05, prompt_sd=0.1, noise_sd=0.2, effect=0.0, rng=rng)
@@ -405,7 +430,8 @@ def test_robustness_stage_writes_table_and_heatmap(tmp_path, tiny_raw):
         path.parent.mkdir(parents=True)
         pd.DataFrame(
             [
-                {"step": 0, "kind": f"raw_advantage/{g}", "value": v}
+                {"step": 0, "kind": f"{kind}/{g}", "value": v}
+                for kind in ("raw_advantage", "abs_raw_advantage")
                 for g, v in (("top", 3.0), ("mid", 2.0), ("bot", 1.0))
             ]
         ).to_csv(path, index=False)

@@ -147,9 +147,9 @@ def dynamics_claims(dpo: pd.DataFrame, ppo: pd.DataFrame, ppo_records: pd.DataFr
                 spread >= th.group_spread,
             )
         )
-    adv = ppo_records[ppo_records["kind"].str.startswith("raw_advantage/")]
-    magnitude = adv.assign(value=adv["value"].abs()).groupby("kind")["value"].mean()
-    top, mid, bot = (float(magnitude.get(f"raw_advantage/{g}", np.nan)) for g in ("top", "mid", "bot"))
+    adv = ppo_records[ppo_records["kind"].str.startswith("abs_raw_advantage/")]
+    magnitude = adv.groupby("kind")["value"].mean()  # over iterations (and seeds) of each group's mean |A|
+    top, mid, bot = (float(magnitude.get(f"abs_raw_advantage/{g}", np.nan)) for g in ("top", "mid", "bot"))
     claims.append(
         Claim(
             "ppo_advantage_order",

@@ -187,12 +187,18 @@ def paired_difference(
 ) -> dict[str, Any]:
     """Win-rate difference variant - baseline at each run's final (or best) step, on the prompts
     both were judged on, with a hierarchical bootstrap over seeds and prompts (seeds paired when
-    the two runs share them), its MDE at ``power`` and the four-way verdict (:func:`compare`)."""
+    the two runs share them), its MDE at ``power`` and the four-way verdict (:func:`compare`).
+
+    An invalid judgement (method.md §6) has no score row, so its cell of the seeds x prompts
+    matrix is empty: a prompt is compared only where both runs have a valid score in every seed
+    compared (the bootstrap draws the same prompts for every seed), and ``n_prompts`` counts
+    those prompts."""
     a, b = score_matrix(scores, variant, step), score_matrix(scores, baseline, step)
-    prompts = a.columns.intersection(b.columns)
     shared = a.index.intersection(b.index)
     paired = len(shared) > 0
     if paired:
         a, b = a.loc[shared], b.loc[shared]
+    prompts = a.columns.intersection(b.columns)
+    prompts = prompts[a[prompts].notna().all().to_numpy() & b[prompts].notna().all().to_numpy()]
     result = compare(a[prompts].to_numpy(), b[prompts].to_numpy(), paired, samples, confidence, power, seed=0)
     return asdict(result)

@@ -275,13 +275,15 @@ class PPOModule(TrainingModule):
         return {k: sum(v) / len(v) for k, v in stats.items()}
 
     def _record_advantages(self, it: int, batch: dict[str, Any]) -> None:
-        """Mean raw (pre-whitening) advantage of the TOP, MID and BOT token groups (figure 3)."""
+        """Mean raw (pre-whitening) advantage of the TOP, MID and BOT token groups (figure 3), and
+        their mean |raw advantage| (the claim that TOP tokens carry the largest advantages: a signed
+        mean can cancel to 0 in a group of large positive and negative advantages)."""
+        raw = batch["raw_advantages"]
         for group_id, name in enumerate(("top", "mid", "bot")):
             in_group = (batch["groups"] == group_id).float() * batch["response_mask"]
+            self.records.add(step=it, kind=f"raw_advantage/{name}", value=float(global_masked_mean(raw, in_group)))
             self.records.add(
-                step=it,
-                kind=f"raw_advantage/{name}",
-                value=float(global_masked_mean(batch["raw_advantages"], in_group)),
+                step=it, kind=f"abs_raw_advantage/{name}", value=float(global_masked_mean(raw.abs(), in_group))
             )
 
     def _log_iteration(self, batch: dict[str, Any], stats: dict[str, float]) -> None:
