@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import os
 import signal
 import subprocess
@@ -103,17 +104,34 @@ REVERSE = format_prompt("reverse", ["three", "one", "four"])
 # ----------------------------------------------------------------------------- faults, one at a time
 
 
-@pytest.mark.parametrize("fault", ["429", "500", "503", "stall", "drop", "malformed", "no_verdict"])
+@pytest.mark.parametrize("fault", ["429", "500", "503", "stall", "drop", "malformed", "no_verdict", "wrong_types"])
 def test_each_transient_fault_is_retried(srv, tiny_raw, tmp_path, fault):
     srv.fault_next(fault)
     judge = make_judge(llm_cfg(tiny_raw, srv.url, order="random", concurrency=1), tmp_path / "cache" / "job.jsonl")
     assert judge.compare(REVERSE, " four one three", " three one four") == 1.0  # the gold answer
     stats = srv.stats()
     assert stats["requests"] == 2 and stats["outcomes"] == {fault: 1, "answered": 1}
-    assert judge.events == {("timeout" if fault == "stall" else "connection" if fault == "drop" else fault): 1}
+    event = {"stall": "timeout", "drop": "connection", "wrong_types": "malformed"}.get(fault, fault)
+    assert judge.events == {event: 1}
     if fault == "429":  # Retry-After: 1 was honoured
         (t0, _, first), (t1, _, second) = stats["events"]
         assert (first, second) == ("429", "answered") and t1 - t0 >= 1.0
+
+
+def test_a_reply_with_wrong_types_is_malformed_in_both_templates(srv, tiny_raw, tmp_path):
+    """A list as the message content (it crashed the job with AttributeError) and a log-probability
+    of 1000 (OverflowError) are retried like any malformed reply; NaN and the two log-probabilities
+    -inf give no verdict instead of a wrong one or a ZeroDivisionError."""
+    from podyn.llm_judge import parse_weighted
+
+    srv.fault_next("wrong_types")
+    cfg = llm_cfg(tiny_raw, srv.url, order="random", concurrency=1, template="weighted")
+    judge = make_judge(cfg, tmp_path / "cache" / "job.jsonl")
+    assert judge.compare(REVERSE, " four one three", " three one four") > 0.5
+    assert judge.events == {"malformed": 1}
+    with pytest.raises(ValueError, match="not a number <= 0"):
+        parse_weighted([("A", float("nan")), ("B", -1.0)])
+    assert parse_weighted([("A", -math.inf), ("B", -math.inf)]) is None
 
 
 def test_persistent_faults_make_invalid_prompts_never_ties(srv, tiny_raw, tiny_cfg, tmp_path):
@@ -317,7 +335,31 @@ def test_experiment_wide_cache_torn_lines_and_cost_estimate(srv, tiny_raw, tmp_p
     assert json.loads(lines[-1]) == {"key": "fresh", "verdict": "A"}
     again = make_judge(llm_cfg(tiny_raw, srv.url), folder / "new.jsonl")
     assert again.judge(comparisons) == second and srv.stats()["requests"] == 0
-    assert again.cache.skipped_lines == 1
+    assert again.cache.skipped_lines == 1 and again.cache.skipped == {folder / "dpo_seed0.jsonl": 1}
+
+
+def test_cache_lines_that_are_not_verdicts_are_asked_again(srv, tiny_raw, tmp_path, capsys):
+    """A damaged cache line (a verdict no judge gives, or garbage) costs a call, never a wrong score;
+    the message names the file; a directory named like a cache file is not read."""
+    from podyn.judge_cache import JudgeCache, is_verdict
+
+    assert is_verdict("A") and is_verdict(0.25) and is_verdict(1)
+    assert not any(is_verdict(v) for v in (None, "banana", True, 1.5, -0.1, [0.5]))
+    comparison = Comparison(REVERSE, " one one one", " four one three")  # gold: the baseline wins, score 0
+    folder = tmp_path / "cache" / "judge"
+    judge = make_judge(llm_cfg(tiny_raw, srv.url), folder / "j.jsonl")
+    assert judge.judge([comparison]) == [0.0]
+    keys = [json.loads(line)["key"] for line in (folder / "j.jsonl").read_text().splitlines()]
+    damaged = folder / "damaged.jsonl"
+    damaged.write_text("".join(json.dumps({"key": k, "verdict": v}) + "\n" for k, v in zip(keys, [None, "banana"])))
+    (folder / "j.jsonl").unlink()
+    (folder / "dir.jsonl").mkdir()
+    srv.reset()
+    again = make_judge(llm_cfg(tiny_raw, srv.url), folder / "k.jsonl")
+    assert again.cache.skipped == {damaged: len(keys)} and again.judge([comparison]) == [0.0]
+    assert srv.stats()["requests"] == len(keys)  # asked again
+    assert f"{damaged} ({len(keys)})" in capsys.readouterr().out
+    assert len(JudgeCache(folder / "k.jsonl")) == len(keys)
 
 
 def test_parallel_jobs_reuse_each_others_answers(srv, tiny_raw, tmp_path):

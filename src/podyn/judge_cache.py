@@ -5,8 +5,9 @@ own in that folder and reads all of them, so parallel jobs never write to the sa
 comparison answered for one run, seed or step is not asked again for another. Files are
 append-only JSON lines ``{"key": ..., "verdict": ...}``, flushed line by line: a job killed
 mid-write leaves at most a torn last line, which is skipped on read (and sealed with a newline
-before the next append), never fatal. Keys are hashes (see :func:`podyn.llm_judge.cache_key`):
-no prompt, response or credential is stored.
+before the next append), never fatal. A line whose verdict is not one a judge gives ('A', 'B' or a
+probability) is skipped too, so a damaged file costs calls, never a wrong score. Keys are hashes
+(see :func:`podyn.llm_judge.cache_key`): no prompt, response or credential is stored.
 """
 
 from __future__ import annotations
@@ -19,6 +20,13 @@ from pathlib import Path
 from typing import Any
 
 
+def is_verdict(value: Any) -> bool:
+    """What a judge answers: 'A' or 'B' (the dpo template), or P(A preferred) (weighted)."""
+    if value in ("A", "B"):
+        return True
+    return isinstance(value, int | float) and not isinstance(value, bool) and 0.0 <= value <= 1.0
+
+
 class JudgeCache:
     """Answers of every cache file in ``own_file``'s folder; new answers go to ``own_file``."""
 
@@ -26,7 +34,7 @@ class JudgeCache:
         self.own_file = Path(own_file)
         self.folder = self.own_file.parent
         self.answers: dict[str, Any] = {}
-        self.skipped_lines = 0
+        self.skipped: dict[Path, int] = {}  # unreadable lines per file (torn by a kill, or damaged)
         self._handle = None
         self._offsets: dict[Path, int] = {}
         self._lock = threading.Lock()
@@ -40,7 +48,7 @@ class JudgeCache:
         if not self.folder.exists():
             return
         with self._lock:
-            for path in sorted(self.folder.glob("*.jsonl")):
+            for path in sorted(p for p in self.folder.glob("*.jsonl") if p.is_file()):
                 start = self._offsets.get(path, 0)
                 with open(path, "rb") as handle:
                     handle.seek(start)
@@ -48,16 +56,25 @@ class JudgeCache:
                 end = data.rfind(b"\n") + 1
                 self._offsets[path] = start + end
                 for line in data[:end].split(b"\n"):
-                    if line.strip():
-                        self._parse(line)
+                    if line.strip() and not self._parse(line):
+                        self.skipped[path] = self.skipped.get(path, 0) + 1
             self._last_refresh = time.monotonic()
 
-    def _parse(self, line: bytes) -> None:
+    @property
+    def skipped_lines(self) -> int:
+        return sum(self.skipped.values())
+
+    def _parse(self, line: bytes) -> bool:
+        """Take one line's answer; False for a line that is not a valid answer."""
         try:
             row = json.loads(line)
-            self.answers[row["key"]] = row["verdict"]
+            key, verdict = row["key"], row["verdict"]
         except (ValueError, KeyError, TypeError):
-            self.skipped_lines += 1  # a line torn by a kill mid-write
+            return False
+        if not isinstance(key, str) or not is_verdict(verdict):
+            return False
+        self.answers[key] = verdict
+        return True
 
     def lookup_fresh(self, key: str, every_s: float = 1.0) -> tuple[bool, Any]:
         """(found, verdict) for ``key``, first reading what parallel jobs appended if the last

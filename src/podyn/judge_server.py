@@ -18,6 +18,8 @@ Faults are injected on demand, for testing the client's handling of each:
 - ``drop``: closes the connection without a response;
 - ``malformed``: a 200 whose JSON body is cut short;
 - ``no_verdict``: a well-formed reply that names neither response;
+- ``wrong_types``: valid JSON with fields of the wrong type (the content a list, a log-probability
+  of 1000);
 - ``401``: rejects the request as unauthorised.
 
 Which requests are faulted: ``fault_rate`` picks a fixed share of the distinct requests (by a
@@ -47,8 +49,8 @@ from typing import Any
 
 from .data.synthetic import gold_reward
 
-FAULT_KINDS = ("429", "500", "503", "stall", "drop", "malformed", "no_verdict", "401")
-TRANSIENT_FAULTS = ("429", "500", "503", "stall", "drop", "malformed", "no_verdict")
+FAULT_KINDS = ("429", "500", "503", "stall", "drop", "malformed", "no_verdict", "wrong_types", "401")
+TRANSIENT_FAULTS = ("429", "500", "503", "stall", "drop", "malformed", "no_verdict", "wrong_types")
 VERDICTS = ("gold", "longer")  # how a request is answered: the synthetic gold reward, or the longer response
 
 
@@ -267,6 +269,15 @@ class JudgeHandler(BaseHTTPRequestHandler):
             return
         if fault == "malformed":
             self._send_json(200, None, raw=b'{"id": "chatcmpl-local", "choices": [{"index": 0, "mess')
+            return
+        if fault == "wrong_types":  # valid JSON, fields of the wrong type: a list as content, logprob 1000
+            model = request.get("model", "")
+            if request.get("logprobs"):
+                self._send_json(200, _completion(model, "A", [{"token": "A", "logprob": 1000.0, "bytes": None}]))
+            else:
+                reply = _completion(model, "More helpful: A")
+                reply["choices"][0]["message"]["content"] = [{"type": "text", "text": "More helpful: A"}]
+                self._send_json(200, reply)
             return
         if fault == "stall":
             time.sleep(opts["stall_s"])  # the client has given up by now: the answer is not counted

@@ -109,12 +109,16 @@ def parse_weighted(top_logprobs: list[tuple[str, float]]) -> float | None:
     missing from the list counting as probability 0; None when neither is listed."""
     best: dict[str, float] = {}
     for token, logprob in top_logprobs:
+        if not isinstance(token, str):
+            raise TypeError(f"a top_logprobs token is {type(token).__name__}, not a string")
+        if isinstance(logprob, bool) or not isinstance(logprob, int | float) or not logprob <= 1e-6:
+            raise ValueError(f"log-probability {logprob!r} of token {token!r} is not a number <= 0")
         letter = token.strip()
         if letter in ("A", "B"):
             best[letter] = max(best.get(letter, -math.inf), logprob)
-    if not best:
-        return None
     p_a, p_b = math.exp(best.get("A", -math.inf)), math.exp(best.get("B", -math.inf))
+    if p_a + p_b == 0:  # neither listed, or both listed with probability 0
+        return None
     return p_a / (p_a + p_b)
 
 
@@ -396,8 +400,11 @@ class OpenAIJudge:
                 first = choice["logprobs"]["content"][0]
                 listed = [(t["token"], t["logprob"]) for t in first.get("top_logprobs") or []]
                 return parse_weighted(listed or [(first["token"], first["logprob"])])
-            return parse_choice(choice["message"]["content"] or "")
-        except (KeyError, IndexError, TypeError) as err:
+            content = choice["message"]["content"]
+            if content is not None and not isinstance(content, str):
+                raise TypeError(f"message content is {type(content).__name__}, not a string")
+            return parse_choice(content or "")
+        except (KeyError, IndexError, TypeError, ValueError) as err:
             raise MalformedReply(f"reply without the expected fields: {err!r}") from None
 
     def _classify(self, err: Exception) -> tuple[str, float | None]:
@@ -469,7 +476,12 @@ class OpenAIJudge:
                 flush=True,
             )
         if self.cache.skipped_lines:
-            print(f"judge: skipped {self.cache.skipped_lines} torn line(s) in the cache", flush=True)
+            files = ", ".join(f"{path} ({n})" for path, n in sorted(self.cache.skipped.items()))
+            print(
+                f"judge: skipped {self.cache.skipped_lines} unreadable line(s) of the cache (torn by a kill, or "
+                f"damaged; those comparisons are asked again): {files}",
+                flush=True,
+            )
 
 
 class MalformedReply(ValueError):
