@@ -8,6 +8,7 @@ import copy
 import gzip
 import io
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -344,3 +345,39 @@ def test_atomic_writes_keep_the_umask_modes_and_leave_nothing_behind(tmp_path):
     save_pretrained_atomic(tmp_path / "model", _Saves("new"))
     assert (tmp_path / "model" / "weights.txt").read_text() == "new"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model", "table.csv"]  # no temporary left
+
+
+# ----------------------------------------------------------------------------- files earlier stages wrote
+
+
+def test_damaged_models_manifests_and_tensors_name_the_file(tmp_path, assets, tiny_cfg):
+    """A model directory, checkpoint manifest or torch file that is missing or damaged is a DataError
+    naming it (they were tracebacks; a missing directory was taken for a hub id)."""
+    from podyn.analysis import _manifest
+    from podyn.io import read_torch
+    from podyn.models import load_policy
+
+    with pytest.raises(DataError, match=rf"{tmp_path / 'nope'}: model directory not found"):
+        load_policy(tmp_path / "nope", tiny_cfg.model)
+    damaged = tmp_path / "damaged"
+    shutil.copytree(assets["base"], damaged)
+    weights = damaged / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    with pytest.raises(DataError, match=rf"{damaged}: cannot load"):
+        load_policy(damaged, tiny_cfg.model)
+
+    manifest = tmp_path / "checkpoints.json"
+    for text, detail in [
+        ('{"analysis": []}', "needs 'final'"),
+        ("[1, 2]", "needs 'final'"),
+        (json.dumps({"final": str(assets["base"]), "analysis": [{"step": "0", "path": "x"}]}), "entry 0 needs"),
+        (json.dumps({"final": str(tmp_path / "gone"), "analysis": []}), "gone not found"),
+    ]:
+        manifest.write_text(text)
+        with pytest.raises(DataError, match=rf"{manifest}: .*{detail}"):
+            _manifest(manifest)
+
+    truncated = tmp_path / "ref_logps.pt"
+    truncated.write_bytes(assets["ref_logps"].read_bytes()[:50])
+    with pytest.raises(DataError, match=rf"{truncated}: cannot read"):
+        read_torch(truncated)

@@ -15,15 +15,26 @@ from .batching import encode_prompt, pair_collator, prompt_response_batch
 from .config import Config, DPOConfig, resolve_run
 from .dynamics import DPOBatch, PPOBatch, gradient_alignment, gradient_alignment_direct, per_layer_alignment
 from .generation import generate
-from .io import DataError, read_jsonl, write_csv, write_jsonl
+from .io import DataError, read_jsonl, read_torch, write_csv, write_jsonl
 from .models import inference_device, load_policy, load_tokenizer
 
 
 def _manifest(path: Path) -> dict[str, Any]:
+    """A run's checkpoint manifest: ``{"final": dir, "analysis": [{"step": int, "path": dir}, ...]}``."""
     try:
-        return json.loads(Path(path).read_text())
+        manifest = json.loads(Path(path).read_text())
     except (OSError, json.JSONDecodeError) as err:
         raise DataError(f"{path}: unreadable checkpoint manifest ({err})") from None
+    entries = manifest.get("analysis") if isinstance(manifest, dict) else None
+    if not isinstance(entries, list) or not isinstance(manifest.get("final"), str):
+        raise DataError(f"{path}: a checkpoint manifest needs 'final' (a directory) and 'analysis' (a list)")
+    for n, entry in enumerate(entries):
+        if not (isinstance(entry, dict) and isinstance(entry.get("step"), int) and isinstance(entry.get("path"), str)):
+            raise DataError(f"{path}: analysis entry {n} needs 'step' (an integer) and 'path' (a directory)")
+    for directory in [manifest["final"], *(entry["path"] for entry in entries)]:
+        if not Path(directory).is_dir():
+            raise DataError(f"{path}: checkpoint directory {directory} not found")
+    return manifest
 
 
 @torch.no_grad()
@@ -134,12 +145,12 @@ def run_dynamics(
     # on fully masked left-padding rows in float64
     model_cfg = cfg.model.model_copy(update={"dtype": dyn.dtype, "attn_implementation": "sdpa"})
     if resolved.objective == "dpo":  # read once, not at every checkpoint
-        dataset, ref = data_mod.load_split(data, "prefs_train"), torch.load(ref_logps)
+        dataset, ref = data_mod.load_split(data, "prefs_train"), read_torch(ref_logps)
     records, samples = [], []
     for entry in manifest["analysis"]:
         step, path = entry["step"], Path(entry["path"])
         model = load_policy(path, model_cfg).to(device)
-        record = torch.load(path / "batch.pt", weights_only=False)
+        record = read_torch(path / "batch.pt", weights_only=False)
         if resolved.objective == "dpo":
             batch, indices = _dpo_batch(cfg, resolved.hyper, record, dataset, ref, tokenizer, seed)
         else:

@@ -126,6 +126,19 @@ def _read_rows(path: Path, required: dict[str, type] | None, rows: list[dict]) -
             rows.append(row)
 
 
+def read_torch(path: str | Path, weights_only: bool = True) -> Any:
+    """``torch.load`` of a file an earlier stage wrote; a missing, truncated or damaged file is a
+    :class:`DataError` naming it."""
+    import pickle
+
+    import torch
+
+    try:
+        return torch.load(path, weights_only=weights_only)
+    except (OSError, EOFError, RuntimeError, pickle.UnpicklingError) as err:
+        raise DataError(f"{path}: cannot read ({type(err).__name__}: {err}); rerun the stage that wrote it") from None
+
+
 def write_torch(path: str | Path, obj: Any) -> None:
     """``torch.save`` atomically. Serialised in memory first: ``torch.save`` to a file names
     the archive inside after the (temporary, random) file name, which would make the bytes of

@@ -19,6 +19,7 @@ from transformers import (
 
 from . import resources
 from .config import ArchConfig, ModelConfig, TrainerConfig
+from .io import DataError
 
 EOS_TOKEN = "<|endoftext|>"
 PAD_TOKEN = "<|padding|>"
@@ -72,8 +73,23 @@ def prepare_tokenizer(tokenizer: PreTrainedTokenizerBase) -> PreTrainedTokenizer
     return tokenizer
 
 
+def _from_pretrained(load, path: str | Path, **kwargs):
+    """``load(path, **kwargs)`` of a model directory an earlier stage saved: a missing directory
+    (which transformers would take for a hub id) or a damaged one is a :class:`DataError`
+    naming it."""
+    if not Path(path).is_dir():
+        raise DataError(f"{path}: model directory not found")
+    from safetensors import SafetensorError
+
+    try:
+        return load(str(path), **kwargs)
+    except (OSError, ValueError, RuntimeError, SafetensorError) as err:
+        first_line = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        raise DataError(f"{path}: cannot load ({type(err).__name__}: {first_line})") from None
+
+
 def load_tokenizer(path: str | Path) -> PreTrainedTokenizerBase:
-    return prepare_tokenizer(AutoTokenizer.from_pretrained(str(path)))
+    return prepare_tokenizer(_from_pretrained(AutoTokenizer.from_pretrained, path))
 
 
 def _torch_dtype(name: str) -> torch.dtype:
@@ -83,15 +99,19 @@ def _torch_dtype(name: str) -> torch.dtype:
 
 
 def load_policy(path: str | Path, model_cfg: ModelConfig) -> torch.nn.Module:
-    return AutoModelForCausalLM.from_pretrained(
-        str(path), dtype=_torch_dtype(model_cfg.dtype), attn_implementation=model_cfg.attn_implementation
+    return _from_pretrained(
+        AutoModelForCausalLM.from_pretrained,
+        path,
+        dtype=_torch_dtype(model_cfg.dtype),
+        attn_implementation=model_cfg.attn_implementation,
     )
 
 
 def load_scalar_model(path: str | Path, model_cfg: ModelConfig) -> torch.nn.Module:
     """A causal LM body with a scalar head (reward or value model)."""
-    model = AutoModelForSequenceClassification.from_pretrained(
-        str(path),
+    model = _from_pretrained(
+        AutoModelForSequenceClassification.from_pretrained,
+        path,
         num_labels=1,
         dtype=_torch_dtype(model_cfg.dtype),
         attn_implementation=model_cfg.attn_implementation,

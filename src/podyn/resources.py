@@ -12,6 +12,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from .io import write_text
+
 _tokens = 0
 
 
@@ -53,5 +55,4 @@ def stage_resources(name: str) -> Iterator[None]:
             record["peak_gpu_mb"] = torch.cuda.max_memory_allocated() / 2**20
     except ImportError:
         pass
-    Path(target).mkdir(parents=True, exist_ok=True)
-    (Path(target) / f"{name}.json").write_text(json.dumps(record, indent=2) + "\n")
+    write_text(Path(target) / f"{name}.json", json.dumps(record, indent=2) + "\n")

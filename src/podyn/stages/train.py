@@ -17,7 +17,7 @@ from .. import data as data_mod
 from ..batching import TokenIds, pair_collator
 from ..config import Config, ConfigError, ResolvedRun, resolve_run
 from ..controller import WeightSource, proxy_targets, weight_source
-from ..io import DataError, write_csv
+from ..io import DataError, read_torch, write_csv
 from ..models import inference_device, load_policy, load_scalar_model, load_tokenizer, logps_options
 from ..training.checkpoints import RunRecorder
 from ..training.common import fit_resumable, layer_classes, make_trainer, metric_rows, prepare_workdir, trained_model
@@ -109,7 +109,7 @@ def write_timing(path: Path, fit_seconds: float, source: WeightSource) -> None:
 
 def dpo_dataset(data: Path, ref_logps: Path) -> Dataset:
     """The training pairs with their index and reference log-probs."""
-    ref = torch.load(ref_logps)
+    ref = read_torch(ref_logps)
     dataset = data_mod.load_split(data, "prefs_train")
     if len(ref["chosen"]) != len(dataset):
         raise DataError(
