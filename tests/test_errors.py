@@ -77,6 +77,14 @@ def _broken(tiny_raw, mutate):
             "not a range",
         ),
         (lambda c: c["dpo"].update(beta=float("nan")), "'dpo.beta'", "finite"),
+        (  # a period of 2 iterations scaled to 0.2: the same weight at every whole iteration
+            lambda c: (
+                c["ppo"].update(step_scale=0.1),
+                c["runs"]["ppo"].update(weights={"pos": {"wave": {"period": 2, "amplitude": 0.08}}}),
+            ),
+            "'runs.ppo.weights.pos'",
+            "same weight 1.08 at every one",
+        ),
         (lambda c: c["dpo"].update(max_grad_norm=float("inf")), "'dpo.max_grad_norm'", "finite"),
         (lambda c: c["runs"]["dpo"].update(cdpo={"t1": 8000.0, "t2": 100.0}), "'runs.dpo.cdpo.t2'", "before"),
         (

@@ -36,7 +36,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
 from pydantic.json_schema import GenerateJsonSchema
 
-from .schedules import WEIGHT_KEYS, Weights, cdpo_weights, scale_steps
+from .schedules import WEIGHT_KEYS, WaveSpec, Weights, cdpo_weights, scale_steps, weight_at
 
 REPO = Path(__file__).resolve().parents[2]
 SCHEMA_PATH = REPO / "workflow" / "schemas" / "config.schema.yaml"
@@ -787,6 +787,8 @@ class Config(Section):
         ):
             raise KeyPathError("judge.type", "'reward_model' needs data.roles.judge_prefs (hf or local data)")
         self._check_data_roles()
+        for name in selected_runs(self):
+            _check_waves_oscillate(self, name)
         if self.model.build_checkpoint is not None and self.model.init != "pretrained":
             raise KeyPathError("model.build_checkpoint", "the built checkpoint is loaded by model.init 'pretrained'")
         return self
@@ -804,6 +806,27 @@ class Config(Section):
                     "prefs_train, prefs_heldout, test) its rows, e.g. {start: 0, n: 1000}; "
                     "left out, it would read the paper's dataset",
                 )
+
+
+def _check_waves_oscillate(cfg: Config, name: str) -> None:
+    """A wave weight (hPPO) must still oscillate on the steps the run takes (method.md §5: no case
+    may reduce to the baseline): step_scale can shrink a period below one step, and a period of 1
+    (or a whole fraction of it) gives the same weight at every whole step."""
+    resolved = resolve_run(cfg, name)
+    steps = resolved.hyper.iterations if resolved.objective == "ppo" else resolved.hyper.max_steps
+    for key in WEIGHT_KEYS:
+        spec = getattr(resolved.weights, key)
+        parts = spec if isinstance(spec, list) else [spec]
+        if not any(isinstance(part, WaveSpec) for part in parts):
+            continue
+        values = {round(weight_at(spec, t), 12) for t in range(steps)}
+        if len(values) < 2:
+            raise KeyPathError(
+                f"runs.{name}.weights.{key}",
+                f"the wave gives the same weight {values.pop()} at every one of the run's {steps} steps (its period, "
+                f"after step_scale {resolved.hyper.step_scale}, is a whole fraction of a step); use a period of at "
+                "least 2 steps",
+            )
 
 
 def check_workflow_runs(cfg: Config, source: str = "config") -> None:
