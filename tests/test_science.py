@@ -591,3 +591,34 @@ def test_ablation_figure_with_only_the_baselines(tmp_path, default_cfg):
     pd.DataFrame(rows).to_csv(tmp_path / "winrates.csv", index=False)
     ablation_figure(default_cfg, tmp_path / "winrates.csv", tmp_path)
     assert (tmp_path / "fig4_ablations.png").exists()
+
+
+# ----------------------------------------------------------------------------- hPPO's other targets
+
+
+def test_ppo_factors_oscillate_the_clip_range_and_scale_the_kl(tmp_path, assets, env, tiny_raw):
+    """``ppo_factors`` (method.md §5: the clip range and the KL coefficient as hPPO targets): the
+    iteration's clip range is recorded and stored with the analysis batch (so G uses it), and a KL
+    factor of 0 leaves the score as the whole reward."""
+    from conftest import run_cmd, train_cmd
+
+    cfg = copy.deepcopy(tiny_raw)
+    factors = {"clip_eps": {"wave": {"period": 2, "amplitude": 0.5}}, "kl_coef": 0.0}
+    cfg["runs"]["ppo"] = {"objective": "ppo", "ppo_factors": factors}
+    config = write_config(tmp_path / "cfg.yaml", cfg)
+    proc = run_cmd(train_cmd("ppo", 0, config, assets, tmp_path), env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    records = pd.read_csv(tmp_path / "out" / "records.csv")
+    clip = records[records["kind"] == "hyper/clip_eps"].set_index("step")["value"]
+    assert clip.to_dict() == pytest.approx({0: 0.3, 1: 0.1, 2: 0.3, 3: 0.1})  # 0.2 (1 + 0.5 cos(pi t))
+    assert set(records[records["kind"] == "hyper/kl_coef"]["value"]) == {0.0}
+    batch = torch.load(tmp_path / "work" / "analysis" / "step_2" / "batch.pt", weights_only=False)
+    assert batch["clip_eps"] == pytest.approx(0.3)
+    torch.testing.assert_close(batch["rewards"].sum(1), batch["scores"], rtol=0, atol=0)
+
+
+def test_ppo_factors_are_for_ppo_runs(tiny_raw):
+    raw = copy.deepcopy(tiny_raw)
+    raw["runs"]["dpo"]["ppo_factors"] = {"kl_coef": 0.5}
+    with pytest.raises(Exception, match="runs.dpo.ppo_factors.*not 'ppo'"):
+        validate_config(raw)

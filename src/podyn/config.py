@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -36,7 +36,16 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
 from pydantic.json_schema import GenerateJsonSchema
 
-from .schedules import WEIGHT_KEYS, WaveSpec, Weights, cdpo_weights, scale_steps, weight_at
+from .schedules import (
+    PPO_FACTOR_KEYS,
+    WEIGHT_KEYS,
+    PPOFactors,
+    WaveSpec,
+    Weights,
+    cdpo_weights,
+    scale_steps,
+    weight_at,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 SCHEMA_PATH = REPO / "workflow" / "schemas" / "config.schema.yaml"
@@ -511,6 +520,17 @@ class RunConfig(Section):
     controller: ControllerConfig | None = Field(
         None, description="Coordinated PO: the weights are steered by G measured while training (null: none)."
     )
+    ppo_factors: PPOFactors = Field(
+        default_factory=PPOFactors,
+        description="PPO only: multipliers of ppo.clip_eps and ppo.kl_coef by iteration, as weight specs (hPPO's "
+        "other targets, method.md §5).",
+    )
+
+    @model_validator(mode="after")
+    def _factors_need_ppo(self) -> RunConfig:
+        if self.objective != "ppo" and any(getattr(self.ppo_factors, k) is not None for k in PPO_FACTOR_KEYS):
+            raise KeyPathError("ppo_factors", "multiplies PPO hyper-parameters: the run's objective is not 'ppo'")
+        return self
 
 
 # ----------------------------------------------------------------------------- evaluation and analysis
@@ -814,15 +834,16 @@ def _check_waves_oscillate(cfg: Config, name: str) -> None:
     (or a whole fraction of it) gives the same weight at every whole step."""
     resolved = resolve_run(cfg, name)
     steps = resolved.hyper.iterations if resolved.objective == "ppo" else resolved.hyper.max_steps
-    for key in WEIGHT_KEYS:
-        spec = getattr(resolved.weights, key)
+    schedules = {f"weights.{k}": getattr(resolved.weights, k) for k in WEIGHT_KEYS}
+    schedules |= {f"ppo_factors.{k}": getattr(resolved.ppo_factors, k) for k in PPO_FACTOR_KEYS}
+    for key, spec in schedules.items():
         parts = spec if isinstance(spec, list) else [spec]
         if not any(isinstance(part, WaveSpec) for part in parts):
             continue
         values = {round(weight_at(spec, t), 12) for t in range(steps)}
         if len(values) < 2:
             raise KeyPathError(
-                f"runs.{name}.weights.{key}",
+                f"runs.{name}.{key}",
                 f"the wave gives the same weight {values.pop()} at every one of the run's {steps} steps (its period, "
                 f"after step_scale {resolved.hyper.step_scale}, is a whole fraction of a step); use a period of at "
                 "least 2 steps",
@@ -864,6 +885,7 @@ class ResolvedRun:
     weights: Weights
     label: str = ""
     controller: ControllerConfig | None = None
+    ppo_factors: PPOFactors = field(default_factory=PPOFactors)
 
 
 def resolve_run(cfg: Any, name: str) -> ResolvedRun:
@@ -889,6 +911,7 @@ def resolve_run(cfg: Any, name: str) -> ResolvedRun:
         weights=scale_steps(weights, hyper.step_scale),
         label=getattr(run, "label", None) or name,
         controller=getattr(run, "controller", None),
+        ppo_factors=getattr(run, "ppo_factors", PPOFactors()).scaled(hyper.step_scale),
     )
 
 

@@ -70,6 +70,7 @@ RUN_KEYS = (
     "runs.{run}.overrides",
     "runs.{run}.cdpo",
     "runs.{run}.controller",
+    "runs.{run}.ppo_factors",
 )
 MODEL_KEYS = ("model", "trainer", "generation")
 

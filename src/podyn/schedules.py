@@ -140,6 +140,25 @@ class Weights(_Spec):
     bot: WeightSpec | None = Field(None, description="The loss-reweighting tertile with the smallest weights.")
 
 
+class PPOFactors(_Spec):
+    """hPPO's other targets (method.md §5): multipliers, by PPO iteration, of two PPO
+    hyper-parameters; absent means 1. ``{clip_eps: {wave: {period: 2, amplitude: 0.08}}}``
+    oscillates the clip range as hPPO case 1 oscillates POS and NEG."""
+
+    clip_eps: WeightSpec | None = Field(None, description="Multiplier of ppo.clip_eps at iteration t.")
+    kl_coef: WeightSpec | None = Field(None, description="Multiplier of ppo.kl_coef at iteration t.")
+
+    def scaled(self, scale: float) -> PPOFactors:
+        return self.model_copy(update={k: _scaled(getattr(self, k), scale) for k in PPO_FACTOR_KEYS})
+
+    def at(self, key: str, step: float) -> float:
+        """The multiplier of ``key`` at ``step``."""
+        return _weight(getattr(self, key), step)
+
+
+PPO_FACTOR_KEYS = ("clip_eps", "kl_coef")
+
+
 def _scaled(spec: Any, scale: float) -> Any:
     if isinstance(spec, list):
         return [_scaled(s, scale) for s in spec]

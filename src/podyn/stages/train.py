@@ -184,6 +184,7 @@ def _ppo_setup(
         weights=_weight_source(cfg, run, tokenizer, data),
         recorder=recorder,
         reward_norm_prompts=collate([prompts[int(i)] for i in norm_rows]) if hyper.normalize_reward else None,
+        factors=run.ppo_factors,
     )
     steps_per_iteration = hyper.ppo_epochs * math.ceil(hyper.rollout_batch_size / hyper.mini_batch_size)
     return module, loader, hyper.iterations * steps_per_iteration

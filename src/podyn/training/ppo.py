@@ -24,7 +24,7 @@ from ..objectives import (
     ppo_token_losses,
     value_loss,
 )
-from ..schedules import Weights
+from ..schedules import PPO_FACTOR_KEYS, PPOFactors, Weights
 from .checkpoints import RunRecorder
 from .common import StepRecords, TrainingModule, adamw, clip_grad_norm, grad_norm, metrics_kept, record_weights
 from .distributed import (
@@ -95,10 +95,12 @@ class PPOModule(TrainingModule):
         weights: Weights | WeightSource,
         recorder: RunRecorder | None,
         reward_norm_prompts: list[list[int]] | None = None,
+        factors: PPOFactors | None = None,
     ) -> None:
         """``hyper`` is the run's ``ppo`` section (with its overrides), ``weights`` its
         component-weight schedules or a weight source (:mod:`podyn.controller`),
-        ``max_new_tokens`` the rollouts' length limit."""
+        ``max_new_tokens`` the rollouts' length limit, ``factors`` the multipliers of the clip
+        range and the KL coefficient by iteration (absent: 1)."""
         super().__init__()
         self.automatic_optimization = False
         # train mode (from_pretrained returns eval mode) with every dropout probability set to 0:
@@ -110,6 +112,7 @@ class PPOModule(TrainingModule):
         self._frozen = {k: disable_dropout(m).eval().requires_grad_(False) for k, m in frozen.items()}
         self.tokenizer = tokenizer
         self.hyper = hyper
+        self.factors = factors or PPOFactors()
         self.max_new_tokens = max_new_tokens
         # a schedule, or a weight source (podyn.controller: Coordinated PO's controller)
         self.weight_source = as_weight_source(weights)
@@ -164,7 +167,7 @@ class PPOModule(TrainingModule):
             score = gain * score + bias
         score = score - hyper.missing_eos_penalty * (~roll.ended).float()
         kl = kl_penalty(old_logps, ref_logps, hyper.kl_estimator) * mask
-        rewards = -hyper.kl_coef * kl
+        rewards = -self.hyper_at("kl_coef", self.iteration) * kl
         rewards[torch.arange(len(last)), last] += score
         raw_advantages, returns = gae(rewards, values, mask, hyper.gamma, hyper.lam)
         advantages = global_masked_whiten(raw_advantages, mask)  # over the global rollout batch
@@ -214,19 +217,27 @@ class PPOModule(TrainingModule):
         self.reward_norm = (gain, hyper.reward_norm_mean - gain * float(raw.mean()))
         return self.reward_norm
 
+    def hyper_at(self, key: str, it: int) -> float:
+        """``ppo.clip_eps`` or ``ppo.kl_coef`` at iteration ``it``: the section's value times the
+        run's factor (:class:`podyn.schedules.PPOFactors`)."""
+        value = getattr(self.hyper, key)
+        return value if getattr(self.factors, key) is None else value * self.factors.at(key, it)
+
     def training_step(self, prompt_ids: list[list[int]], batch_idx: int) -> None:
         it = self.iteration
         if self.hyper.normalize_reward and self.reward_norm is None:
             self.fit_reward_normalization(self.reward_norm_prompts)
         batch = self.rollout(prompt_ids)
-        weights = self.weight_source(
-            it, lambda: (self.policy, PPOBatch.from_record({**batch, "clip_eps": self.hyper.clip_eps}))
-        )
+        clip_eps = self.hyper_at("clip_eps", it)
+        weights = self.weight_source(it, lambda: (self.policy, PPOBatch.from_record({**batch, "clip_eps": clip_eps})))
         record_weights(self.records, it, weights, self.weight_source)
+        for key in PPO_FACTOR_KEYS:
+            if getattr(self.factors, key) is not None:
+                self.records.add(step=it, kind=f"hyper/{key}", value=self.hyper_at(key, it))
         if self.recorder is not None and self.recorder.records_at(it):
             payload = gather_rollout(batch)  # the global rollout batch, rank by rank
             if self.trainer.is_global_zero:
-                payload = {"step": it, "weights": weights.__dict__, "clip_eps": self.hyper.clip_eps, **payload}
+                payload = {"step": it, "weights": weights.__dict__, "clip_eps": clip_eps, **payload}
                 self.recorder.at_step(it, self.policy, payload)
         self._record_advantages(it, batch)
         stats = self._optimise(batch, weights, it)
@@ -236,7 +247,7 @@ class PPOModule(TrainingModule):
         self.iteration += 1
 
     def _optimise(self, batch: dict[str, Any], weights, it: int) -> dict[str, float]:
-        hyper = self.hyper
+        hyper, clip_eps = self.hyper, self.hyper_at("clip_eps", it)
         opt = self.optimizers()
         n_rows = batch["sequences"].shape[0]
         rows_per_minibatch = hyper.mini_batch_size // rank_and_world()[1]  # this process's share
@@ -249,7 +260,7 @@ class PPOModule(TrainingModule):
                 mask = mb["response_mask"]
                 logps = response_logps(self.policy, mb, hyper.temperature)
                 policy_loss = ppo_policy_loss(
-                    logps, mb["old_logps"], mb["advantages"], mask, mb["groups"], weights, hyper.clip_eps
+                    logps, mb["old_logps"], mb["advantages"], mask, mb["groups"], weights, clip_eps
                 )
                 vpred = response_values(self.value_model, mb)
                 v_loss = value_loss(vpred, mb["values"], mb["returns"], mask, hyper.cliprange_value)
@@ -260,11 +271,11 @@ class PPOModule(TrainingModule):
                     clip_grad_norm(self, opt, hyper.max_grad_norm)
                 opt.step()
                 with torch.no_grad():
-                    _, ratio = ppo_token_losses(logps, mb["old_logps"], mb["advantages"], hyper.clip_eps)
+                    _, ratio = ppo_token_losses(logps, mb["old_logps"], mb["advantages"], clip_eps)
                     stats["policy"].append(float(policy_loss))
                     stats["value"].append(float(v_loss))
                     stats["ratio"].append(float(masked_mean(ratio, mask)))
-                    clipfrac = ppo_clip_fraction(logps, mb["old_logps"], mb["advantages"], mask, hyper.clip_eps)
+                    clipfrac = ppo_clip_fraction(logps, mb["old_logps"], mb["advantages"], mask, clip_eps)
                     stats["clipfrac"].append(float(clipfrac))
                     stats["approxkl"].append(float(masked_mean(0.5 * (logps - mb["old_logps"]) ** 2, mask)))
                     # where the clipped value loss is the larger one (TRL's vf_clipfrac)
