@@ -137,18 +137,18 @@ def train_step(model, batch, optimizer):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--size", choices=sorted(SIZES), default="default")
+    parser.add_argument("--size", choices=sorted(SIZES), default="default", help="model size (default: %(default)s)")
     parser.add_argument("--batch", type=int, default=64, help="pairs (DPO) / rollouts (PPO) in B, and prompts in D'")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--device", default="cpu", help="torch device, e.g. cuda (default: %(default)s)")
+    parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32", help="model dtype")
+    parser.add_argument("--repeats", type=int, default=5, help="timed repeats; the table shows the median")
     parser.add_argument(
         "--list-len",
         type=int,
         default=None,
         help="words per prompt list (default: the task's 3 to 6); sets the sequence length",
     )
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default: %(default)s)")
     args = parser.parse_args()
     prepare_torch(args.threads)  # as every podyn job starts
     dtype = getattr(torch, args.dtype)

@@ -52,7 +52,7 @@ def wall(code: str) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=3, help="fresh interpreters per row; the median is shown")
     parser.add_argument("--stages-only", action="store_true", help="skip the library rows")
     args = parser.parse_args(argv)
     rows = ({} if args.stages_only else dict(LIBRARIES)) | stage_modules()

@@ -96,14 +96,16 @@ def measure(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--latency", type=float, default=0.05, help="seconds the server adds to every request")
-    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
+    parser.add_argument(
+        "--concurrency", type=int, nargs="+", default=[1, 8, 32], help="judge.concurrency values to measure"
+    )
     parser.add_argument(
         "--requests", type=int, default=100, help="requests per concurrency-1 measurement (scaled up with c)"
     )
     parser.add_argument(
         "--comparisons", type=int, default=10_000, help="comparisons in the timed full run (both orders)"
     )
-    parser.add_argument("--full-concurrency", type=int, default=32)
+    parser.add_argument("--full-concurrency", type=int, default=32, help="judge.concurrency of the timed full run")
     parser.add_argument("--log", type=Path, default=None, help="also write the table to this file")
     args = parser.parse_args()
 

@@ -25,9 +25,13 @@ from podyn.statistics import detectable_effect, paired_difference, score_matrix,
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("experiment", type=Path, help="results/<experiment>")
-    parser.add_argument("--baseline", default="ppo")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3, 5, 8])
-    parser.add_argument("--prompts", type=int, nargs="+", default=[256, 512, 1024])
+    parser.add_argument("--baseline", default="ppo", help="the run every variant is compared with")
+    parser.add_argument(
+        "--seeds", type=int, nargs="+", default=[1, 2, 3, 5, 8], help="seed counts to project the MDE for"
+    )
+    parser.add_argument(
+        "--prompts", type=int, nargs="+", default=[256, 512, 1024], help="prompt counts to project the MDE for"
+    )
     args = parser.parse_args()
     files = sorted((args.experiment / "eval" / "judgements").glob("*/seed*_scores.csv"))
     # eval/judgements/<run>/seed<s>_scores.csv: the run and seed of each file

@@ -14,6 +14,7 @@
 # full-state gathering, without sharding), which measures the one-GPU footprint. STRATEGIES="fsdp" (default
 # "ddp fsdp") measures only those strategies; MG_ARCH (a YAML mapping) shrinks the model for a quick check. The table is written row by row to OUT/table.md, so a run
 # stopped by a time limit keeps the rows it finished.
+case "${1:-}" in -h | --help) sed -n '2,/^set -euo/{/^#/{s/^# \{0,1\}//;p}}' "$0"; exit 0 ;; esac
 set -euo pipefail
 cd "$(dirname "$0")/.."
 gpus=${1:-$(nvidia-smi -L | wc -l)}

@@ -71,9 +71,11 @@ def override(hub: Path, size: str) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("hh_file", type=Path)
-    parser.add_argument("--size", default="410m")
-    parser.add_argument("--out", type=Path, default=REPO / "bench" / "out" / "paper_gpu")
+    parser.add_argument("hh_file", type=Path, help="an HH-RLHF jsonl(.gz) file; the fixtures are built from it")
+    parser.add_argument("--size", default="410m", help="Pythia size of the built checkpoint (default: %(default)s)")
+    parser.add_argument(
+        "--out", type=Path, default=REPO / "bench" / "out" / "paper_gpu", help="fixtures, results and logs"
+    )
     args = parser.parse_args()
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)

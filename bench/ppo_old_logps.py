@@ -45,8 +45,8 @@ def main(argv: list[str] | None = None) -> int:
         prog="bench/ppo_old_logps.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--results", type=Path, required=True, help="a finished default run's results/<experiment>")
-    parser.add_argument("--config", type=Path, default=ROOT / "config.yaml")
-    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--config", type=Path, default=ROOT / "config.yaml", help="config of that run")
+    parser.add_argument("--repeats", type=int, default=2, help="runs of each variant, alternating")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "ppo_old_logps", help="scratch directory")
     args = parser.parse_args(argv)
     base = load_config(args.config)

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Peer comparison of podyn's DPO with TRL's ``DPOTrainer`` (sigmoid loss).
+r"""Peer comparison of podyn's DPO with TRL's ``DPOTrainer`` (sigmoid loss).
 
 Both measurements use one GPT-NeoX model, one batch of synthetic-task preference pairs
 and one device:
@@ -170,7 +170,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--hh-file",
         type=Path,
         default=HH_FILE,
-        help="HH-RLHF jsonl(.gz) with chosen/rejected dialogues (default: the shared harmless-base test split)",
+        help="HH-RLHF jsonl(.gz) with chosen/rejected dialogues (default: %(default)s, the harmless-base test "
+        "split that sits beside the checkout in CI)",
     )
     parser.add_argument(
         "--max-tokens",

@@ -166,9 +166,9 @@ def build_fixtures(hh_file: Path, out: Path, n_rows: int = 240) -> dict:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("hh_file", type=Path)
-    parser.add_argument("out", type=Path)
-    parser.add_argument("--rows", type=int, default=240)
+    parser.add_argument("hh_file", type=Path, help="an HH-RLHF jsonl(.gz) file (chosen/rejected dialogues)")
+    parser.add_argument("out", type=Path, help="directory of the hub-like dataset directories")
+    parser.add_argument("--rows", type=int, default=240, help="rows taken from the file (default: %(default)s)")
     args = parser.parse_args(argv)
     manifest = build_fixtures(args.hh_file, args.out, args.rows)
     print(f"wrote {len(manifest)} fixture splits under {args.out}")

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Create .venv and install podyn with its pinned dependencies (torch 2.13.0, CPU build where
 # pip finds it). Extra arguments are pip extras, e.g. `scripts/setup.sh dev,bench`.
+case "${1:-}" in -h | --help) sed -n '2,/^set -euo/{/^#/{s/^# \{0,1\}//;p}}' "$0"; exit 0 ;; esac
 set -euo pipefail
 cd "$(dirname "$0")/.."
 extras="${1:-dev}"

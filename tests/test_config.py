@@ -185,3 +185,16 @@ def test_bfloat16_finite_difference_is_refused_with_the_key_named(tmp_path):
         load_config(path)
     path.write_text(yaml.safe_dump({"dynamics": {"dtype": "bfloat16", "method": "jvp"}}))
     assert load_config(path).dynamics.dtype == "bfloat16"
+
+
+def test_show_merges_files_like_snakemake_and_reports_errors(tmp_path, capsys):
+    from podyn.config import main as config_main
+
+    mine = tmp_path / "mine.yaml"
+    mine.write_text("dpo: {beta: 0.25}\n")
+    assert config_main(["--show", str(REPO / "config.yaml"), str(mine)]) == 0
+    shown = yaml.safe_load(capsys.readouterr().out)
+    assert shown["dpo"]["beta"] == 0.25 and shown["dpo"]["max_steps"] == 300  # the rest from config.yaml
+    mine.write_text("dpo: {beta: -1}\n")
+    assert config_main(["--show", str(mine)]) == 2
+    assert f"{mine}: invalid value at 'dpo.beta'" in capsys.readouterr().err

@@ -19,6 +19,13 @@ from typing import Any
 from .registry import STAGES, Arg, Stage
 
 
+def _plain(docstring: str) -> str:
+    """A docstring as help text: ``code`` and :role:`target` markup without the markup."""
+    import re
+
+    return re.sub(r":\w+:`~?([^`]+)`", r"\1", docstring).replace("``", "")
+
+
 def _quiet_libraries() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     import warnings
@@ -49,7 +56,7 @@ def _add_argument(parser: argparse.ArgumentParser, arg: Arg) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="podyn", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="podyn", description=_plain(__doc__), formatter_class=argparse.RawDescriptionHelpFormatter
     )
     sub = parser.add_subparsers(dest="stage", required=True, metavar="<stage>")
     for stage in STAGES.values():

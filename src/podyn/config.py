@@ -1110,7 +1110,13 @@ def main(argv: list[str] | None = None) -> int:
     action.add_argument("--write-schema", action="store_true", help=f"regenerate {SCHEMA_PATH.relative_to(REPO)}")
     action.add_argument("--check-schema", action="store_true", help="exit 1 if the committed schema is out of date")
     action.add_argument("--defaults", action="store_true", help="print the complete default config as YAML")
-    action.add_argument("--show", metavar="CONFIG", help="print a config file completed with defaults, as YAML")
+    action.add_argument(
+        "--show",
+        metavar="CONFIG",
+        nargs="+",
+        help="print config files merged as Snakemake merges --configfile (later files win, key by key) and "
+        "completed with defaults, as YAML",
+    )
     args = parser.parse_args(argv)
     if args.write_schema:
         SCHEMA_PATH.write_text(schema_text())
@@ -1120,9 +1126,20 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{SCHEMA_PATH} is out of date: run `python -m podyn.config --write-schema`", file=sys.stderr)
             return 1
     else:
-        cfg = Config() if args.defaults else load_config(args.show)
+        try:
+            cfg = Config() if args.defaults else _load_merged(args.show)
+        except ConfigError as err:
+            print(f"python -m podyn.config: error: {err}", file=sys.stderr)
+            return 2
         print(yaml.safe_dump(cfg.model_dump(mode="json", by_alias=True), sort_keys=False), end="")
     return 0
+
+
+def _load_merged(paths: list[str]) -> Config:
+    raw: dict[str, Any] = {}
+    for path in paths:
+        raw = _merge(raw, read_yaml(path))
+    return validate_config(raw, ", ".join(paths))
 
 
 if __name__ == "__main__":
