@@ -18,6 +18,7 @@ from podyn.config import (
     ConfigError,
     DPOConfig,
     excerpt,
+    excerpt_model,
     load_config,
     resolve_run,
     schema_text,
@@ -118,9 +119,25 @@ def test_every_stage_entry_point_and_keys_exist(tiny_cfg):
             params = inspect.signature(entry).parameters
             assert {a.dest for a in stage.args} <= set(params), stage.name
         keys = stage.keys("dpo", "dpo") if stage.per_run else stage.keys()
-        assert json.loads(stage_config(tiny_cfg, stage.name, "dpo" if stage.per_run else None)) == excerpt(
-            tiny_cfg, keys
-        )
+        passed = json.loads(stage_config(tiny_cfg, stage.name, "dpo" if stage.per_run else None))
+        # keys of PASSED_WHEN_SET are left out while at their default, and the stage fills the default back
+        assert passed == excerpt(tiny_cfg, tuple(k for k in keys if k != "runs.dpo.ppo_factors"))
+        assert validate_excerpt(passed, keys, "rule").model_dump() == excerpt_model(keys).model_validate(
+            excerpt(tiny_cfg, keys)
+        ).model_dump()
+
+
+def test_ppo_factors_reach_the_rule_only_when_set(tiny_raw):
+    """A key added after results existed must not change the rules' params while unset (Snakemake
+    would rerun every training job); set, it is passed."""
+    from podyn.registry import PASSED_WHEN_SET
+
+    assert PASSED_WHEN_SET == ("runs.{run}.ppo_factors",)
+    plain = validate_config(tiny_raw)
+    assert "ppo_factors" not in stage_config(plain, "train", "ppo")
+    raw = {**tiny_raw, "runs": {**tiny_raw["runs"], "ppo": {"objective": "ppo", "ppo_factors": {"kl_coef": 0.5}}}}
+    passed = json.loads(stage_config(validate_config(raw), "train", "ppo"))
+    assert passed["runs"]["ppo"]["ppo_factors"] == {"clip_eps": None, "kl_coef": 0.5}
 
 
 def test_cli_help_per_stage(capsys):

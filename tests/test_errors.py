@@ -8,7 +8,8 @@ import copy
 import gzip
 import io
 import json
-import shutil
+import os
+import re
 from pathlib import Path
 
 import pytest
@@ -83,7 +84,22 @@ def _broken(tiny_raw, mutate):
                 c["runs"]["ppo"].update(weights={"pos": {"wave": {"period": 2, "amplitude": 0.08}}}),
             ),
             "'runs.ppo.weights.pos'",
-            "same weight 1.08 at every one",
+            "same weight 1.08 at each of the run's 4 steps (period 0.2 steps",
+        ),
+        (
+            lambda c: c["runs"]["ppo"].update(ppo_factors={"clip_eps": {"wave": {"period": 4, "amplitude": 1.5}}}),
+            "'runs.ppo.ppo_factors.clip_eps'",
+            "makes ppo.clip_eps -0.1 at step 2; it must stay > 0",
+        ),
+        (
+            lambda c: c["runs"]["ppo"].update(ppo_factors={"kl_coef": -1.0}),
+            "'runs.ppo.ppo_factors.kl_coef'",
+            "it must stay >= 0",
+        ),
+        (
+            lambda c: c["runs"]["ppo"].update(weights={"top": {"wave": {"period": 4, "amplitude": float("nan")}}}),
+            "'runs.ppo.weights.top",
+            "finite",
         ),
         (lambda c: c["dpo"].update(max_grad_norm=float("inf")), "'dpo.max_grad_norm'", "finite"),
         (lambda c: c["runs"]["dpo"].update(cdpo={"t1": 8000.0, "t2": 100.0}), "'runs.dpo.cdpo.t2'", "before"),
@@ -184,12 +200,17 @@ def test_read_jsonl_names_file_and_line(tmp_path):
 
 
 def test_unreadable_data_files_name_the_file(tmp_path):
+    damaged = tmp_path / "damaged.jsonl.gz"
+    body = gzip.compress(b"".join(b'{"a": %d}\n' % i for i in range(5000)))
+    damaged.write_bytes(body[:200] + bytes(b ^ 0xFF for b in body[200:400]) + body[400:])  # a corrupt stream
+    with pytest.raises(DataError, match=rf"{re.escape(str(damaged))}(:\d+)?: cannot read \(zlib.error"):
+        read_jsonl(damaged)
     gz = tmp_path / "rows.jsonl.gz"
     gz.write_bytes(gzip.compress(b'{"a": 1}\n' * 1000)[:60])  # cut short: the gzip stream has no end
     with pytest.raises(DataError, match=rf"{gz}(:\d+)?: cannot read \(EOFError"):
         read_jsonl(gz)
     gz.write_text("not gzip\n")
-    with pytest.raises(DataError, match=rf"{gz}: cannot read \(BadGzipFile"):
+    with pytest.raises(DataError, match=rf"{gz}: cannot read \(gzip.BadGzipFile"):
         read_jsonl(gz)
     latin = tmp_path / "rows.jsonl"
     latin.write_bytes(b'{"a": "caf\xe9"}\n')
@@ -339,53 +360,24 @@ class _Saves:
 
 
 def test_atomic_writes_keep_the_umask_modes_and_leave_nothing_behind(tmp_path):
-    """Outputs get the modes of a plain open() or mkdir() (mkstemp and mkdtemp would make them private
-    to their owner, unreadable to a group sharing the results); a failed save keeps the old model."""
-    from podyn.io import _UMASK, save_pretrained_atomic, write_text
+    """Outputs get the modes of a plain open() or mkdir() under the process's umask (mkstemp and
+    mkdtemp would make them private to their owner, unreadable to a group sharing the results); a
+    failed save keeps the old model."""
+    from podyn.io import save_pretrained_atomic, write_text
 
-    write_text(tmp_path / "table.csv", "a\n")
-    assert (tmp_path / "table.csv").stat().st_mode & 0o777 == 0o666 & ~_UMASK
-    save_pretrained_atomic(tmp_path / "model", _Saves("old"))
-    assert (tmp_path / "model").stat().st_mode & 0o777 == 0o777 & ~_UMASK
+    previous = os.umask(0o027)
+    try:
+        (tmp_path / "plain.csv").write_text("a\n")
+        (tmp_path / "plain").mkdir()
+        write_text(tmp_path / "table.csv", "a\n")
+        save_pretrained_atomic(tmp_path / "model", _Saves("old"))
+    finally:
+        os.umask(previous)
+    mode = lambda name: (tmp_path / name).stat().st_mode & 0o777  # noqa: E731
+    assert mode("table.csv") == mode("plain.csv") == 0o640 and mode("model") == mode("plain") == 0o750
     with pytest.raises(RuntimeError, match="disk full"):
         save_pretrained_atomic(tmp_path / "model", _Saves("new", fail=True))
     assert (tmp_path / "model" / "weights.txt").read_text() == "old"
     save_pretrained_atomic(tmp_path / "model", _Saves("new"))
     assert (tmp_path / "model" / "weights.txt").read_text() == "new"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["model", "table.csv"]  # no temporary left
-
-
-# ----------------------------------------------------------------------------- files earlier stages wrote
-
-
-def test_damaged_models_manifests_and_tensors_name_the_file(tmp_path, assets, tiny_cfg):
-    """A model directory, checkpoint manifest or torch file that is missing or damaged is a DataError
-    naming it (they were tracebacks; a missing directory was taken for a hub id)."""
-    from podyn.analysis import _manifest
-    from podyn.io import read_torch
-    from podyn.models import load_policy
-
-    with pytest.raises(DataError, match=rf"{tmp_path / 'nope'}: model directory not found"):
-        load_policy(tmp_path / "nope", tiny_cfg.model)
-    damaged = tmp_path / "damaged"
-    shutil.copytree(assets["base"], damaged)
-    weights = damaged / "model.safetensors"
-    weights.write_bytes(weights.read_bytes()[:100])
-    with pytest.raises(DataError, match=rf"{damaged}: cannot load"):
-        load_policy(damaged, tiny_cfg.model)
-
-    manifest = tmp_path / "checkpoints.json"
-    for text, detail in [
-        ('{"analysis": []}', "needs 'final'"),
-        ("[1, 2]", "needs 'final'"),
-        (json.dumps({"final": str(assets["base"]), "analysis": [{"step": "0", "path": "x"}]}), "entry 0 needs"),
-        (json.dumps({"final": str(tmp_path / "gone"), "analysis": []}), "gone not found"),
-    ]:
-        manifest.write_text(text)
-        with pytest.raises(DataError, match=rf"{manifest}: .*{detail}"):
-            _manifest(manifest)
-
-    truncated = tmp_path / "ref_logps.pt"
-    truncated.write_bytes(assets["ref_logps"].read_bytes()[:50])
-    with pytest.raises(DataError, match=rf"{truncated}: cannot read"):
-        read_torch(truncated)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model", "plain", "plain.csv", "table.csv"]  # no temporary

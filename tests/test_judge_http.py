@@ -132,6 +132,7 @@ def test_a_reply_with_wrong_types_is_malformed_in_both_templates(srv, tiny_raw, 
     with pytest.raises(ValueError, match="not a number <= 0"):
         parse_weighted([("A", float("nan")), ("B", -1.0)])
     assert parse_weighted([("A", -math.inf), ("B", -math.inf)]) is None
+    assert parse_weighted([("A", -800.0), ("B", -801.0)]) == pytest.approx(1 / (1 + math.exp(-1)))  # exp underflows
 
 
 def test_persistent_faults_make_invalid_prompts_never_ties(srv, tiny_raw, tiny_cfg, tmp_path):

@@ -143,7 +143,8 @@ def test_e2e_llm_judge_over_http_with_faults(e2e, env, tiny_raw, tmp_path, judge
     shutil.copytree(workdir, copy, symlinks=True)  # the gold run's outputs, left as they are
     run_env = {**env, key_env: secret}
     server = judge_server("--fault-rate", "0.2", "--stall", "3", "--api-key-env", key_env, env=run_env)
-    server.fault_next("429", "500", "503", "stall", "drop", "malformed", "no_verdict")  # each kind at least once
+    transient = ("429", "500", "503", "stall", "drop", "malformed", "no_verdict", "wrong_types")
+    server.fault_next(*transient)  # each kind at least once
     judge = {
         "type": "openai",
         "base_url": server.url,
@@ -172,7 +173,7 @@ def test_e2e_llm_judge_over_http_with_faults(e2e, env, tiny_raw, tmp_path, judge
 
     stats = server.stats()
     faults = {k: v for k, v in stats["outcomes"].items() if k != "answered"}
-    assert set(faults) == {"429", "500", "503", "stall", "drop", "malformed", "no_verdict"}, faults
+    assert set(faults) == set(transient), faults
     assert sum(faults.values()) >= 0.15 * len(stats["attempts"])
     # within a job the cache serves every repeat; two jobs running at once may both ask a request they share
     assert max(stats["answered"].values()) <= len(tiny_raw["select"])

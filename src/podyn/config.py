@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -132,7 +133,7 @@ class SyntheticDataConfig(Section):
     @classmethod
     def _frequencies(cls, value):
         if any(f < 0 for f in value.values()) or sum(value.values()) <= 0:
-            raise ValueError(f"{value}: relative frequencies must be >= 0, at least one of them > 0")
+            raise ValueError("relative frequencies must be >= 0, at least one of them > 0")
         return value
 
     @model_validator(mode="after")
@@ -808,18 +809,18 @@ class Config(Section):
             raise KeyPathError("judge.type", "'reward_model' needs data.roles.judge_prefs (hf or local data)")
         self._check_data_roles()
         for name in selected_runs(self):
-            _check_waves_oscillate(self, name)
+            _check_run_schedules(self, name)
         if self.model.build_checkpoint is not None and self.model.init != "pretrained":
             raise KeyPathError("model.build_checkpoint", "the built checkpoint is loaded by model.init 'pretrained'")
         return self
 
-
     def _check_data_roles(self) -> None:
         """With your own data (``local``, or ``hf`` with ``data.path``), every role is given: a role
         left out would take its default, one of the paper's datasets, and read it instead of yours."""
-        own_data = self.data.source == "local" or (self.data.source == "hf" and self.data.path is not None)
+        if not (self.data.source == "local" or (self.data.source == "hf" and self.data.path is not None)):
+            return
         for role in ("sft", "prefs_train", "prefs_heldout", "test"):
-            if own_data and role not in self.data.roles.model_fields_set:
+            if role not in self.data.roles.model_fields_set:
                 raise KeyPathError(
                     f"data.roles.{role}",
                     f"not set: with your own data (data.source {self.data.source!r}) give every role (sft, "
@@ -828,26 +829,50 @@ class Config(Section):
                 )
 
 
-def _check_waves_oscillate(cfg: Config, name: str) -> None:
-    """A wave weight (hPPO) must still oscillate on the steps the run takes (method.md §5: no case
-    may reduce to the baseline): step_scale can shrink a period below one step, and a period of 1
-    (or a whole fraction of it) gives the same weight at every whole step."""
+def _check_run_schedules(cfg: Config, name: str) -> None:
+    """Schedules checked over the steps the run takes: a wave weight (hPPO) still varies (method.md
+    §5: no case may reduce to the baseline; step_scale can shrink a period to a whole fraction of a
+    step, which gives one weight at every step), and ``ppo_factors`` keep the clip range above 0 and
+    the KL coefficient at or above 0."""
     resolved = resolve_run(cfg, name)
-    steps = resolved.hyper.iterations if resolved.objective == "ppo" else resolved.hyper.max_steps
-    schedules = {f"weights.{k}": getattr(resolved.weights, k) for k in WEIGHT_KEYS}
-    schedules |= {f"ppo_factors.{k}": getattr(resolved.ppo_factors, k) for k in PPO_FACTOR_KEYS}
-    for key, spec in schedules.items():
-        parts = spec if isinstance(spec, list) else [spec]
-        if not any(isinstance(part, WaveSpec) for part in parts):
+    hyper = resolved.hyper
+    steps = hyper.iterations if resolved.objective == "ppo" else hyper.max_steps
+    factors = {k: getattr(resolved.ppo_factors, k) for k in PPO_FACTOR_KEYS}
+    for key, spec in factors.items():
+        if spec is None:
             continue
-        values = {round(weight_at(spec, t), 12) for t in range(steps)}
-        if len(values) < 2:
+        values = [weight_at(spec, t) for t in range(steps)]
+        low = min(values)
+        if low < 0 or (key == "clip_eps" and low == 0):
+            bound = "> 0" if key == "clip_eps" else ">= 0"
+            raise KeyPathError(
+                f"runs.{name}.ppo_factors.{key}",
+                f"makes ppo.{key} {getattr(hyper, key) * low:g} at step {values.index(low)}; it must stay {bound}",
+            )
+    schedules = {f"weights.{k}": getattr(resolved.weights, k) for k in WEIGHT_KEYS}
+    schedules |= {f"ppo_factors.{k}": spec for k, spec in factors.items()}
+    for key, spec in schedules.items():
+        wave = next(_waves(spec), None)
+        if wave is None or steps < 2:
+            continue
+        weights = {round(weight_at(spec, t), 12) for t in range(steps)}
+        if len(weights) == 1:
             raise KeyPathError(
                 f"runs.{name}.{key}",
-                f"the wave gives the same weight {values.pop()} at every one of the run's {steps} steps (its period, "
-                f"after step_scale {resolved.hyper.step_scale}, is a whole fraction of a step); use a period of at "
-                "least 2 steps",
+                f"the wave gives the same weight {weights.pop():g} at each of the run's {steps} steps (period "
+                f"{wave.wave.period:g} steps after step_scale {hyper.step_scale:g}, amplitude "
+                f"{wave.wave.amplitude:g}); it needs a nonzero amplitude and a period that is not a whole fraction "
+                "of a step",
             )
+
+
+def _waves(spec: Any) -> Iterator[WaveSpec]:
+    """The wave specs in a weight spec (products nest)."""
+    if isinstance(spec, WaveSpec):
+        yield spec
+    elif isinstance(spec, list):
+        for part in spec:
+            yield from _waves(part)
 
 
 def check_workflow_runs(cfg: Config, source: str = "config") -> None:
@@ -856,13 +881,13 @@ def check_workflow_runs(cfg: Config, source: str = "config") -> None:
     and PPO runs among the selected ones."""
     for name in cfg.dynamics.runs:
         if name not in cfg.runs:
-            raise ConfigError(f"{source}: invalid value at 'dynamics.runs': run {name!r} is not defined under 'runs'")
+            raise ConfigError(invalid_value(source, "dynamics.runs", f"run {name!r} is not defined under 'runs'"))
     for objective in ("dpo", "ppo"):
         key, name = f"figures.{objective}_run", getattr(cfg.figures, f"{objective}_run")
         if name not in cfg.runs or cfg.runs[name].objective != objective:
-            raise ConfigError(f"{source}: invalid value at '{key}': {name!r} is not a {objective} run under 'runs'")
+            raise ConfigError(invalid_value(source, key, f"{name!r} is not a {objective} run under 'runs'"))
         if name not in selected_runs(cfg):
-            raise ConfigError(f"{source}: invalid value at '{key}': run {name!r} is not in 'select'")
+            raise ConfigError(invalid_value(source, key, f"run {name!r} is not in 'select'"))
 
 
 def selected_runs(cfg: Config) -> list[str]:
@@ -940,11 +965,13 @@ def _describe(error: dict[str, Any]) -> tuple[str, str]:
 
 def format_errors(err: ValidationError, source: str) -> str:
     """One line per error: ``<source>: invalid value at '<key path>': <message>``."""
-    lines = dict.fromkeys(
-        f"{source}: invalid value at '{path}': {message}"
-        for path, message in map(_describe, err.errors(include_url=False))
-    )
+    lines = dict.fromkeys(invalid_value(source, *_describe(e)) for e in err.errors(include_url=False))
     return "\n".join(lines)
+
+
+def invalid_value(source: str, path: str, message: str) -> str:
+    """The one form of every config error: ``<source>: invalid value at '<key path>': <message>``."""
+    return f"{source}: invalid value at '{path}': {message}"
 
 
 def validate_config(raw: dict[str, Any], source: str = "config") -> Config:
@@ -965,6 +992,8 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 def _construct_unique_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
     first_line: dict[Any, int] = {}
     for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *anchor`: its keys may be overridden
+            continue
         key = loader.construct_object(key_node, deep=deep)
         if isinstance(key, str | int | float | bool) and key in first_line:
             raise yaml.constructor.ConstructorError(

@@ -5,8 +5,9 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import secrets
 import shutil
-import tempfile
+import zlib
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,16 +18,23 @@ class DataError(ValueError):
     """A malformed input row; the message names the file and line."""
 
 
-def _read_umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
+def _sibling(path: Path, kind: str, create) -> Path:
+    """A new temporary path beside ``path`` (``.<name>.<random>.<kind>``), made by ``create``.
+    Not ``mkstemp``/``mkdtemp``: they make private paths (0600 / 0700), while ``os.open`` with
+    0o666 and ``os.mkdir`` with 0o777 give an output the modes of any other file or directory under
+    the process's umask, so that a group sharing a results directory can read it."""
+    for _ in range(100):
+        candidate = path.with_name(f".{path.name}.{secrets.token_hex(4)}.{kind}")
+        try:
+            create(candidate)
+            return candidate
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free temporary name beside {path}")
 
 
-# Read once, while the process is single-threaded (os.umask sets it to read it). mkstemp and mkdtemp
-# create private (0600 / 0700) paths; outputs get the modes an ordinary open() or mkdir() would give,
-# so that a group sharing a results directory can read them.
-_UMASK = _read_umask()
+def _create_file(path: Path) -> None:
+    os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
 
 
 @contextmanager
@@ -35,9 +43,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     killed job never leaves a half-written output that looks complete."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.fchmod(fd, 0o666 & ~_UMASK)
-    os.close(fd)
+    tmp = _sibling(path, "tmp", _create_file)
     try:
         yield Path(tmp)
         os.replace(tmp, path)
@@ -50,12 +56,11 @@ def save_pretrained_atomic(out_dir: str | Path, *objects: Any) -> None:
     """``save_pretrained`` every object (model, tokenizer) into a temporary sibling directory,
     then rename it into place. An existing directory is moved aside before and deleted after, so
     a kill at any moment leaves the old or the new model on disk (the old one, if it was moved
-    aside, under ``.<name>.old.*``)."""
+    aside, under ``.<name>.*.old``)."""
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    tmp = _sibling(out_dir, "tmp", os.mkdir)
     try:
-        tmp.chmod(0o777 & ~_UMASK)
         for obj in objects:
             obj.save_pretrained(tmp)
     except BaseException:
@@ -63,7 +68,7 @@ def save_pretrained_atomic(out_dir: str | Path, *objects: Any) -> None:
         raise
     old = None
     if out_dir.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old.", dir=out_dir.parent))
+        old = _sibling(out_dir, "old", os.mkdir)
         out_dir.rename(old / out_dir.name)
     tmp.rename(out_dir)
     if old is not None:
@@ -94,36 +99,38 @@ def _open_text(path: Path):
 
 def read_jsonl(path: str | Path, required: dict[str, type] | None = None) -> list[dict]:
     """Read JSON lines, checking that each row has the ``required`` fields with the right types.
-    A bad row raises :class:`DataError` naming the file, the line and the field."""
+    A bad row raises :class:`DataError` naming the file, the line and the field; so does a file
+    that cannot be read (missing, a directory, a damaged or truncated gzip, not UTF-8)."""
     path = Path(path)
-    rows: list[dict] = []
+    rows, lineno = [], 0
     try:
-        _read_rows(path, required, rows)
-    except (OSError, EOFError, UnicodeDecodeError) as err:  # unreadable, truncated gzip, not UTF-8
-        where = f"{path}:{len(rows) + 1}" if rows else str(path)
-        raise DataError(f"{where}: cannot read ({type(err).__name__}: {err})") from None
+        with _open_text(path) as handle:
+            for lineno, line in enumerate(handle, start=1):
+                if line.strip():
+                    rows.append(_checked_row(path, lineno, line, required))
+    except (OSError, EOFError, UnicodeDecodeError, zlib.error) as err:
+        where = f"{path}:{lineno + 1}" if lineno else str(path)  # the line being read
+        module = type(err).__module__
+        kind = type(err).__name__ if module == "builtins" else f"{module}.{type(err).__name__}"
+        raise DataError(f"{where}: cannot read ({kind}: {err})") from None
     return rows
 
 
-def _read_rows(path: Path, required: dict[str, type] | None, rows: list[dict]) -> None:
-    with _open_text(path) as handle:
-        for lineno, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise DataError(f"{path}:{lineno}: not valid JSON ({err.msg})") from None
-            if not isinstance(row, dict):
-                raise DataError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}")
-            for field, kind in (required or {}).items():
-                if field not in row:
-                    raise DataError(f"{path}:{lineno}: missing field '{field}'")
-                if not isinstance(row[field], kind):
-                    raise DataError(
-                        f"{path}:{lineno}: field '{field}' should be {kind.__name__}, got {type(row[field]).__name__}"
-                    )
-            rows.append(row)
+def _checked_row(path: Path, lineno: int, line: str, required: dict[str, type] | None) -> dict:
+    try:
+        row = json.loads(line)
+    except json.JSONDecodeError as err:
+        raise DataError(f"{path}:{lineno}: not valid JSON ({err.msg})") from None
+    if not isinstance(row, dict):
+        raise DataError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}")
+    for field, kind in (required or {}).items():
+        if field not in row:
+            raise DataError(f"{path}:{lineno}: missing field '{field}'")
+        if not isinstance(row[field], kind):
+            raise DataError(
+                f"{path}:{lineno}: field '{field}' should be {kind.__name__}, got {type(row[field]).__name__}"
+            )
+    return row
 
 
 def read_torch(path: str | Path, weights_only: bool = True) -> Any:

@@ -97,6 +97,8 @@ class JudgeCache:
     def add(self, key: str, verdict: Any, flush: bool = True) -> None:
         """Record an answer in memory and append it to this job's file (flushed at once unless
         the caller flushes later; a kill between flushes can leave a torn last line)."""
+        if not is_verdict(verdict):
+            raise ValueError(f"not a judge's verdict: {verdict!r}")
         with self._lock:
             self.answers[key] = verdict
         if self._handle is None:

@@ -116,9 +116,12 @@ def parse_weighted(top_logprobs: list[tuple[str, float]]) -> float | None:
         letter = token.strip()
         if letter in ("A", "B"):
             best[letter] = max(best.get(letter, -math.inf), logprob)
-    p_a, p_b = math.exp(best.get("A", -math.inf)), math.exp(best.get("B", -math.inf))
-    if p_a + p_b == 0:  # neither listed, or both listed with probability 0
+    log_a, log_b = best.get("A", -math.inf), best.get("B", -math.inf)
+    if log_a == log_b == -math.inf:  # neither listed, or both with probability 0
         return None
+    p_a, p_b = math.exp(log_a), math.exp(log_b)
+    if p_a + p_b == 0:  # both below exp's range (log-probs < -745): their ratio from the difference
+        return 1.0 / (1.0 + math.exp(min(log_b - log_a, 700.0)))
     return p_a / (p_a + p_b)
 
 

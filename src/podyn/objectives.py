@@ -81,6 +81,8 @@ def tie_clusters(descending: np.ndarray, tolerance: float) -> np.ndarray:
     is wider than ``tolerance``. (Gaps between neighbours alone would chain a run of small steps,
     each within the tolerance, into one cluster of any width, and rank all of it by index.)"""
     n = len(descending)
+    if n == 0:
+        return np.zeros(0, dtype=np.int64)
     starts = np.ones(n, dtype=bool)
     starts[1:] = (descending[:-1] - descending[1:]) > tolerance  # neighbours within it may tie
     run_starts = np.flatnonzero(starts)

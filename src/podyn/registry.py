@@ -73,6 +73,9 @@ RUN_KEYS = (
     "runs.{run}.ppo_factors",
 )
 MODEL_KEYS = ("model", "trainer", "generation")
+# keys added after results directories existed: passed only when set, so that their default (which
+# changes nothing) does not change the rules' params and rerun every job of existing results
+PASSED_WHEN_SET = ("runs.{run}.ppo_factors",)
 
 
 @dataclass(frozen=True)
@@ -374,4 +377,13 @@ def stage_config(cfg: Any, stage: str, run: str | None = None) -> str:
 
     spec = STAGES[stage]
     objective = cfg.runs[run].objective if spec.per_run else None
-    return json.dumps(excerpt(cfg, spec.keys(objective, run)), sort_keys=True)
+    unset = {key.format(run=run) for key in PASSED_WHEN_SET if run is None or _at_default(cfg, key.format(run=run))}
+    return json.dumps(excerpt(cfg, tuple(k for k in spec.keys(objective, run) if k not in unset)), sort_keys=True)
+
+
+def _at_default(cfg: Any, path: str) -> bool:
+    """Whether the section at dotted ``path`` equals its type's default."""
+    node = cfg
+    for part in path.split("."):
+        node = node[part] if isinstance(node, dict) else getattr(node, part, None)
+    return node is None or node == type(node)()

@@ -39,7 +39,7 @@ WEIGHT_KEYS = ("pos", "neg", "top", "mid", "bot")
 
 
 class _Spec(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, populate_by_name=True, allow_inf_nan=False)
 
     def scaled(self, scale: float) -> _Spec:
         """This spec with every step-valued key multiplied by ``scale``."""
