@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from conftest import TINY_CONFIG, podyn_exe, run_cmd, write_config
-from podyn.config import ConfigError, DataConfig, check_workflow_runs, load_config, validate_config
+from podyn.config import ConfigError, DataConfig, check_workflow_runs, load_config, read_yaml, validate_config
 from podyn.data import load_split
 from podyn.data.formats import split_dialogue, split_pair
 from podyn.data.sources import load_role
@@ -166,6 +166,9 @@ def test_load_config_file_errors(tmp_path):
     repeated.write_text("dpo: {beta: 0.9}\nseed: 1\ndpo: {lr: 0.002}\n")  # the second block would drop beta
     with pytest.raises(ConfigError, match=r"key 'dpo' given twice \(first on line 1\)[\s\S]*line 3"):
         load_config(repeated)
+    anchored = tmp_path / "anchored.yaml"  # a merge key's keys may be overridden: not a repetition
+    anchored.write_text("experiment: anchored\nx-dpo: &d {beta: 0.3, lr: 0.001}\ndpo:\n  <<: *d\n  beta: 0.4\n")
+    assert read_yaml(anchored)["dpo"] == {"beta": 0.4, "lr": 0.001}
 
 
 def test_own_data_with_every_role_given_passes(tiny_raw):

@@ -116,6 +116,7 @@ def test_tertile_ties_do_not_chain():
         members = descending[cluster == c]
         assert members[0] - members[-1] <= 1e-3
     assert tie_clusters(np.array([0.5, 0.5, 0.5]), 0.0).tolist() == [0, 0, 0]  # exact ties stay ties
+    assert tertile_groups(t([1.0, 2.0]), torch.tensor([0, 0])).tolist() == [-1, -1]  # nothing unmasked
 
 
 # ----------------------------------------------------------------------------- PPO clipping
