@@ -837,26 +837,24 @@ def _check_run_schedules(cfg: Config, name: str) -> None:
     resolved = resolve_run(cfg, name)
     hyper = resolved.hyper
     steps = hyper.iterations if resolved.objective == "ppo" else hyper.max_steps
-    factors = {k: getattr(resolved.ppo_factors, k) for k in PPO_FACTOR_KEYS}
-    for key, spec in factors.items():
-        if spec is None:
-            continue
-        values = [weight_at(spec, t) for t in range(steps)]
-        low = min(values)
-        if low < 0 or (key == "clip_eps" and low == 0):
-            bound = "> 0" if key == "clip_eps" else ">= 0"
-            raise KeyPathError(
-                f"runs.{name}.ppo_factors.{key}",
-                f"makes ppo.{key} {getattr(hyper, key) * low:g} at step {values.index(low)}; it must stay {bound}",
-            )
     schedules = {f"weights.{k}": getattr(resolved.weights, k) for k in WEIGHT_KEYS}
-    schedules |= {f"ppo_factors.{k}": spec for k, spec in factors.items()}
+    schedules |= {f"ppo_factors.{k}": getattr(resolved.ppo_factors, k) for k in PPO_FACTOR_KEYS}
     for key, spec in schedules.items():
+        factor = key.removeprefix("ppo_factors.") if key.startswith("ppo_factors.") else None
         wave = next(_waves(spec), None)
-        if wave is None or steps < 2:
+        if spec is None or (factor is None and wave is None):
             continue
-        weights = {round(weight_at(spec, t), 12) for t in range(steps)}
-        if len(weights) == 1:
+        values = [weight_at(spec, t) for t in range(steps)]  # once per schedule, for both checks
+        low = min(values)
+        if factor is not None and (low < 0 or (factor == "clip_eps" and low == 0)):
+            bound = "> 0" if factor == "clip_eps" else ">= 0"
+            raise KeyPathError(
+                f"runs.{name}.{key}",
+                f"makes ppo.{factor} {getattr(hyper, factor) * low:g} at step {values.index(low)}; "
+                f"it must stay {bound}",
+            )
+        weights = {round(value, 12) for value in values}
+        if wave is not None and steps >= 2 and len(weights) == 1:
             raise KeyPathError(
                 f"runs.{name}.{key}",
                 f"the wave gives the same weight {weights.pop():g} at each of the run's {steps} steps (period "

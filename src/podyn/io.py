@@ -109,11 +109,15 @@ def read_jsonl(path: str | Path, required: dict[str, type] | None = None) -> lis
                 if line.strip():
                     rows.append(_checked_row(path, lineno, line, required))
     except (OSError, EOFError, UnicodeDecodeError, zlib.error) as err:
-        where = f"{path}:{lineno + 1}" if lineno else str(path)  # the line being read
-        module = type(err).__module__
-        kind = type(err).__name__ if module == "builtins" else f"{module}.{type(err).__name__}"
-        raise DataError(f"{where}: cannot read ({kind}: {err})") from None
+        raise unreadable(f"{path}:{lineno + 1}" if lineno else path, err) from None  # the line being read
     return rows
+
+
+def unreadable(where: str | Path, err: BaseException, hint: str = "") -> DataError:
+    """The error of a file that cannot be read: ``<where>: cannot read (<error type>: <message>)``."""
+    module = type(err).__module__
+    kind = type(err).__name__ if module == "builtins" else f"{module}.{type(err).__name__}"
+    return DataError(f"{where}: cannot read ({kind}: {err}){hint}")
 
 
 def _checked_row(path: Path, lineno: int, line: str, required: dict[str, type] | None) -> dict:
@@ -143,7 +147,7 @@ def read_torch(path: str | Path, weights_only: bool = True) -> Any:
     try:
         return torch.load(path, weights_only=weights_only)
     except (OSError, EOFError, RuntimeError, pickle.UnpicklingError) as err:
-        raise DataError(f"{path}: cannot read ({type(err).__name__}: {err}); rerun the stage that wrote it") from None
+        raise unreadable(path, err, "; rerun the stage that wrote it") from None
 
 
 def write_torch(path: str | Path, obj: Any) -> None:

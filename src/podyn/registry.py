@@ -377,8 +377,9 @@ def stage_config(cfg: Any, stage: str, run: str | None = None) -> str:
 
     spec = STAGES[stage]
     objective = cfg.runs[run].objective if spec.per_run else None
-    unset = {key.format(run=run) for key in PASSED_WHEN_SET if run is None or _at_default(cfg, key.format(run=run))}
-    return json.dumps(excerpt(cfg, tuple(k for k in spec.keys(objective, run) if k not in unset)), sort_keys=True)
+    when_set = {key.format(run=run) for key in PASSED_WHEN_SET} if spec.per_run else set()
+    keys = tuple(k for k in spec.keys(objective, run) if k not in when_set or not _at_default(cfg, k))
+    return json.dumps(excerpt(cfg, keys), sort_keys=True)
 
 
 def _at_default(cfg: Any, path: str) -> bool:

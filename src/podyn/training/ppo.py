@@ -220,8 +220,7 @@ class PPOModule(TrainingModule):
     def hyper_at(self, key: str, it: int) -> float:
         """``ppo.clip_eps`` or ``ppo.kl_coef`` at iteration ``it``: the section's value times the
         run's factor (:class:`podyn.schedules.PPOFactors`)."""
-        value = getattr(self.hyper, key)
-        return value if getattr(self.factors, key) is None else value * self.factors.at(key, it)
+        return getattr(self.hyper, key) * self.factors.at(key, it)  # an unset factor is 1.0: exact
 
     def training_step(self, prompt_ids: list[list[int]], batch_idx: int) -> None:
         it = self.iteration
