@@ -223,6 +223,29 @@ def test_unreadable_data_files_name_the_file(tmp_path):
         read_jsonl(tmp_path)
 
 
+def test_damaged_resume_checkpoints_name_the_file(tmp_path):
+    import torch
+
+    from podyn.training.resume import AtomicCheckpointIO, check_checkpoint
+
+    whole = tmp_path / "whole.ckpt"
+    AtomicCheckpointIO().save_checkpoint({"global_step": 3, "w": torch.arange(4.0)}, whole)
+    check_checkpoint(whole)
+    assert AtomicCheckpointIO().load_checkpoint(whole)["global_step"] == 3
+    body = whole.read_bytes()
+    cut = tmp_path / "last.ckpt"
+    cut.write_bytes(body[: len(body) // 2])  # a copy cut short: the zip directory at the end is gone
+    with pytest.raises(DataError, match=rf"{re.escape(str(cut))}: not a complete checkpoint .*delete it"):
+        check_checkpoint(cut)
+    # the directory intact, the pickled record damaged: the load names the file
+    start = body.index(b"data.pkl") + 200
+    damaged = tmp_path / "damaged.ckpt"
+    damaged.write_bytes(body[:start] + b"\xff" * 16 + body[start + 16 :])
+    check_checkpoint(damaged)
+    with pytest.raises(DataError, match=rf"(?s){re.escape(str(damaged))}: cannot read \(.*\); if it is damaged, delete it"):
+        AtomicCheckpointIO().load_checkpoint(damaged)
+
+
 def test_load_split_checks_rows(tmp_path):
     (tmp_path / "test.jsonl").write_text('{"prompt": "p1"}\n{"prompt": "p2"}\n{"question": "p3"}\n')
     with pytest.raises(DataError, match=r"test.jsonl:3: missing field 'prompt'"):

@@ -198,6 +198,14 @@ def test_unauthorised_fails_at_once_naming_the_setting(srv, tiny_raw, tmp_path):
     assert srv.stats()["requests"] == 1  # not retried
 
 
+def test_a_web_page_at_the_base_url_fails_at_once_naming_the_setting(srv, tiny_raw, tmp_path):
+    srv.fault_next("html")  # a 200 with an HTML page: base_url points at a web server, not the API
+    judge = make_judge(llm_cfg(tiny_raw, srv.url, order="random", concurrency=1), tmp_path / "c" / "j.jsonl")
+    with pytest.raises(JudgeError, match=r"judge.base_url = .*not JSON \('<!doctype html>.*API root"):
+        judge.judge([Comparison(REVERSE, " four one three", " three one four")])
+    assert srv.stats()["requests"] == 1  # not retried
+
+
 def test_wrong_key_and_bad_model_fail_at_once(judge_server, tiny_raw, tmp_path, monkeypatch):
     monkeypatch.setenv("PODYN_SERVER_KEY", "sk-the-right-one")
     server = judge_server("--api-key-env", "PODYN_SERVER_KEY", "--models", "gpt-4", env=dict(os.environ))

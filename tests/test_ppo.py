@@ -1,7 +1,7 @@
 """PPO against hand-built tensors: the rollout (log-probs at the sampling temperature, KL,
 score index, missing-EOS penalty, padding, the reward vector token by token), the alignment
 of response log-probs and values, left- vs right-padded log-probs, ``generate``'s masks, the
-optimisation loop (epochs, minibatches, clipping, the clip fraction), dropout, the G
+optimisation loop (epochs, minibatches, clipping, the clip fraction), dropout (and DPO's), the G
 analysis's pi_old, and the optional k3 KL, reward normalisation and linear LR schedule.
 
 The "table" models make every expected number computable by hand: the policy's logits at a
@@ -413,6 +413,21 @@ def test_dropout_is_disabled_in_policy_reference_and_value_models():
         assert torch.equal(a, b), name
         assert torch.equal(a, model.eval()(input_ids=ids).logits), name
         assert model.config.hidden_dropout == model.config.attention_dropout == 0.0
+
+
+@pytest.mark.parametrize("disable", [True, False])
+def test_dpo_policy_has_no_dropout_unless_the_config_keeps_it(disable):
+    from podyn.config import DPOConfig
+    from podyn.training.dpo import DPOModule
+
+    torch.manual_seed(0)
+    policy = GPTNeoXForCausalLM(tiny_neox(hidden_dropout=0.5, attention_dropout=0.5))
+    module = DPOModule(policy, DPOConfig(disable_dropout=disable), Weights(), None)
+    ids = torch.tensor([[2, 7, 3, 9, 4, 5]])
+    a, b = (module.policy(input_ids=ids).logits for _ in range(2))
+    assert module.policy.training
+    assert torch.equal(a, b) == disable
+    assert (module.policy.config.hidden_dropout == 0.0) == disable
 
 
 # ----------------------------------------------------------------------------- the optimisation loop

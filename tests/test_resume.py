@@ -111,3 +111,10 @@ def test_dpo_train_resumes_after_sigkill(tmp_path, tiny_raw, assets, env):
     generations = pd.read_json(out / "generations.jsonl", lines=True)
     assert generations["step"].unique().tolist() == [max_steps]
     assert len(generations) == tiny_raw["data"]["synthetic"]["n_test"]
+
+    # a checkpoint cut short (a partial copy) is an error naming it, not a zip reader's traceback
+    last = workdir / "lightning" / "last.ckpt"
+    last.write_bytes(last.read_bytes()[:4096])
+    proc = run_cmd(cmd, env, timeout=300)
+    assert proc.returncode == 2, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert f"podyn train: error: {last}: not a complete checkpoint" in proc.stderr

@@ -380,6 +380,12 @@ class DPOConfig(Section):
     max_grad_norm: float | None = Field(
         None, gt=0, description="Clip the gradient to this L2 norm before each step (null: no clipping)."
     )
+    disable_dropout: bool = Field(
+        True,
+        description="[choice] Zero the policy's dropout probabilities, as TRL and the DPO paper's code do: "
+        "the reference log-probs are computed without dropout, so with it the implicit reward would not "
+        "start at 0 and every step's loss, G probe and controller reading would carry dropout noise.",
+    )
 
 
 class PPOConfig(Section):

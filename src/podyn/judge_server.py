@@ -20,7 +20,8 @@ Faults are injected on demand, for testing the client's handling of each:
 - ``no_verdict``: a well-formed reply that names neither response;
 - ``wrong_types``: valid JSON with fields of the wrong type (the content a list, a log-probability
   of 1000);
-- ``401``: rejects the request as unauthorised.
+- ``401``: rejects the request as unauthorised;
+- ``html``: a 200 with an HTML page, as a web server answers at a wrong ``judge.base_url``.
 
 Which requests are faulted: ``fault_rate`` picks a fixed share of the distinct requests (by a
 seeded hash of the body) and gives each a fault kind drawn from ``faults``; ``persistent``
@@ -49,7 +50,7 @@ from typing import Any
 
 from .data.synthetic import gold_reward
 
-FAULT_KINDS = ("429", "500", "503", "stall", "drop", "malformed", "no_verdict", "wrong_types", "401")
+FAULT_KINDS = ("429", "500", "503", "stall", "drop", "malformed", "no_verdict", "wrong_types", "401", "html")
 TRANSIENT_FAULTS = ("429", "500", "503", "stall", "drop", "malformed", "no_verdict", "wrong_types")
 VERDICTS = ("gold", "longer")  # how a request is answered: the synthetic gold reward, or the longer response
 
@@ -195,11 +196,16 @@ class JudgeHandler(BaseHTTPRequestHandler):
         pass
 
     def _send_json(
-        self, status: int, body: Any, headers: dict[str, str] | None = None, raw: bytes | None = None
+        self,
+        status: int,
+        body: Any,
+        headers: dict[str, str] | None = None,
+        raw: bytes | None = None,
+        content_type: str = "application/json",
     ) -> None:
         data = raw if raw is not None else json.dumps(body).encode()
         self.send_response(status)
-        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(data)))
         for key, value in (headers or {}).items():
             self.send_header(key, value)
@@ -269,6 +275,10 @@ class JudgeHandler(BaseHTTPRequestHandler):
             return
         if fault == "malformed":
             self._send_json(200, None, raw=b'{"id": "chatcmpl-local", "choices": [{"index": 0, "mess')
+            return
+        if fault == "html":
+            page = b"<!doctype html><html><head><title>Welcome</title></head><body>It works.</body></html>"
+            self._send_json(200, None, raw=page, content_type="text/html; charset=utf-8")
             return
         if fault == "wrong_types":  # valid JSON, fields of the wrong type: a list as content, logprob 1000
             model = request.get("model", "")

@@ -9,8 +9,9 @@ the official ``openai`` client.
   probability that the method's response is preferred (AlpacaEval 2's manner); the score is
   that probability instead of a hard 0/1.
 - **Identical responses** are a tie without a call.
-- **Failures by kind.** 401, 403, 404, a bad model name and an exhausted quota stop the job at
-  once with a message naming the setting to fix. 429, 5xx, timeouts, dropped connections and
+- **Failures by kind.** 401, 403, 404, a bad model name, an exhausted quota and a reply that
+  is not JSON (a web page at a wrong ``judge.base_url``) stop the job at once with a message
+  naming the setting to fix. 429, 5xx, timeouts, dropped connections and
   malformed replies are retried (``judge.max_retries``) with exponential backoff and jitter,
   honouring ``Retry-After``. A reply without a verdict is asked again (``judge.parse_retries``).
   A request that still has no answer makes its prompt *invalid*: left out of the win rate and
@@ -397,6 +398,8 @@ class OpenAIJudge:
         # rather than through the typed `chat.completions.create`, whose parameter and reply
         # models cost more CPU per request than the rest of the judge (see bench/judge.py)
         reply = self.client.post("/chat/completions", body=kwargs, cast_to=object)
+        if isinstance(reply, str):  # the client hands back the text of a reply that is not JSON
+            raise NotAPIReply(reply)
         try:
             choice = reply["choices"][0]
             if self.template.weighted:
@@ -425,6 +428,11 @@ class OpenAIJudge:
             "model" in lowered
             and any(p in lowered for p in ("does not exist", "not found", "invalid model", "unknown model"))
         )
+        if isinstance(err, NotAPIReply):  # a web page, not an API: no retry can fix the setting
+            raise JudgeError(
+                f"judge: {where} answered a chat-completion request with text that is not JSON "
+                f"({message[:80]!r}...): check that judge.base_url is the API root (often ending in /v1)"
+            ) from None
         if isinstance(err, openai.AuthenticationError):
             raise JudgeError(
                 f"judge: {where} answered 401: the key in the environment variable {self.cfg.api_key_env} "
@@ -489,3 +497,7 @@ class OpenAIJudge:
 
 class MalformedReply(ValueError):
     """A reply that parsed as JSON but lacks the chat-completion fields."""
+
+
+class NotAPIReply(Exception):
+    """A 200 reply whose body is not JSON (a web server's page at a wrong ``judge.base_url``)."""

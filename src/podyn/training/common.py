@@ -18,7 +18,7 @@ from lightning.pytorch.loggers import CSVLogger
 from ..config import ConfigError, DPOConfig, SupervisedConfig, TrainerConfig
 from ..io import write_csv, write_text
 from .distributed import is_launched_worker
-from .resume import AtomicCheckpointIO, RNGStateCheckpoint
+from .resume import AtomicCheckpointIO, RNGStateCheckpoint, check_checkpoint
 
 
 def make_strategy(trainer: TrainerConfig, wrap_layers: set[type] | None = None):
@@ -133,6 +133,8 @@ def prepare_workdir(workdir: Path, settings: dict[str, Any], inputs: list[Path])
 def fit_resumable(trainer: L.Trainer, module: L.LightningModule, dataloader, workdir: Path) -> None:
     """Fit, resuming from ``workdir/lightning/last.ckpt`` when an earlier attempt left one."""
     last = workdir / "lightning" / "last.ckpt"
+    if last.exists():
+        check_checkpoint(last)
     if last.exists() and not is_launched_worker():
         print(f"[podyn] resuming from {last}", flush=True)
         metrics = workdir / "csv" / "metrics.csv"

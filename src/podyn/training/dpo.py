@@ -8,7 +8,7 @@ import torch
 from ..config import DPOConfig
 from ..controller import WeightSource, as_weight_source
 from ..dynamics import DPOBatch
-from ..models import sequence_logps
+from ..models import disable_dropout, sequence_logps
 from ..objectives import dpo_component_loss, dpo_terms
 from ..schedules import Weights
 from .checkpoints import RunRecorder
@@ -30,7 +30,8 @@ class DPOModule(TrainingModule):
         logps_options: dict[str, int | bool] | None = None,
     ) -> None:
         super().__init__()
-        self.policy = policy.train()  # from_pretrained returns eval mode
+        # train mode (from_pretrained returns eval mode), without dropout unless the config keeps it
+        self.policy = (disable_dropout(policy) if hyper.disable_dropout else policy).train()
         self.hyper = hyper
         self.weight_source = as_weight_source(weights)
         self.recorder = recorder

@@ -6,7 +6,9 @@ checkpoint file that a kill can never leave half-written. The data order is
 
 from __future__ import annotations
 
+import pickle
 import random
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +17,7 @@ import numpy as np
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from ..io import atomic_path
+from ..io import DataError, atomic_path, unreadable
 from .distributed import all_gather_objects
 
 
@@ -66,10 +68,28 @@ class RNGStateCheckpoint(L.Callback):
         self._to_restore = None
 
 
+RESTART_HINT = "; if it is damaged, delete it to restart this run from step 0"
+
+
+def check_checkpoint(path: Path) -> None:
+    """Refuse a checkpoint that is not a whole torch file (``torch.save`` writes a zip archive,
+    whose directory is at its end): a truncated copy or a damaged disk gets this error, naming
+    the file, before Lightning's restore reads it. Only the file's tail is read."""
+    if not zipfile.is_zipfile(path):
+        raise DataError(f"{path}: not a complete checkpoint (no zip directory at its end: truncated?){RESTART_HINT}")
+
+
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Writes a checkpoint beside its path and renames it into place, so that a job killed
-    while saving keeps the previous ``last.ckpt`` intact."""
+    while saving keeps the previous ``last.ckpt`` intact; a checkpoint that cannot be read is
+    an error naming the file."""
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
         with atomic_path(Path(path)) as tmp:
             super().save_checkpoint(checkpoint, tmp, storage_options)
+
+    def load_checkpoint(self, path, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        try:
+            return super().load_checkpoint(path, *args, **kwargs)
+        except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile) as err:
+            raise unreadable(path, err, RESTART_HINT) from err
