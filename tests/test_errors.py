@@ -242,7 +242,8 @@ def test_damaged_resume_checkpoints_name_the_file(tmp_path):
     damaged = tmp_path / "damaged.ckpt"
     damaged.write_bytes(body[:start] + b"\xff" * 16 + body[start + 16 :])
     check_checkpoint(damaged)
-    with pytest.raises(DataError, match=rf"(?s){re.escape(str(damaged))}: cannot read \(.*\); if it is damaged, delete it"):
+    expected = rf"(?s){re.escape(str(damaged))}: cannot read \(.*\); if it is damaged, delete it"
+    with pytest.raises(DataError, match=expected):
         AtomicCheckpointIO().load_checkpoint(damaged)
 
 
