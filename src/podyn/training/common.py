@@ -135,11 +135,12 @@ def fit_resumable(trainer: L.Trainer, module: L.LightningModule, dataloader, wor
     last = workdir / "lightning" / "last.ckpt"
     if last.exists():
         check_checkpoint(last)
-    if last.exists() and not is_launched_worker():
-        print(f"[podyn] resuming from {last}", flush=True)
-        metrics = workdir / "csv" / "metrics.csv"
-        if metrics.exists():  # Lightning's CSVLogger would overwrite the interrupted attempt's rows
-            metrics.rename(metrics.with_name(f"metrics.part{len(list(metrics.parent.glob('metrics.part*.csv')))}.csv"))
+        if not is_launched_worker():
+            print(f"[podyn] resuming from {last}", flush=True)
+            metrics = workdir / "csv" / "metrics.csv"
+            if metrics.exists():  # Lightning's CSVLogger would overwrite the interrupted attempt's rows
+                part = len(list(metrics.parent.glob("metrics.part*.csv")))
+                metrics.rename(metrics.with_name(f"metrics.part{part}.csv"))
     trainer.fit(module, train_dataloaders=dataloader, ckpt_path=str(last) if last.exists() else None)
 
 
