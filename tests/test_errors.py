@@ -10,6 +10,7 @@ import io
 import json
 import os
 import re
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -237,14 +238,20 @@ def test_damaged_resume_checkpoints_name_the_file(tmp_path):
     cut.write_bytes(body[: len(body) // 2])  # a copy cut short: the zip directory at the end is gone
     with pytest.raises(DataError, match=rf"{re.escape(str(cut))}: not a complete checkpoint .*delete it"):
         check_checkpoint(cut)
-    # the directory intact, the pickled record damaged: the load names the file
-    start = body.index(b"data.pkl") + 200
+    # the archive intact, its pickled record damaged: the load names the file, without torch's
+    # advice to load with weights_only=False
     damaged = tmp_path / "damaged.ckpt"
-    damaged.write_bytes(body[:start] + b"\xff" * 16 + body[start + 16 :])
+    with zipfile.ZipFile(whole) as source, zipfile.ZipFile(damaged, "w", zipfile.ZIP_STORED) as target:
+        for info in source.infolist():
+            data = source.read(info)
+            target.writestr(info, b"\xff" * len(data) if info.filename.endswith("data.pkl") else data)
     check_checkpoint(damaged)
-    expected = rf"(?s){re.escape(str(damaged))}: cannot read \(.*\); if it is damaged, delete it"
-    with pytest.raises(DataError, match=expected):
+    expected = rf"{re.escape(str(damaged))}: cannot read: its pickled record is damaged.*; if it is damaged, delete it"
+    with pytest.raises(DataError, match=expected) as info:
         AtomicCheckpointIO().load_checkpoint(damaged)
+    assert "weights_only" not in str(info.value)
+    with pytest.raises(DataError, match=rf"{re.escape(str(tmp_path))}: a directory, not a checkpoint file"):
+        check_checkpoint(tmp_path)
 
 
 def test_load_split_checks_rows(tmp_path):

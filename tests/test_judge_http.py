@@ -206,6 +206,18 @@ def test_a_web_page_at_the_base_url_fails_at_once_naming_the_setting(srv, tiny_r
     assert srv.stats()["requests"] == 1  # not retried
 
 
+def test_text_replies_parsed_retried_or_refused():
+    """A body the server did not label JSON: JSON anyway is read, an empty one is retried as
+    malformed, anything else (a web page) stops the judge."""
+    from podyn.llm_judge import MalformedReply, NotAPIReply, _parsed_text_reply
+
+    assert _parsed_text_reply('{"choices": []}') == {"choices": []}
+    with pytest.raises(MalformedReply):
+        _parsed_text_reply(" \n")
+    with pytest.raises(NotAPIReply):
+        _parsed_text_reply("<!doctype html><html></html>")
+
+
 def test_wrong_key_and_bad_model_fail_at_once(judge_server, tiny_raw, tmp_path, monkeypatch):
     monkeypatch.setenv("PODYN_SERVER_KEY", "sk-the-right-one")
     server = judge_server("--api-key-env", "PODYN_SERVER_KEY", "--models", "gpt-4", env=dict(os.environ))

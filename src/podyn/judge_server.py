@@ -195,7 +195,7 @@ class JudgeHandler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:  # quiet: the counters are the log
         pass
 
-    def _send_json(
+    def _send(
         self,
         status: int,
         body: Any,
@@ -216,13 +216,13 @@ class JudgeHandler(BaseHTTPRequestHandler):
             pass
 
     def _error(self, status: int, message: str, code: str, headers: dict[str, str] | None = None) -> None:
-        self._send_json(
+        self._send(
             status, {"error": {"message": message, "type": "invalid_request_error", "code": code}}, headers
         )
 
     def do_GET(self) -> None:
         if self.path == "/_stats":
-            self._send_json(200, self.state.stats())
+            self._send(200, self.state.stats())
         else:
             self._error(404, f"no route {self.path}", "not_found")
 
@@ -240,7 +240,7 @@ class JudgeHandler(BaseHTTPRequestHandler):
                     self.state.queue.extend(payload.get("next", []))
             else:
                 self.state.configure(**payload)
-            self._send_json(200, {"ok": True})
+            self._send(200, {"ok": True})
             return
         if self.path.rstrip("/") not in ("/v1/chat/completions", "/chat/completions"):
             self._error(404, f"no route {self.path}", "not_found")
@@ -274,20 +274,20 @@ class JudgeHandler(BaseHTTPRequestHandler):
             self.connection.shutdown(2)
             return
         if fault == "malformed":
-            self._send_json(200, None, raw=b'{"id": "chatcmpl-local", "choices": [{"index": 0, "mess')
+            self._send(200, None, raw=b'{"id": "chatcmpl-local", "choices": [{"index": 0, "mess')
             return
         if fault == "html":
             page = b"<!doctype html><html><head><title>Welcome</title></head><body>It works.</body></html>"
-            self._send_json(200, None, raw=page, content_type="text/html; charset=utf-8")
+            self._send(200, None, raw=page, content_type="text/html; charset=utf-8")
             return
         if fault == "wrong_types":  # valid JSON, fields of the wrong type: a list as content, logprob 1000
             model = request.get("model", "")
             if request.get("logprobs"):
-                self._send_json(200, _completion(model, "A", [{"token": "A", "logprob": 1000.0, "bytes": None}]))
+                self._send(200, _completion(model, "A", [{"token": "A", "logprob": 1000.0, "bytes": None}]))
             else:
                 reply = _completion(model, "More helpful: A")
                 reply["choices"][0]["message"]["content"] = [{"type": "text", "text": "More helpful: A"}]
-                self._send_json(200, reply)
+                self._send(200, reply)
             return
         if fault == "stall":
             time.sleep(opts["stall_s"])  # the client has given up by now: the answer is not counted
@@ -300,10 +300,10 @@ class JudgeHandler(BaseHTTPRequestHandler):
         model = request.get("model", "")
         if no_verdict:
             if request.get("logprobs"):
-                self._send_json(200, _completion(model, "C", [{"token": "C", "logprob": 0.0, "bytes": None}]))
+                self._send(200, _completion(model, "C", [{"token": "C", "logprob": 0.0, "bytes": None}]))
             else:
                 content = "Comparison: both responses have merits and flaws.\nI cannot choose between them."
-                self._send_json(200, _completion(model, content))
+                self._send(200, _completion(model, content))
             return
         if opts["verdict"] == "longer":
             choice, p_first = longer_verdict(text)
@@ -312,10 +312,10 @@ class JudgeHandler(BaseHTTPRequestHandler):
         if request.get("logprobs"):
             top = sorted([("A", math.log(p_first)), ("B", math.log(1 - p_first))], key=lambda t: -t[1])
             logprobs = [{"token": token, "logprob": lp, "bytes": None} for token, lp in top]
-            self._send_json(200, _completion(model, top[0][0], logprobs))
+            self._send(200, _completion(model, top[0][0], logprobs))
         else:
             content = f"Comparison: Response {choice} does the task better.\nMore helpful: {choice}"
-            self._send_json(200, _completion(model, content))
+            self._send(200, _completion(model, content))
 
 
 class JudgeServer:

@@ -398,8 +398,8 @@ class OpenAIJudge:
         # rather than through the typed `chat.completions.create`, whose parameter and reply
         # models cost more CPU per request than the rest of the judge (see bench/judge.py)
         reply = self.client.post("/chat/completions", body=kwargs, cast_to=object)
-        if isinstance(reply, str):  # the client hands back the text of a reply that is not JSON
-            raise NotAPIReply(reply)
+        if isinstance(reply, str):  # the client's text of a reply not labelled JSON
+            reply = _parsed_text_reply(reply)
         try:
             choice = reply["choices"][0]
             if self.template.weighted:
@@ -419,6 +419,13 @@ class OpenAIJudge:
         import openai
 
         where = f"judge.base_url = {self.cfg.base_url or 'https://api.openai.com/v1'}"
+        if isinstance(err, NotAPIReply):  # a web page, not an API: no retry can fix the setting
+            text = self._redact(str(err))
+            shown = repr(text[:80]) + ("..." if len(text) > 80 else "")
+            raise JudgeError(
+                f"judge: {where} answered a chat-completion request with text that is not JSON ({shown}): "
+                "check that judge.base_url is the API root (often ending in /v1)"
+            ) from None
         status = getattr(err, "status_code", None)
         body = getattr(err, "body", None)
         code = body.get("code") if isinstance(body, dict) else None
@@ -428,11 +435,6 @@ class OpenAIJudge:
             "model" in lowered
             and any(p in lowered for p in ("does not exist", "not found", "invalid model", "unknown model"))
         )
-        if isinstance(err, NotAPIReply):  # a web page, not an API: no retry can fix the setting
-            raise JudgeError(
-                f"judge: {where} answered a chat-completion request with text that is not JSON "
-                f"({message[:80]!r}...): check that judge.base_url is the API root (often ending in /v1)"
-            ) from None
         if isinstance(err, openai.AuthenticationError):
             raise JudgeError(
                 f"judge: {where} answered 401: the key in the environment variable {self.cfg.api_key_env} "
@@ -493,6 +495,18 @@ class OpenAIJudge:
                 f"damaged; those comparisons are asked again): {files}",
                 flush=True,
             )
+
+
+def _parsed_text_reply(text: str) -> Any:
+    """A reply body that the server did not label JSON: parsed if it is JSON anyway (a server
+    with the wrong Content-Type), retried as malformed if empty (a proxy's hiccup), else
+    :class:`NotAPIReply`."""
+    if not text.strip():
+        raise MalformedReply("an empty reply")
+    try:
+        return json.loads(text)
+    except ValueError:
+        raise NotAPIReply(text) from None
 
 
 class MalformedReply(ValueError):

@@ -74,15 +74,29 @@ RESTART_HINT = "; if it is damaged, delete it to restart this run from step 0"
 def check_checkpoint(path: Path) -> None:
     """Refuse a checkpoint that is not a whole torch file (``torch.save`` writes a zip archive,
     whose directory is at its end): a truncated copy or a damaged disk gets this error, naming
-    the file, before Lightning's restore reads it. Only the file's tail is read."""
+    the file, before Lightning's restore reads it; only the file's tail is read. Every strategy
+    podyn uses writes ``last.ckpt`` as one such file (FSDP with ``state_dict_type="full"``)."""
+    if path.is_dir():
+        raise DataError(f"{path}: a directory, not a checkpoint file; move it away to restart this run from step 0")
     if not zipfile.is_zipfile(path):
         raise DataError(f"{path}: not a complete checkpoint (no zip directory at its end: truncated?){RESTART_HINT}")
+
+
+def _unreadable_checkpoint(path, err: BaseException) -> DataError:
+    if isinstance(err, pickle.UnpicklingError):  # torch's text advises weights_only=False: not for a damaged file
+        detail = str(err).split("WeightsUnpickler error:")[-1].split("Check the documentation")[0]
+        return DataError(
+            f"{path}: cannot read: its pickled record is damaged, or holds a type that torch's weights-only "
+            f"load refuses ({' '.join(detail.split())[:200]}){RESTART_HINT}"
+        )
+    return unreadable(path, err, RESTART_HINT)
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Writes a checkpoint beside its path and renames it into place, so that a job killed
     while saving keeps the previous ``last.ckpt`` intact; a checkpoint that cannot be read is
-    an error naming the file."""
+    an error naming the file. (FSDP's restore reads its full checkpoint without this class: there
+    :func:`check_checkpoint` catches a truncated file, and damage inside it is Lightning's error.)"""
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
         with atomic_path(Path(path)) as tmp:
@@ -92,4 +106,4 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         try:
             return super().load_checkpoint(path, *args, **kwargs)
         except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile) as err:
-            raise unreadable(path, err, RESTART_HINT) from err
+            raise _unreadable_checkpoint(path, err) from err
