@@ -174,6 +174,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "split that sits beside the checkout in CI)",
     )
     parser.add_argument(
+        "--hh-stats",
+        action="store_true",
+        help="print how many pairs of --hh-file fit --max-tokens, their median length and the BPE's size, "
+        "then exit (the tokenizer is trained under --out, as a timed run would)",
+    )
+    parser.add_argument(
         "--max-tokens",
         type=int,
         default=512,
@@ -333,6 +339,20 @@ def hh_tokenizer(path: Path, cache: Path):
     )
 
 
+def longer_row_tokens(row: dict[str, str], tokenizer) -> int:
+    """Tokens of a pair's longer row: prompt, the longer response and EOS."""
+    prompt = len(tokenizer(row["prompt"], add_special_tokens=False).input_ids)
+    return prompt + max(len(tokenizer(row[k], add_special_tokens=False).input_ids) for k in ("chosen", "rejected")) + 1
+
+
+def print_hh_stats(path: Path, max_tokens: int, tokenizer) -> None:
+    lengths = [longer_row_tokens(row, tokenizer) for row in hh_pairs(path)]
+    kept = [n for n in lengths if n <= max_tokens]
+    print(f"{path}: {len(lengths)} pairs; BPE ids: {len(tokenizer)}")
+    print(f"longer row <= {max_tokens} tokens: {len(kept)} of {len(lengths)} ({100 * len(kept) / len(lengths):.1f}%)")
+    print(f"median longer-row tokens: {np.median(kept):g} among those, {np.median(lengths):g} over all pairs")
+
+
 def hh_rows(path: Path, n_pairs: int, max_tokens: int, seed: int, tokenizer) -> list[dict[str, str]]:
     """``n_pairs`` HH-RLHF pairs drawn at random (``seed``) among those whose longer row (prompt,
     response, EOS) has at most ``max_tokens`` tokens, so lengths vary as in the data below the cap."""
@@ -341,9 +361,7 @@ def hh_rows(path: Path, n_pairs: int, max_tokens: int, seed: int, tokenizer) -> 
     rows = []
     for i in order:
         row = pairs[i]
-        prompt = len(tokenizer(row["prompt"], add_special_tokens=False).input_ids)
-        longest = max(len(tokenizer(row[k], add_special_tokens=False).input_ids) for k in ("chosen", "rejected"))
-        if prompt + longest + 1 <= max_tokens:
+        if longer_row_tokens(row, tokenizer) <= max_tokens:
             rows.append(row)
             if len(rows) == n_pairs:
                 return rows
@@ -1042,6 +1060,9 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     if args.worker:
         return run_worker(args)
+    if args.hh_stats:
+        print_hh_stats(args.hh_file, args.max_tokens, hh_tokenizer(args.hh_file, args.out / "hh_tokenizer.json"))
+        return 0
     setup = prepare(args)
     settings, tokenizer, rows, pristine = setup.settings, setup.tokenizer, setup.rows, setup.pristine
     header = {
