@@ -13,6 +13,10 @@ which Snakemake merges over config.yaml, as ``snakemake --configfile`` would), w
 * tokens: tokens through the model (forward passes and generated tokens);
 * peak memory: the job process's peak resident set size (and peak GPU memory if any).
 
+A job that declined warm start (its interpreter, ``sys.path`` or environment differed from
+the servers', e.g. a checkout whose ``.venv`` is a symlink to another's) ran cold: a warning
+names such jobs, whose times include their imports.
+
 The TOTAL row is the end-to-end wall time of the ``snakemake`` command (jobs run in
 parallel, so it is less than the sum of the stages plus start-up), its tokens the sum over
 stages and its memory the largest single job's. The table is printed and written to
@@ -213,6 +217,20 @@ def write_tables(out: Path, rows: list[Row], header: str) -> None:
         )
 
 
+def cold_job_logs(results: Path) -> dict[str, list[str]]:
+    """Job logs whose podyn declined warm start and ran cold, grouped by the reason it printed
+    (``podyn.warm_start``: the job's environment, interpreter or ``sys.path`` differed from the
+    servers'): such a run's times include every cold job's imports, so they are not a warm run's."""
+    marker = "podyn: warm start declined"
+    found: dict[str, list[str]] = {}
+    for log in sorted(results.rglob("logs/**/*.log")):
+        for line in log.read_text(errors="replace").splitlines():
+            if line.startswith(marker):
+                found.setdefault(line, []).append(str(log.relative_to(results)))
+                break
+    return found
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     results, stats = args.out / "results", args.out / "stats"
@@ -238,6 +256,8 @@ def main(argv: list[str] | None = None) -> int:
         f"\nsum of stage wall times: {sum(r.wall_s for r in rows[:-1] if not r.cached):.1f} s; tables in "
         f"{args.out}/pipeline.md and .csv"
     )
+    for reason, logs in cold_job_logs(results).items():
+        print(f"warning: {len(logs)} jobs ran cold ({reason}), e.g. {logs[0]}", file=sys.stderr)
     print(f"total {wall:.1f} s")  # the last line: the end-to-end wall time of the snakemake command
     return 0
 

@@ -1,5 +1,5 @@
 """bench/pipeline_cpu.py's core occupancy: jobs, threads and times read from Snakemake's log,
-and the core-seconds no job held."""
+and the core-seconds no job held; bench/pipeline.py's warning for jobs that ran cold."""
 
 from __future__ import annotations
 
@@ -94,3 +94,22 @@ def test_idle_core_seconds_by_phase(bench):
     without_training = [j for j in jobs if j.rule != "train"]
     # without it: one core idle 10-20 s, both 20-30 s, one 30-33 s
     assert bench.occupancy(without_training, 2).endswith("idle 33 core-s: 33 in all (33 s)")
+
+
+def test_pipeline_names_the_jobs_that_ran_cold(tmp_path):
+    """bench/pipeline.py warns when jobs declined warm start (their times include the imports)."""
+    spec = importlib.util.spec_from_file_location("bench_pipeline", BENCH.with_name("pipeline.py"))
+    pipeline = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = pipeline
+    try:
+        spec.loader.exec_module(pipeline)
+        logs = tmp_path / "default" / "logs"
+        (logs / "train").mkdir(parents=True)
+        declined = "podyn: warm start declined (differs: sys.path, sys.executable); running cold"
+        (logs / "sft.log").write_text(f"{declined}\n[podyn] sft ...\n")
+        (logs / "train" / "dpo_seed0.log").write_text(f"{declined}\n")
+        (logs / "judge.log").write_text("judge: 0 requests sent\n")
+        cold = ["default/logs/sft.log", "default/logs/train/dpo_seed0.log"]
+        assert pipeline.cold_job_logs(tmp_path) == {declined: cold}
+    finally:
+        del sys.modules[spec.name]
