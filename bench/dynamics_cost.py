@@ -6,7 +6,10 @@ step), for DPO and PPO:
 
 * jvp: gbar (one backward over D') + one forward-mode pass over B;
 * finite_difference: gbar + two forward passes over B;
-* direct: gbar + one backward pass per component (the reference).
+* direct: gbar + one backward pass per component (the reference);
+* PPO only, "recompute": finite_difference as ``podyn dynamics`` runs it with
+  ``dynamics.ppo_old_logps: recompute`` (pi_old at the checkpoint's weights, so rho = 1 exactly
+  and neither pi_old nor G's s needs a forward pass: ``PPOBatch.at_current_weights``).
 
 It also reports each path's relative error against the direct method in float64.
 
@@ -177,6 +180,12 @@ def main() -> None:
                 continue
             error = max(abs(G[c] - exact[c]) for c in COMPONENTS) / scale
             rows.append((name, f"G, 6 components ({method})", seconds, seconds / base, error))
+        if name == "ppo":  # as the analysis runs it (dynamics.ppo_old_logps: recompute): no pass for pi_old or s
+            current, s = batch.at_current_weights(torch.promote_types(dtype, torch.float32))
+            run = lambda b=current, s=s: gradient_alignment(model, b, final, "finite_difference", logps=s).G  # noqa: E731
+            seconds, G = timed(run, args.repeats, args.device), run()
+            error = max(abs(G[c] - exact[c]) for c in COMPONENTS) / scale
+            rows.append((name, "G, 6 (finite_difference, recompute)", seconds, seconds / base, error))
     device = torch.cuda.get_device_name() if args.device == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
     width = data["dpo"].input_ids.shape[1]
     print(

@@ -156,6 +156,28 @@ def test_G_is_the_first_order_change_of_final_nll(setup, dpo_batch, ppo_batch, w
     assert errors[1] < errors[0] / 50  # the error is second order in eta
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_ppo_at_current_weights_needs_no_forward_pass_and_changes_nothing(setup, ppo_batch, dtype):
+    """dynamics.ppo_old_logps: recompute. pi_old recomputed at the checkpoint (rho = 1 exactly)
+    and the zero log-probs of ``at_current_weights`` give G and dL/ds bit for bit."""
+    _, model, _, final = setup
+    model = copy.deepcopy(model).to(dtype)
+    batch = PPOBatch(
+        **{k: v.to(dtype) if torch.is_tensor(v) and v.is_floating_point() else v for k, v in vars(ppo_batch).items()}
+    )
+    with torch.no_grad():
+        logps = batch.logps(model)
+    recomputed = batch.with_own_old_logps(model, logps)
+    current, zeros = batch.at_current_weights(torch.promote_types(model.dtype, torch.float32))
+    assert zeros.dtype == logps.dtype and zeros.shape == logps.shape
+    assert recomputed.clip_fraction(logps) == current.clip_fraction(zeros) == 0.0
+    a = gradient_alignment(model, recomputed, final, "finite_difference", logps=logps)
+    b = gradient_alignment(model, current, final, "finite_difference", logps=zeros)
+    assert a.G == b.G
+    for c in COMPONENTS:
+        assert torch.equal(a.sensitivities[c], b.sensitivities[c]), c
+
+
 def test_per_layer_alignment_adds_up(setup, dpo_batch):
     _, model, _, final = setup
     total = gradient_alignment(model, dpo_batch, final).G

@@ -163,10 +163,11 @@ def run_dynamics(
         batch = type(batch)(**{**vars(batch), **moved})
         clipfrac, logps = float("nan"), None
         if resolved.objective == "ppo":
-            with torch.no_grad():  # one forward pass at the checkpoint's weights: pi_old, the clip fraction, G's s
-                logps = batch.logps(model)
-            if dyn.ppo_old_logps == "recompute":
-                batch = batch.with_own_old_logps(model, logps)
+            if dyn.ppo_old_logps == "recompute":  # rho = 1 exactly: no forward pass for pi_old or G's s
+                batch, logps = batch.at_current_weights(torch.promote_types(model.dtype, torch.float32))
+            else:
+                with torch.no_grad():  # one forward pass at the checkpoint's weights: the clip fraction, G's s
+                    logps = batch.logps(model)
             clipfrac = batch.clip_fraction(logps)
         if dyn.method == "direct":
             G, gbar_norm = gradient_alignment_direct(model, batch, final_batches), float("nan")

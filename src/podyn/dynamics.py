@@ -170,6 +170,16 @@ class PPOBatch:
                 logps = self.logps(model)
         return replace(self, old_logps=logps.detach())
 
+    def at_current_weights(self, dtype: torch.dtype) -> tuple[PPOBatch, torch.Tensor]:
+        """(this batch with pi_old taken at the weights being analysed, G's s), without the
+        forward pass of :meth:`with_own_old_logps` (``dynamics.ppo_old_logps: recompute``).
+        There rho = exp(s - pi_old) = exp(0) = 1 exactly on every token, whatever the log-probs'
+        values, and the PPO loss depends on s only through rho: with s = pi_old = 0 its
+        sensitivities dL/ds, the clip fraction (0) and so G are those of the recomputed log-probs
+        bit for bit. ``dtype``: the log-probs' (the model's, at least float32)."""
+        zeros = torch.zeros(self.response_mask.shape, dtype=dtype, device=self.response_mask.device)
+        return replace(self, old_logps=zeros), zeros
+
     def clip_fraction(self, logps: torch.Tensor) -> float:
         """Fraction of response tokens where the clip binds (they have no gradient)."""
         mask = self.response_mask.to(logps.dtype)
