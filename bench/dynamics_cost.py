@@ -138,6 +138,21 @@ def train_step(model, batch, optimizer):
     return step
 
 
+def g_paths(model, batch, final, dtype: torch.dtype) -> dict:
+    """The ways of computing G that the table times, each a call returning {component: G}."""
+    paths = {
+        f"G, 6 components ({method})": lambda m=method: gradient_alignment(model, batch, final, m, fd_eps=1e-3).G
+        for method in ("jvp", "finite_difference")
+    }
+    paths["G, 6 components (direct)"] = lambda: gradient_alignment_direct(model, batch, final)
+    if isinstance(batch, PPOBatch):  # as the analysis runs it (dynamics.ppo_old_logps: recompute)
+        current, s = batch.at_current_weights(torch.promote_types(dtype, torch.float32))
+        paths["G, 6 (finite_difference, recompute)"] = lambda: (
+            gradient_alignment(model, current, final, "finite_difference", fd_eps=1e-3, logps=s).G
+        )
+    return paths
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", choices=sorted(SIZES), default="default", help="model size (default: %(default)s)")
@@ -167,25 +182,15 @@ def main() -> None:
         optimizer = torch.optim.AdamW(model.parameters(), lr=0.0)  # lr 0 keeps the weights fixed
         base = timed(train_step(model, batch, optimizer), args.repeats, args.device)
         rows.append((name, "train step", base, 1.0, float("nan")))
-        for method in ("jvp", "finite_difference", "direct"):
-            if method == "direct":
-                run = lambda batch=batch: gradient_alignment_direct(model, batch, final)  # noqa: E731
-            else:
-                run = lambda m=method, batch=batch: gradient_alignment(model, batch, final, m, fd_eps=1e-3).G  # noqa: E731
+        for what, run in g_paths(model, batch, final, dtype).items():
             try:
                 seconds = timed(run, args.repeats, args.device)
                 G = run()
             except RuntimeError as err:  # e.g. a kernel without a forward-mode rule: report, go on
-                print(f"{name} {method} failed: {str(err).splitlines()[0]}")
+                print(f"{name} {what} failed: {str(err).splitlines()[0]}")
                 continue
             error = max(abs(G[c] - exact[c]) for c in COMPONENTS) / scale
-            rows.append((name, f"G, 6 components ({method})", seconds, seconds / base, error))
-        if name == "ppo":  # as the analysis runs it (dynamics.ppo_old_logps: recompute): no pass for pi_old or s
-            current, s = batch.at_current_weights(torch.promote_types(dtype, torch.float32))
-            run = lambda b=current, s=s: gradient_alignment(model, b, final, "finite_difference", logps=s).G  # noqa: E731
-            seconds, G = timed(run, args.repeats, args.device), run()
-            error = max(abs(G[c] - exact[c]) for c in COMPONENTS) / scale
-            rows.append((name, "G, 6 (finite_difference, recompute)", seconds, seconds / base, error))
+            rows.append((name, what, seconds, seconds / base, error))
     device = torch.cuda.get_device_name() if args.device == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
     width = data["dpo"].input_ids.shape[1]
     print(

@@ -4,6 +4,7 @@ component sums, and G's first-order meaning, on a tiny float64 GPT-NeoX."""
 from __future__ import annotations
 
 import copy
+from dataclasses import replace
 
 import pytest
 import torch
@@ -167,7 +168,7 @@ def test_ppo_at_current_weights_needs_no_forward_pass_and_changes_nothing(setup,
     )
     with torch.no_grad():
         logps = batch.logps(model)
-    recomputed = batch.with_own_old_logps(model, logps)
+    recomputed = replace(batch, old_logps=logps)  # pi_old recomputed by a forward pass at these weights
     current, zeros = batch.at_current_weights(torch.promote_types(model.dtype, torch.float32))
     assert zeros.dtype == logps.dtype and zeros.shape == logps.shape
     assert recomputed.clip_fraction(logps) == current.clip_fraction(zeros) == 0.0

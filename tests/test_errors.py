@@ -21,7 +21,7 @@ from podyn.config import ConfigError, DataConfig, check_workflow_runs, load_conf
 from podyn.data import load_split
 from podyn.data.formats import split_dialogue, split_pair
 from podyn.data.sources import load_role
-from podyn.io import DataError, read_jsonl
+from podyn.io import DataError, read_jsonl, read_torch
 
 HH_TEST = Path(__file__).resolve().parents[2] / "shared" / "data" / "hh-rlhf" / "harmless-base-test.jsonl.gz"
 
@@ -249,6 +249,9 @@ def test_damaged_resume_checkpoints_name_the_file(tmp_path):
     expected = rf"{re.escape(str(damaged))}: cannot read: its pickled record is damaged.*; if it is damaged, delete it"
     with pytest.raises(DataError, match=expected) as info:
         AtomicCheckpointIO().load_checkpoint(damaged)
+    assert "weights_only" not in str(info.value)
+    with pytest.raises(DataError, match=rf"{re.escape(str(damaged))}: cannot read: .*rerun the stage") as info:
+        read_torch(damaged)  # the same message for a stage's own torch files
     assert "weights_only" not in str(info.value)
     with pytest.raises(DataError, match=rf"{re.escape(str(tmp_path))}: a directory, not a checkpoint file"):
         check_checkpoint(tmp_path)

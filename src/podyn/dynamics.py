@@ -159,24 +159,16 @@ class PPOBatch:
         logps = token_logps(model, self.sequences[rows], self.attention_mask[rows], self.temperature)
         return logps[:, self.prompt_width - 1 :]
 
-    def with_own_old_logps(self, model, logps: torch.Tensor | None = None) -> PPOBatch:
-        """This batch with pi_old recomputed by ``model`` in its own dtype. At the checkpoint of
-        step t the weights are theta_old, so rho = 1 exactly on every token and no token is
-        clipped; the rollout's recorded log-probs (bf16 autocast, other kernels) would instead
-        give rho = exp(round-off), which can bind the clip and drop tokens from G. ``logps``:
-        ``self.logps(model)`` where the caller has already computed it (no second forward pass)."""
-        if logps is None:
-            with torch.no_grad():
-                logps = self.logps(model)
-        return replace(self, old_logps=logps.detach())
-
     def at_current_weights(self, dtype: torch.dtype) -> tuple[PPOBatch, torch.Tensor]:
-        """(this batch with pi_old taken at the weights being analysed, G's s), without the
-        forward pass of :meth:`with_own_old_logps` (``dynamics.ppo_old_logps: recompute``).
-        There rho = exp(s - pi_old) = exp(0) = 1 exactly on every token, whatever the log-probs'
-        values, and the PPO loss depends on s only through rho: with s = pi_old = 0 its
-        sensitivities dL/ds, the clip fraction (0) and so G are those of the recomputed log-probs
-        bit for bit. ``dtype``: the log-probs' (the model's, at least float32)."""
+        """(this batch with pi_old taken at the weights being analysed, G's s), for
+        ``dynamics.ppo_old_logps: recompute``. At the checkpoint of step t the weights are
+        theta_old, so pi_old is the model's own log-prob and rho = exp(s - pi_old) = exp(0) = 1
+        exactly on every token: no token is clipped (the rollout's recorded log-probs, from bf16
+        autocast or other kernels, would give rho = exp(round-off), which can bind the clip and
+        drop tokens from G). As the PPO loss depends on s only through rho, s = pi_old = 0 gives
+        its sensitivities dL/ds, the clip fraction (0) and so G bit for bit, without the forward
+        pass that computing pi_old would take. ``dtype``: the log-probs' (the model's, at least
+        float32)."""
         zeros = torch.zeros(self.response_mask.shape, dtype=dtype, device=self.response_mask.device)
         return replace(self, old_logps=zeros), zeros
 

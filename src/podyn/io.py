@@ -5,8 +5,10 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import pickle
 import secrets
 import shutil
+import zipfile
 import zlib
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -137,17 +139,31 @@ def _checked_row(path: Path, lineno: int, line: str, required: dict[str, type] |
     return row
 
 
+# what torch.load raises for a missing, truncated or damaged file
+TORCH_LOAD_ERRORS = (OSError, EOFError, RuntimeError, pickle.UnpicklingError, zipfile.BadZipFile)
+
+
+def unreadable_torch(path: str | Path, err: BaseException, hint: str) -> DataError:
+    """:func:`unreadable` for ``torch.load``'s errors. A weights-only load's unpickling error
+    advises loading with weights_only=False, wrong for a damaged file: only its own detail is kept."""
+    if not isinstance(err, pickle.UnpicklingError):
+        return unreadable(path, err, hint)
+    detail = str(err).split("WeightsUnpickler error:")[-1].split("Check the documentation")[0]
+    return DataError(
+        f"{path}: cannot read: its pickled record is damaged, or holds a type that torch's weights-only "
+        f"load refuses ({' '.join(detail.split())[:200]}){hint}"
+    )
+
+
 def read_torch(path: str | Path, weights_only: bool = True) -> Any:
     """``torch.load`` of a file an earlier stage wrote; a missing, truncated or damaged file is a
     :class:`DataError` naming it."""
-    import pickle
-
     import torch
 
     try:
         return torch.load(path, weights_only=weights_only)
-    except (OSError, EOFError, RuntimeError, pickle.UnpicklingError) as err:
-        raise unreadable(path, err, "; rerun the stage that wrote it") from None
+    except TORCH_LOAD_ERRORS as err:
+        raise unreadable_torch(path, err, "; rerun the stage that wrote it") from None
 
 
 def write_torch(path: str | Path, obj: Any) -> None:

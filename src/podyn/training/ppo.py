@@ -239,17 +239,16 @@ class PPOModule(TrainingModule):
                 payload = {"step": it, "weights": weights.__dict__, "clip_eps": clip_eps, **payload}
                 self.recorder.at_step(it, self.policy, payload)
         self._record_advantages(it, batch)
-        stats = self._optimise(batch, weights, it, clip_eps)
+        stats = self._optimise(batch, weights, it)
         if metrics_kept(self):
             self._log_iteration(batch, stats)
         self.lr_schedulers().step()  # one step per PPO iteration (manual optimisation)
         self.iteration += 1
 
-    def _optimise(self, batch: dict[str, Any], weights, it: int, clip_eps: float | None = None) -> dict[str, float]:
-        """PPO's epochs over one rollout batch; ``clip_eps`` is the iteration's clip range (default:
-        :meth:`hyper_at`'s)."""
+    def _optimise(self, batch: dict[str, Any], weights, it: int) -> dict[str, float]:
+        """PPO's epochs over one rollout batch of iteration ``it``, at that iteration's clip range."""
         hyper = self.hyper
-        clip_eps = self.hyper_at("clip_eps", it) if clip_eps is None else clip_eps
+        clip_eps = self.hyper_at("clip_eps", it)
         opt = self.optimizers()
         n_rows = batch["sequences"].shape[0]
         rows_per_minibatch = hyper.mini_batch_size // rank_and_world()[1]  # this process's share

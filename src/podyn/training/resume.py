@@ -6,7 +6,6 @@ checkpoint file that a kill can never leave half-written. The data order is
 
 from __future__ import annotations
 
-import pickle
 import random
 import zipfile
 from pathlib import Path
@@ -17,7 +16,7 @@ import numpy as np
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from ..io import DataError, atomic_path, unreadable
+from ..io import TORCH_LOAD_ERRORS, DataError, atomic_path, unreadable_torch
 from .distributed import all_gather_objects
 
 
@@ -82,16 +81,6 @@ def check_checkpoint(path: Path) -> None:
         raise DataError(f"{path}: not a complete checkpoint (no zip directory at its end: truncated?){RESTART_HINT}")
 
 
-def _unreadable_checkpoint(path, err: BaseException) -> DataError:
-    if isinstance(err, pickle.UnpicklingError):  # torch's text advises weights_only=False: not for a damaged file
-        detail = str(err).split("WeightsUnpickler error:")[-1].split("Check the documentation")[0]
-        return DataError(
-            f"{path}: cannot read: its pickled record is damaged, or holds a type that torch's weights-only "
-            f"load refuses ({' '.join(detail.split())[:200]}){RESTART_HINT}"
-        )
-    return unreadable(path, err, RESTART_HINT)
-
-
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Writes a checkpoint beside its path and renames it into place, so that a job killed
     while saving keeps the previous ``last.ckpt`` intact; a checkpoint that cannot be read is
@@ -105,5 +94,5 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     def load_checkpoint(self, path, *args: Any, **kwargs: Any) -> dict[str, Any]:
         try:
             return super().load_checkpoint(path, *args, **kwargs)
-        except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile) as err:
-            raise _unreadable_checkpoint(path, err) from err
+        except TORCH_LOAD_ERRORS as err:
+            raise unreadable_torch(path, err, RESTART_HINT) from err
