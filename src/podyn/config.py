@@ -21,7 +21,7 @@ How to add a config key
    :mod:`podyn.registry`; the rules pass what ``reads`` declares.
 3. Regenerate the schema: ``.venv/bin/python -m podyn.config --write-schema``, and commit it.
 4. Optionally set it in ``config.yaml`` (only where the embedded default differs from the
-   model default) and describe it in the README's configuration section.
+   model default) and regenerate config/README.md (python -m podyn.config_docs).
 """
 
 from __future__ import annotations
