@@ -581,7 +581,7 @@ def test_bf16_old_logps_recomputed_at_the_checkpoint_give_ratio_one():
         logps = recorded.logps(model)
     assert recorded.clip_fraction(logps) > 0
     with torch.no_grad():
-        own = replace(recorded, old_logps=recorded.logps(model))  # recomputed by a forward pass
+        own = replace(recorded, old_logps=logps)  # pi_old recomputed by the forward pass above
         logps = own.logps(model)
     assert torch.equal(logps, own.old_logps) and own.clip_fraction(logps) == 0.0
     current, zeros = recorded.at_current_weights(torch.float32)  # what the analysis takes: no pass

@@ -12,8 +12,7 @@ import json, sys
 sys.path.insert(0, f"{sys.argv[1]}/src")
 from podyn import registry
 from podyn.config import load_config
-cfg = registry.stage_config(load_config(f"{sys.argv[1]}/config.yaml"), "sft")
-cfg = json.loads(cfg) if isinstance(cfg, str) else cfg
+cfg = json.loads(registry.stage_config(load_config(f"{sys.argv[1]}/config.yaml"), "sft"))
 cfg["sft"]["max_steps"] = 150
 print(json.dumps(cfg))
 PY

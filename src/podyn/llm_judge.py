@@ -510,7 +510,7 @@ def _parsed_text_reply(text: str) -> Any:
 
 
 class MalformedReply(ValueError):
-    """A reply that parsed as JSON but lacks the chat-completion fields."""
+    """A reply that parsed as JSON but lacks the chat-completion fields, or an empty one: retried."""
 
 
 class NotAPIReply(Exception):
